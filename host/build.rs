@@ -1,0 +1,38 @@
+//! Links the host against the CPython that pyo3-ffi was configured for (PYO3_PYTHON, or
+//! tools/find-python313 through .cargo/config.toml), and bakes its facts into the binary:
+//! an rpath to its `lib/` folder (so no LD_LIBRARY_PATH is needed), its version and prefix.
+
+fn main() {
+    let config = pyo3_build_config::get();
+    pyo3_build_config::use_pyo3_cfgs();
+
+    let version = config.version();
+    if (version.major, version.minor) < (3, 12) {
+        fail(&format!(
+            "pyhost needs CPython 3.12 or 3.13, but the build found {version} ({}). \
+             Point PYO3_PYTHON at a python3.13 shared build.",
+            config.executable().unwrap_or("unknown interpreter")
+        ));
+    }
+    if !config.shared() {
+        fail(&format!(
+            "pyhost embeds CPython as a shared library, but {} is a static build. \
+             Install a shared build (PYTHON_CONFIGURE_OPTS=--enable-shared) and point PYO3_PYTHON at it.",
+            config.executable().unwrap_or("the interpreter")
+        ));
+    }
+    let Some(lib_dir) = config.lib_dir() else {
+        fail("pyo3-build-config did not report CPython's library folder; cannot set the rpath");
+    };
+    println!("cargo:rustc-link-arg-bins=-Wl,-rpath,{lib_dir}");
+    println!("cargo:rustc-env=PYHOST_PYTHON_MAJOR={}", version.major);
+    println!("cargo:rustc-env=PYHOST_PYTHON_MINOR={}", version.minor);
+    println!("cargo:rustc-env=PYHOST_PYTHON_LIBDIR={lib_dir}");
+    println!("cargo:rustc-env=PYHOST_PYTHON_EXECUTABLE={}", config.executable().unwrap_or(""));
+    println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(1);
+}

@@ -1,0 +1,133 @@
+//! The management commands: `pyhost engines` and `pyhost info`.
+
+use crate::cli::{Command, ENGINE_ENV};
+use crate::discovery::{self, ENGINE_PATH_ENV};
+use crate::loader::{self, HOST_PYTHON};
+use crate::services::HOST_VERSION;
+use pyhost_abi::ABI_VERSION;
+use serde::Serialize;
+
+pub fn run(command: Command) -> i32 {
+    match command {
+        Command::Engines { json } => engines(json),
+        Command::Info { json } => info(json),
+    }
+}
+
+/// One row of `pyhost engines`.
+#[derive(Serialize)]
+struct EngineRow {
+    name: String,
+    version: Option<String>,
+    python: Option<String>,
+    description: Option<String>,
+    path: String,
+    /// `ok`, or why the host refuses this engine.
+    status: String,
+}
+
+fn engines(json: bool) -> i32 {
+    let dirs = discovery::search_path();
+    let rows: Vec<EngineRow> = discovery::candidates(&dirs)
+        .into_iter()
+        .map(|candidate| {
+            let path = candidate.path.display().to_string();
+            match loader::load(&candidate.path, Some(&candidate.name)) {
+                Ok(engine) => EngineRow {
+                    name: candidate.name,
+                    version: Some(engine.descriptor.version.to_string()),
+                    python: Some(engine.descriptor.python.tag()),
+                    description: Some(engine.descriptor.description.to_string()),
+                    path,
+                    status: "ok".to_string(),
+                },
+                Err(err) => EngineRow {
+                    name: candidate.name,
+                    version: None,
+                    python: None,
+                    description: None,
+                    path,
+                    status: format!("refused: {err}"),
+                },
+            }
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows).expect("rows serialize"));
+        return 0;
+    }
+    if rows.is_empty() {
+        println!("No engines found. Searched:");
+        for dir in &dirs {
+            println!("  {}", dir.path.display());
+        }
+        return 0;
+    }
+    let name_width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+    let version_width =
+        rows.iter().map(|r| r.version.as_deref().unwrap_or("-").len()).max().unwrap_or(7).max(7);
+    println!("{:name_width$}  {:version_width$}  {:6}  PATH", "NAME", "VERSION", "PYTHON");
+    for row in &rows {
+        println!(
+            "{:name_width$}  {:version_width$}  {:6}  {}",
+            row.name,
+            row.version.as_deref().unwrap_or("-"),
+            row.python.as_deref().unwrap_or("-"),
+            row.path
+        );
+        match (&row.description, row.status.as_str()) {
+            (Some(description), "ok") => println!("{:name_width$}  {description}", ""),
+            (_, status) => println!("{:name_width$}  {status}", ""),
+        }
+    }
+    0
+}
+
+#[derive(Serialize)]
+struct Info {
+    host_version: &'static str,
+    abi_version: &'static str,
+    python_version: String,
+    python_build: String,
+    python_libdir: &'static str,
+    executable: Option<String>,
+    default_engine: String,
+    engine_search_path: Vec<discovery::SearchDir>,
+}
+
+fn info(json: bool) -> i32 {
+    // SAFETY: Py_GetVersion returns a pointer to a static NUL-terminated string and may be called
+    // before the interpreter is initialized.
+    let build = unsafe { std::ffi::CStr::from_ptr(pyo3_ffi::Py_GetVersion()) }.to_string_lossy().into_owned();
+    let info = Info {
+        host_version: HOST_VERSION,
+        abi_version: ABI_VERSION,
+        python_version: build.split_whitespace().next().unwrap_or("?").to_string(),
+        python_build: build.clone(),
+        python_libdir: env!("PYHOST_PYTHON_LIBDIR"),
+        executable: std::env::current_exe().ok().map(|p| p.display().to_string()),
+        default_engine: std::env::var(ENGINE_ENV)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "stock".into()),
+        engine_search_path: discovery::search_path(),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info).expect("info serializes"));
+        return 0;
+    }
+    println!("pyhost {}", info.host_version);
+    println!("engine ABI:     {}", info.abi_version);
+    println!(
+        "CPython:        {} (built for {}.{}; {})",
+        info.python_version, HOST_PYTHON.0, HOST_PYTHON.1, info.python_libdir
+    );
+    println!("executable:     {}", info.executable.as_deref().unwrap_or("?"));
+    println!("default engine: {} (set {ENGINE_ENV} or pass --engine)", info.default_engine);
+    println!("engine search path ({ENGINE_PATH_ENV}, then next to the binary):");
+    for dir in &info.engine_search_path {
+        let note = if dir.path.is_dir() { "" } else { "  (missing)" };
+        println!("  {}{note}", dir.path.display());
+    }
+    0
+}

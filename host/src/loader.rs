@@ -1,0 +1,206 @@
+//! Loading an engine library and the checks it must pass before any of its code runs on our
+//! interpreter: the ABI version (semver-compatible with the host's), the root-module layout
+//! (abi_stable's check), and the CPython target (`cp3XY` exactly, or `abi3` at most the host's).
+
+use abi_stable::library::{lib_header_from_path, LibraryError};
+use abi_stable::std_types::RResult;
+use pyhost_abi::{EngineDescriptor, EngineModuleRef, EngineStat, HostServices, ABI_VERSION};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The CPython this host embeds (fixed at build time).
+pub const HOST_PYTHON: (u8, u8) =
+    (parse_u8(env!("PYHOST_PYTHON_MAJOR")), parse_u8(env!("PYHOST_PYTHON_MINOR")));
+
+const fn parse_u8(s: &str) -> u8 {
+    let bytes = s.as_bytes();
+    let mut value = 0u8;
+    let mut i = 0;
+    while i < bytes.len() {
+        value = value * 10 + (bytes[i] - b'0');
+        i += 1;
+    }
+    value
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot open engine library {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error("{path} is not a pyhost engine (it exports no pyhost engine module): {reason}")]
+    NotAnEngine { path: PathBuf, reason: String },
+    #[error(
+        "engine {path} was built against pyhost engine ABI {engine_abi}, but this pyhost speaks ABI {host_abi}; \
+         rebuild the engine against pyhost-abi {host_abi}"
+    )]
+    AbiVersion { path: PathBuf, engine_abi: String, host_abi: &'static str },
+    #[error("engine {path} has an incompatible ABI layout (pyhost ABI {host_abi}):\n{details}")]
+    AbiLayout { path: PathBuf, host_abi: &'static str, details: String },
+    #[error("engine {path} failed to initialize: {reason}")]
+    Init { path: PathBuf, reason: String },
+    #[error(
+        "engine '{name}' ({path}) targets {target}, but this pyhost embeds CPython {}.{}; \
+         use a pyhost built for that CPython or an engine built for this one",
+        host.0, host.1
+    )]
+    PythonMismatch { name: String, path: PathBuf, target: String, host: (u8, u8) },
+    #[error("engine {path} is named '{found}', not '{wanted}' as its file name says")]
+    NameMismatch { path: PathBuf, found: String, wanted: String },
+}
+
+/// A loaded, checked engine. Libraries are never unloaded (abi_stable keeps them mapped).
+#[derive(Clone)]
+pub struct LoadedEngine {
+    pub module: EngineModuleRef,
+    pub descriptor: EngineDescriptor,
+    pub path: PathBuf,
+}
+
+/// The semver-compatibility key of an ABI version: `0.x` for 0.x, the major number otherwise.
+fn compat_key(version: &str) -> Option<(u64, u64)> {
+    let mut parts = version.split('.').map(|p| p.parse::<u64>().ok());
+    let major = parts.next()??;
+    let minor = parts.next()??;
+    Some(if major == 0 { (0, minor) } else { (major, 0) })
+}
+
+/// Loads and checks the engine library at `path`. With `expected_name`, the engine must call
+/// itself that (the name its file name carries).
+pub fn load(path: &Path, expected_name: Option<&str>) -> Result<LoadedEngine, LoadError> {
+    let started = Instant::now();
+    let path = path.to_path_buf();
+    let header = lib_header_from_path(&path).map_err(|err| match err {
+        LibraryError::OpenError { err, .. } => {
+            LoadError::Open { path: path.clone(), reason: err.to_string() }
+        }
+        other => LoadError::NotAnEngine { path: path.clone(), reason: other.to_string() },
+    })?;
+    let engine_abi = header.version_strings().version.as_str().to_string();
+    tracing::debug!(path = %path.display(), engine_abi, host_abi = ABI_VERSION, "checking engine ABI");
+    if compat_key(&engine_abi).is_none() || compat_key(&engine_abi) != compat_key(ABI_VERSION) {
+        return Err(LoadError::AbiVersion { path, engine_abi, host_abi: ABI_VERSION });
+    }
+    let module = header.init_root_module::<EngineModuleRef>().map_err(|err| match err {
+        LibraryError::IncompatibleVersionNumber { actual_version, .. } => LoadError::AbiVersion {
+            path: path.clone(),
+            engine_abi: actual_version.to_string(),
+            host_abi: ABI_VERSION,
+        },
+        LibraryError::AbiInstability(details) => {
+            LoadError::AbiLayout { path: path.clone(), host_abi: ABI_VERSION, details: details.to_string() }
+        }
+        other => LoadError::Init { path: path.clone(), reason: other.to_string() },
+    })?;
+    let descriptor = match (module.descriptor())() {
+        RResult::ROk(descriptor) => descriptor,
+        RResult::RErr(reason) => return Err(LoadError::Init { path, reason: reason.into() }),
+    };
+    if let Some(wanted) = expected_name {
+        if descriptor.name.as_str().replace('-', "_") != wanted.replace('-', "_") {
+            return Err(LoadError::NameMismatch {
+                path,
+                found: descriptor.name.into(),
+                wanted: wanted.into(),
+            });
+        }
+    }
+    if !descriptor.python.accepts(HOST_PYTHON.0, HOST_PYTHON.1) {
+        return Err(LoadError::PythonMismatch {
+            name: descriptor.name.into(),
+            path,
+            target: descriptor.python.to_string(),
+            host: HOST_PYTHON,
+        });
+    }
+    tracing::debug!(
+        engine = descriptor.name.as_str(),
+        version = descriptor.version.as_str(),
+        target = %descriptor.python,
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "engine loaded"
+    );
+    Ok(LoadedEngine { module, descriptor, path })
+}
+
+/// A lifecycle phase, for hook calls and messages.
+#[derive(Debug, Clone, Copy)]
+pub enum Phase {
+    BeforeInit,
+    AfterInit,
+    BeforeRun,
+    AtExit,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::BeforeInit => "before_init",
+            Phase::AfterInit => "after_init",
+            Phase::BeforeRun => "before_run",
+            Phase::AtExit => "at_exit",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("engine '{engine}' failed in {phase}: {message}")]
+pub struct HookError {
+    pub engine: String,
+    pub phase: &'static str,
+    pub message: String,
+}
+
+impl LoadedEngine {
+    pub fn name(&self) -> &str {
+        self.descriptor.name.as_str()
+    }
+
+    /// Calls the engine's hook for `phase`, timing it.
+    pub fn run_hook(&self, phase: Phase, services: &HostServices) -> Result<(), HookError> {
+        let hook = match phase {
+            Phase::BeforeInit => self.module.before_init(),
+            Phase::AfterInit => self.module.after_init(),
+            Phase::BeforeRun => self.module.before_run(),
+            Phase::AtExit => self.module.at_exit(),
+        };
+        let started = Instant::now();
+        let result = hook(services);
+        tracing::debug!(
+            engine = self.name(),
+            phase = phase.name(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            ok = result.is_ok(),
+            "lifecycle hook"
+        );
+        result.into_result().map_err(|message| HookError {
+            engine: self.name().to_string(),
+            phase: phase.name(),
+            message: message.into(),
+        })
+    }
+
+    /// The engine's statistics, or the error it reported.
+    pub fn statistics(&self) -> Result<Vec<EngineStat>, String> {
+        (self.module.statistics())().into_result().map(|stats| stats.into_vec()).map_err(Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abi_versions_are_compared_like_semver() {
+        assert_eq!(compat_key("0.1.0"), compat_key("0.1.7"));
+        assert_ne!(compat_key("0.1.0"), compat_key("0.2.0"));
+        assert_eq!(compat_key("1.2.0"), compat_key("1.5.3"));
+        assert_ne!(compat_key("1.0.0"), compat_key("2.0.0"));
+        assert_eq!(compat_key("garbage"), None);
+    }
+
+    #[test]
+    fn host_python_is_the_build_time_python() {
+        assert_eq!(HOST_PYTHON.0, 3);
+        assert!(HOST_PYTHON.1 >= 12);
+    }
+}

@@ -1,0 +1,26 @@
+//! pyhost's own diagnostics: silent by default, `PYHOST_LOG=debug` (any `tracing` filter) or
+//! `--verbose` shows discovery, loading, ABI checks and lifecycle timings on stderr.
+
+use std::io::IsTerminal;
+use tracing_subscriber::EnvFilter;
+
+pub fn init(verbose: u8) {
+    let filter = match (std::env::var("PYHOST_LOG"), verbose) {
+        (_, 1) => EnvFilter::new("debug"),
+        (_, v) if v >= 2 => EnvFilter::new("trace"),
+        (Ok(spec), _) if !spec.is_empty() => match EnvFilter::try_new(&spec) {
+            Ok(filter) => filter,
+            Err(err) => {
+                eprintln!("pyhost: ignoring PYHOST_LOG={spec:?}: {err}");
+                EnvFilter::new("off")
+            }
+        },
+        _ => EnvFilter::new("off"),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
