@@ -174,12 +174,14 @@ fn initialize(program: &PythonCommandLine) -> Result<(), i32> {
     unsafe {
         ffi::PyConfig_InitPythonConfig(config);
         let result = (|| {
-            check(ffi::PyConfig_SetBytesString(config, &raw mut (*config).executable, executable.as_ptr()))?;
+            // argv first: it pre-initializes CPython, and preconfig options (-X dev, -X utf8,
+            // -E, -I) are read from it only if nothing pre-initialized CPython before.
             check(ffi::PyConfig_SetBytesArgv(
                 config,
                 argv_ptrs.len() as ffi::Py_ssize_t,
                 argv_ptrs.as_mut_ptr(),
             ))?;
+            check(ffi::PyConfig_SetBytesString(config, &raw mut (*config).executable, executable.as_ptr()))?;
             for arg in &orig_argv {
                 let wide = ffi::Py_DecodeLocale(arg.as_ptr(), ptr::null_mut());
                 if wide.is_null() {

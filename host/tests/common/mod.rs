@@ -1,0 +1,104 @@
+//! Shared helpers for the integration tests: run the real `pyhost` binary and the `python3.13`
+//! it was built against, side by side, and build the fixture engines.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+pub fn pyhost_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pyhost"))
+}
+
+/// The python3.13 the host was built against (the reference implementation).
+pub fn python_bin() -> PathBuf {
+    PathBuf::from(env!("PYHOST_PYTHON_EXECUTABLE"))
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
+}
+
+/// A `pyhost` command with a clean pyhost environment.
+pub fn pyhost() -> Command {
+    let mut cmd = Command::new(pyhost_bin());
+    clean_env(&mut cmd);
+    cmd
+}
+
+pub fn python() -> Command {
+    let mut cmd = Command::new(python_bin());
+    clean_env(&mut cmd);
+    cmd
+}
+
+fn clean_env(cmd: &mut Command) {
+    for var in ["PYHOST_ENGINE", "PYHOST_ENGINE_PATH", "PYHOST_LOG", "RUST_BACKTRACE", "PYTHONPATH"] {
+        cmd.env_remove(var);
+    }
+    cmd.stdin(Stdio::null());
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|err| panic!("cannot run {cmd:?}: {err}"))
+}
+
+pub fn run_with_stdin(cmd: &mut Command, input: &str) -> Output {
+    use std::io::Write;
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|err| panic!("cannot run {cmd:?}: {err}"));
+    child.stdin.take().expect("piped").write_all(input.as_bytes()).expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Replaces the two executables' paths and names with `<exe>`, so outputs compare.
+pub fn normalize(output: &str) -> String {
+    let pyhost = pyhost_bin();
+    let python = python_bin();
+    let mut out = output.to_string();
+    for path in [&pyhost, &python] {
+        out = out.replace(&*path.display().to_string(), "<exe>");
+    }
+    for name in [pyhost.file_name(), python.file_name()].into_iter().flatten() {
+        out = out.replace(&*name.to_string_lossy(), "<exe>");
+    }
+    out
+}
+
+/// Builds a fixture engine crate (outside the workspace) and returns its library path.
+pub fn build_fixture(manifest_dir: &Path, lib_name: &str) -> PathBuf {
+    let target_dir = workspace_root().join("target").join("fixtures");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--quiet", "--manifest-path"])
+        .arg(manifest_dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building fixture {} failed", manifest_dir.display());
+    let lib = target_dir.join("debug").join(format!("lib{lib_name}.so"));
+    assert!(lib.is_file(), "fixture library {} missing", lib.display());
+    lib
+}
+
+/// The misbehaving test engine (tests/fixtures/misbehaving-engine).
+pub fn misbehaving_engine() -> PathBuf {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        build_fixture(
+            &workspace_root().join("tests/fixtures/misbehaving-engine"),
+            "pyhost_engine_misbehaving",
+        )
+    })
+    .clone()
+}
+
+/// The stock engine as cargo built it next to the binary.
+pub fn stock_engine() -> PathBuf {
+    pyhost_bin().parent().expect("bin dir").join("libpyhost_engine_stock.so")
+}
