@@ -175,3 +175,25 @@ fn default_run_prints_nothing_of_pyhosts_own() {
     assert!(out.status.success());
     assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{}", text(&out.stderr));
 }
+
+/// Runs `exe` (plus `args`) in a pseudo-terminal through util-linux `script`, feeding `input`.
+fn in_a_terminal(exe: &Path, args: &str, term: &str, input: &str) -> String {
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &format!("{} {args}", exe.display()), "/dev/null"]).env("TERM", term);
+    for var in ["PYHOST_ENGINE", "PYHOST_ENGINE_PATH", "PYHOST_LOG", "PYTHONSTARTUP"] {
+        cmd.env_remove(var);
+    }
+    text(&run_with_stdin(&mut cmd, input).stdout)
+}
+
+#[test]
+fn repl_in_a_terminal_behaves_like_pythons() {
+    let input = "1 + 1\nimport sys; sys.flags.interactive\nexit()\n";
+    let host = in_a_terminal(&pyhost_bin(), "--engine stock -q", "dumb", input);
+    let reference = in_a_terminal(&python_bin(), "-q", "dumb", input);
+    assert!(host.contains("2\r\n"), "{host:?}");
+    assert_eq!(normalize(&host), normalize(&reference));
+    // The colour REPL (3.13's pyrepl) runs too.
+    let host = in_a_terminal(&pyhost_bin(), "-q", "xterm-256color", "import pyhost; pyhost.engine\nexit()\n");
+    assert!(host.contains("'stock'"), "{host:?}");
+}
