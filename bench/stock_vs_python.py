@@ -103,8 +103,10 @@ def parse_args(argv=None):
                    help="discarded warm-up `-c pass` runs per side (default 3)")
     p.add_argument("--no-startup", action="store_true", help="skip the start-up measurement")
     p.add_argument("--no-programs", action="store_true", help="skip the CPU-bound programs")
-    p.add_argument("--stat", choices=("mean", "median"), default="mean",
-                   help="statistic whose ratio is the headline number (default: mean)")
+    p.add_argument("--stat", choices=("mean", "median", "min"), default="mean",
+                   help="statistic of the per-run times whose ratio/difference is the "
+                        "headline number (default: mean; bootstrap CIs of median/min are "
+                        "rough with few runs)")
     p.add_argument("--bootstrap", type=int, default=None,
                    help="bootstrap resamples for the CIs (default 10000; 2000 with --quick)")
     p.add_argument("--seed", type=int, default=None,
@@ -219,7 +221,7 @@ def percentile(sorted_xs, q):
 
 
 def stat_fn(name):
-    return statistics.fmean if name == "mean" else statistics.median
+    return {"mean": statistics.fmean, "median": statistics.median, "min": min}[name]
 
 
 def paired_bootstrap(a, b, fn, rng, n_boot):
@@ -366,16 +368,17 @@ def analyse_startup(raw, args, rng):
     fn = stat_fn(args.stat)
     diff_mean = statistics.fmean(a) - statistics.fmean(b)
     diff_median = statistics.median(a) - statistics.median(b)
+    diff_min = min(a) - min(b)
     dist = paired_bootstrap(a, b, lambda x, y: fn(x) - fn(y), rng, args.bootstrap)
     lo, hi = ci95(dist)
-    point = diff_mean if args.stat == "mean" else diff_median
+    point = fn(a) - fn(b)
     ca = [x * 1000 for x in raw[PYHOST]["cpu"]]
     cb = [x * 1000 for x in raw[PYTHON]["cpu"]]
     return {
         "unit": "ms",
         PYHOST: describe(a), PYTHON: describe(b),
         "cpu_ms": {PYHOST: describe(ca), PYTHON: describe(cb)},
-        "diff_mean_ms": diff_mean, "diff_median_ms": diff_median,
+        "diff_mean_ms": diff_mean, "diff_median_ms": diff_median, "diff_min_ms": diff_min,
         "stat": args.stat, "diff_ms": point, "ci95_ms": [lo, hi],
         "target_ms": TARGET_STARTUP_MS,
         "verdict": verdict_upper(point, lo, hi, TARGET_STARTUP_MS),
@@ -407,6 +410,7 @@ def analyse_programs(raw, args, rng):
             "cpu": {PYHOST: describe(ca), PYTHON: describe(cb)},
             "ratio_mean": statistics.fmean(a) / statistics.fmean(b),
             "ratio_median": statistics.median(a) / statistics.median(b),
+            "ratio_min": min(a) / min(b),
             "ratio": rf(a, b), "ci95": [lo, hi],
             "cpu_ratio": rf(ca, cb), "cpu_ci95": [clo, chi],
         }
@@ -442,9 +446,9 @@ def fmt_ci(lo, hi, spec):
 def report(meta, startup, programs, summary, args):
     w = print
     w()
-    w("=" * 96)
+    w("=" * 115)
     w("pyhost (stock engine) vs python3.13")
-    w("=" * 96)
+    w("=" * 115)
     w(f"pyhost : {meta['commands'][PYHOST]}")
     w(f"python : {meta['commands'][PYTHON]}")
     w(f"host   : {meta['platform']}, {meta['cpu_count']} CPUs, load avg at start "
@@ -465,29 +469,42 @@ def report(meta, startup, programs, summary, args):
               f"{s['min']:8.2f} {startup['cpu_ms'][side]['mean']:9.2f}")
         w(f"  difference pyhost - python ({startup['stat']}): {startup['diff_ms']:+.2f} ms  "
           f"95% CI {fmt_ci(*startup['ci95_ms'], '+.2f')} ms   "
-          f"(mean {startup['diff_mean_ms']:+.2f}, median {startup['diff_median_ms']:+.2f})")
+          f"(mean {startup['diff_mean_ms']:+.2f}, median {startup['diff_median_ms']:+.2f}, "
+          f"min {startup['diff_min_ms']:+.2f})")
         w(f"  target <= {TARGET_STARTUP_MS:.0f} ms: {startup['verdict']}")
 
     if programs:
         w()
-        w(f"CPU-bound programs (wall time per run; ratio = pyhost/python of the {args.stat}s)")
-        hdr = (f"  {'program':16s} {'python s':>9s} {'pyhost s':>9s} {'ratio':>7s} "
-               f"{'95% CI':>17s} {'med.ratio':>9s} {'cpu ratio':>9s} {'cpu 95% CI':>17s} "
-               f"{'cv py/ph %':>11s}")
+        w(f"CPU-bound programs (wall time per run, {args.stat} in seconds; "
+          f"ratio = pyhost/python of the {args.stat}s;")
+        w("  r(mean)/r(med)/r(min): ratio of means/medians/minima; cpu = user+sys time; "
+          "cv = stdev/mean)")
+        hdr = (f"  {'program':15s} {'python':>7s} {'pyhost':>7s} {'ratio':>6s} "
+               f"{'95% CI':>15s} {'r(mean)':>7s} {'r(med)':>6s} {'r(min)':>6s} "
+               f"{'cpu ratio':>9s} {'cpu 95% CI':>15s} {'cv% py/ph':>10s}")
         w(hdr)
         w("  " + "-" * (len(hdr) - 2))
         for name, r in programs.items():
             py, ph = r[PYTHON], r[PYHOST]
             cv_py = 100 * py["stdev"] / py["mean"]
             cv_ph = 100 * ph["stdev"] / ph["mean"]
-            w(f"  {name:16s} {py[args.stat]:9.3f} {ph[args.stat]:9.3f} {r['ratio']:7.3f} "
-              f"{fmt_ci(*r['ci95'], '.3f'):>17s} {r['ratio_median']:9.3f} "
-              f"{r['cpu_ratio']:9.3f} {fmt_ci(*r['cpu_ci95'], '.3f'):>17s} "
-              f"{cv_py:5.1f}/{cv_ph:<5.1f}")
+            w(f"  {name:15s} {py[args.stat]:7.3f} {ph[args.stat]:7.3f} {r['ratio']:6.3f} "
+              f"{fmt_ci(*r['ci95'], '.3f'):>15s} {r['ratio_mean']:7.3f} "
+              f"{r['ratio_median']:6.3f} {r['ratio_min']:6.3f} "
+              f"{r['cpu_ratio']:9.3f} {fmt_ci(*r['cpu_ci95'], '.3f'):>15s} "
+              f"{cv_py:5.1f}/{cv_ph:<4.1f}")
         w("  " + "-" * (len(hdr) - 2))
-        w(f"  {'geomean':16s} {'':9s} {'':9s} {summary['geomean_ratio']:7.3f} "
-          f"{fmt_ci(*summary['ci95'], '.3f'):>17s} {'':9s} {summary['geomean_cpu_ratio']:9.3f}")
+        w(f"  {'geomean':15s} {'':7s} {'':7s} {summary['geomean_ratio']:6.3f} "
+          f"{fmt_ci(*summary['ci95'], '.3f'):>15s} {'':7s} {'':6s} {'':6s} "
+          f"{summary['geomean_cpu_ratio']:9.3f}")
         w(f"  target geomean ratio <= {TARGET_CPU_RATIO:.2f}: {summary['verdict']}")
+    la, n = meta.get("loadavg_start"), meta.get("cpu_count") or 1
+    if la and max(la[0], (meta.get("loadavg_end") or [0])[0]) > 0.5 * n:
+        w()
+        w(f"WARNING: the machine was busy (1-min load average up to "
+          f"{max(la[0], (meta.get('loadavg_end') or [0])[0]):.2f} on {n} CPUs); other processes")
+        w("         inflate and scatter the timings.  Expect wide CIs; use more --runs or a")
+        w("         quieter machine, and run the python-vs-python A/A check (see README).")
     if args.runs < 10 or (startup is not None and args.startup_runs < 20):
         w()
         w("NOTE: few runs -- bootstrap CIs from so few samples are too narrow and unreliable;")
