@@ -261,3 +261,36 @@ fn logs_show_loading_and_hooks_only_when_asked() {
     let out = run(pyhost().args(["-c", "pass"]));
     assert!(out.stderr.is_empty());
 }
+
+#[test]
+fn engine_at_exit_runs_after_the_programs_own_atexit_handlers() {
+    let program =
+        "import atexit, sys\natexit.register(lambda: print('program atexit', file=sys.stderr, flush=True))";
+    let out = run(pyhost()
+        .env("PYHOST_LOG", "debug")
+        .arg("--engine")
+        .arg(misbehaving_engine())
+        .args(["-c", program]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    let program_at = err.find("program atexit").expect("program's handler ran");
+    let engine_at = err.find("misbehaving engine: at_exit").expect("engine's hook ran");
+    assert!(program_at < engine_at, "{err}");
+}
+
+#[test]
+fn a_venv_made_by_pyhost_runs_pyhost_with_the_venvs_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let venv = dir.path().join("venv");
+    let out = run(pyhost().args(["-m", "venv", "--without-pip"]).arg(&venv));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let program = "import sys, pyhost; print(sys.prefix); print(sys.executable); print(sys._base_executable); print(pyhost.engine)";
+    let out = stdout_of(
+        std::process::Command::new(venv.join("bin/python")).env_remove("PYHOST_ENGINE").args(["-c", program]),
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], venv.display().to_string());
+    assert_eq!(lines[1], venv.join("bin/python").display().to_string());
+    assert_eq!(lines[2], pyhost_bin().display().to_string());
+    assert_eq!(lines[3], "stock");
+}

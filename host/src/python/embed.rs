@@ -155,11 +155,11 @@ unsafe fn check(status: ffi::PyStatus) -> Result<(), i32> {
     ffi::Py_ExitStatusException(status)
 }
 
-/// Configures CPython as python's `main()` does (python config, `argv` parsed by CPython) with
-/// `sys.executable` set to this binary and `sys.orig_argv` to pyhost's whole command line.
+/// Configures CPython as python's `main()` does (python config, `argv` parsed by CPython), with
+/// `sys.orig_argv` set to pyhost's whole command line. `sys.executable` is left for CPython to
+/// compute from `argv[0]`, as python does: it is then the pyhost binary as invoked, and inside a
+/// venv made with `pyhost -m venv` it is the venv's `bin/python` (a link to pyhost).
 fn initialize(program: &PythonCommandLine) -> Result<(), i32> {
-    let executable =
-        std::env::current_exe().map(|p| c_string(p.as_os_str())).unwrap_or_else(|_| c_string(&program.argv0));
     let mut argv: Vec<CString> = vec![c_string(&program.argv0)];
     argv.extend(program.args.iter().map(|a| c_string(a)));
     let mut argv_ptrs: Vec<*const std::ffi::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
@@ -174,14 +174,13 @@ fn initialize(program: &PythonCommandLine) -> Result<(), i32> {
     unsafe {
         ffi::PyConfig_InitPythonConfig(config);
         let result = (|| {
-            // argv first: it pre-initializes CPython, and preconfig options (-X dev, -X utf8,
-            // -E, -I) are read from it only if nothing pre-initialized CPython before.
+            // Nothing may pre-initialize CPython before argv is set: preconfig options
+            // (-X dev, -X utf8, -E, -I) are read from it only then.
             check(ffi::PyConfig_SetBytesArgv(
                 config,
                 argv_ptrs.len() as ffi::Py_ssize_t,
                 argv_ptrs.as_mut_ptr(),
             ))?;
-            check(ffi::PyConfig_SetBytesString(config, &raw mut (*config).executable, executable.as_ptr()))?;
             for arg in &orig_argv {
                 let wide = ffi::Py_DecodeLocale(arg.as_ptr(), ptr::null_mut());
                 if wide.is_null() {
