@@ -58,10 +58,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A/B-benchmark engines on the same program (see `pyhost bench --help`).
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 impl Command {
-    const NAMES: [&'static str; 2] = ["engines", "info"];
+    const NAMES: [&'static str; 3] = ["engines", "info", "bench"];
 }
 
 #[derive(Debug, Parser)]
@@ -134,6 +136,7 @@ pyhost: run Python programs with an evaluation engine chosen at run time.
 usage: pyhost [--engine NAME|PATH] [--verbose] [python option] ... [-c cmd | -m mod | file | -] [arg] ...
        pyhost [--verbose] engines [--json]    list the engines found
        pyhost [--verbose] info [--json]       host, CPython and ABI versions, engine search path
+       pyhost bench -e A -e B [options] (FILE | -c CMD | -m MOD) [ARGS]   A/B benchmark (bench --help)
 
 pyhost options (they come before any python option):
 --engine NAME|PATH : the engine to run with (default: $PYHOST_ENGINE, else `stock`); a PATH

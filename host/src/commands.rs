@@ -1,16 +1,17 @@
-//! The management commands: `pyhost engines` and `pyhost info`.
+//! The management commands: `pyhost engines`, `pyhost info` (and `pyhost bench`, in `bench/`).
 
-use crate::cli::{Command, ENGINE_ENV};
+use crate::cli::{Command, HostOptions, ENGINE_ENV};
 use crate::discovery::{self, ENGINE_PATH_ENV};
 use crate::loader::{self, HOST_PYTHON};
 use crate::services::HOST_VERSION;
 use pyhost_abi::ABI_VERSION;
 use serde::Serialize;
 
-pub fn run(command: Command) -> i32 {
+pub fn run(command: Command, options: &HostOptions) -> i32 {
     match command {
         Command::Engines { json } => engines(json),
         Command::Info { json } => info(json),
+        Command::Bench(args) => crate::bench::run(*args, options.engine.clone()),
     }
 }
 

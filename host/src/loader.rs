@@ -2,11 +2,15 @@
 //! interpreter: the ABI version (semver-compatible with the host's), the root-module layout
 //! (abi_stable's check), and the CPython target (`cp3XY` exactly, or `abi3` at most the host's).
 
+use crate::discovery::{self, SearchDir};
 use abi_stable::library::{lib_header_from_path, LibraryError};
 use abi_stable::std_types::RResult;
 use pyhost_abi::{EngineDescriptor, EngineModuleRef, EngineStat, HostServices, ABI_VERSION};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// The engine used when neither `--engine` nor `$PYHOST_ENGINE` names one.
+pub const DEFAULT_ENGINE: &str = "stock";
 
 /// The CPython this host embeds (fixed at build time).
 pub const HOST_PYTHON: (u8, u8) =
@@ -46,6 +50,50 @@ pub enum LoadError {
     PythonMismatch { name: String, path: PathBuf, target: String, host: (u8, u8) },
     #[error("engine {path} is named '{found}', not '{wanted}' as its file name says")]
     NameMismatch { path: PathBuf, found: String, wanted: String },
+}
+
+/// Why `--engine VALUE` could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// No engine of that name on the search path; the message lists what was found and where.
+    #[error("{0}")]
+    Unknown(String),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+/// Finds and loads the engine `spec` names: a library path (see [`discovery::is_path`]) or an
+/// engine name searched on the search path.
+pub fn resolve(spec: &str) -> Result<LoadedEngine, ResolveError> {
+    if discovery::is_path(spec) {
+        return Ok(load(Path::new(spec), None)?);
+    }
+    let dirs = discovery::search_path();
+    match discovery::find(spec, &dirs) {
+        Some(path) => Ok(load(&path, Some(spec))?),
+        None => Err(ResolveError::Unknown(unknown_engine_message(spec, &dirs))),
+    }
+}
+
+fn unknown_engine_message(spec: &str, dirs: &[SearchDir]) -> String {
+    let found = discovery::candidates(dirs);
+    let mut message = format!("no engine named '{spec}'");
+    if found.is_empty() {
+        message.push_str("; no engines were found at all.");
+    } else {
+        let names: Vec<&str> = found.iter().map(|c| c.name.as_str()).collect();
+        message.push_str(&format!("; engines found: {}.", names.join(", ")));
+    }
+    message.push_str("\nSearched (engine NAME is the file libpyhost_engine_NAME.so):");
+    for dir in dirs {
+        let note = if dir.path.is_dir() { "" } else { " (missing)" };
+        message.push_str(&format!("\n  {}{note}", dir.path.display()));
+    }
+    message.push_str(&format!(
+        "\nSet {} (colon-separated folders) or pass --engine PATH/TO/lib….so.",
+        discovery::ENGINE_PATH_ENV
+    ));
+    message
 }
 
 /// A loaded, checked engine. Libraries are never unloaded (abi_stable keeps them mapped).

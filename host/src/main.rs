@@ -6,9 +6,10 @@
 //! - [`loader`]: loading an engine library and the checks made before it may run.
 //! - [`services`]: what the host offers engines (logging, versions).
 //! - [`python`]: embedding CPython (`embed`) and the built-in `pyhost` module (`pyhost_module`).
-//! - [`commands`]: `pyhost engines`, `pyhost info`.
+//! - [`commands`]: `pyhost engines`, `pyhost info`; [`bench`]: `pyhost bench`.
 //! - [`logging`]: `tracing` output, controlled by `PYHOST_LOG` or `--verbose`.
 
+mod bench;
 mod cli;
 mod commands;
 mod discovery;
@@ -30,7 +31,7 @@ fn main() {
     };
     logging::init(invocation.options.verbose);
     let code = match invocation.action {
-        cli::Action::Command(command) => commands::run(command),
+        cli::Action::Command(command) => commands::run(command, &invocation.options),
         cli::Action::RunPython(program) => python::embed::run(&invocation.options, program),
     };
     let _ = std::io::stdout().flush();

@@ -2,8 +2,9 @@
 //! parsing, call the engine's hooks, and hand over to `Py_RunMain`, which gives python's exact
 //! behaviour for `-c`, `-m`, files, stdin, the REPL, exit statuses and KeyboardInterrupt.
 
+use crate::bench::executor::BENCH_OUTPUT_ENV;
 use crate::cli::{HostOptions, PythonCommandLine, ENGINE_ENV, HELP_PREAMBLE};
-use crate::discovery::{self, SearchDir};
+use crate::discovery;
 use crate::loader::{self, LoadedEngine, Phase};
 use crate::python::pyhost_module;
 use crate::services::host_services;
@@ -19,50 +20,18 @@ pub const EXIT_ENGINE_UNAVAILABLE: i32 = 2;
 /// Exit status when an engine hook fails before the program could run.
 pub const EXIT_ENGINE_FAILED: i32 = 1;
 
-/// Resolves `--engine`, `$PYHOST_ENGINE`, or the default `stock`, and loads it.
+/// Resolves `--engine`, `$PYHOST_ENGINE`, or the default `stock`, and loads it; on failure
+/// prints why and returns the exit status.
 pub fn resolve_engine(options: &HostOptions) -> Result<LoadedEngine, i32> {
     let spec = options
         .engine
         .clone()
         .or_else(|| std::env::var(ENGINE_ENV).ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| "stock".to_string());
-    let dirs = discovery::search_path();
-    let loaded = if discovery::is_path(&spec) {
-        loader::load(std::path::Path::new(&spec), None)
-    } else {
-        match discovery::find(&spec, &dirs) {
-            Some(path) => loader::load(&path, Some(&spec)),
-            None => {
-                eprintln!("{}", unknown_engine_message(&spec, &dirs));
-                return Err(EXIT_ENGINE_UNAVAILABLE);
-            }
-        }
-    };
-    loaded.map_err(|err| {
+        .unwrap_or_else(|| loader::DEFAULT_ENGINE.to_string());
+    loader::resolve(&spec).map_err(|err| {
         eprintln!("pyhost: error: {err}");
         EXIT_ENGINE_UNAVAILABLE
     })
-}
-
-fn unknown_engine_message(spec: &str, dirs: &[SearchDir]) -> String {
-    let found = discovery::candidates(dirs);
-    let mut message = format!("pyhost: error: no engine named '{spec}'");
-    if found.is_empty() {
-        message.push_str("; no engines were found at all.");
-    } else {
-        let names: Vec<&str> = found.iter().map(|c| c.name.as_str()).collect();
-        message.push_str(&format!("; engines found: {}.", names.join(", ")));
-    }
-    message.push_str("\nSearched (engine NAME is the file libpyhost_engine_NAME.so):");
-    for dir in dirs {
-        let note = if dir.path.is_dir() { "" } else { " (missing)" };
-        message.push_str(&format!("\n  {}{note}", dir.path.display()));
-    }
-    message.push_str(&format!(
-        "\nSet {} (colon-separated folders) or pass --engine PATH/TO/lib….so.",
-        discovery::ENGINE_PATH_ENV
-    ));
-    message
 }
 
 /// `-h`/`--help`/`-?` among python's leading options: pyhost prints its own part first.
@@ -121,10 +90,34 @@ pub fn run(options: &HostOptions, program: PythonCommandLine) -> i32 {
     // Py_RunMain runs the configured program and finalizes the interpreter.
     let code = unsafe { ffi::Py_RunMain() };
     tracing::debug!(code, "program finished");
+    report_engine_statistics(&engine);
     if pyhost_module::at_exit_failed() && code == 0 {
         EXIT_ENGINE_FAILED
     } else {
         code
+    }
+}
+
+/// Under `pyhost bench`, appends the engine's statistics to the parent's report file.
+fn report_engine_statistics(engine: &LoadedEngine) {
+    let Some(path) = std::env::var_os(BENCH_OUTPUT_ENV) else { return };
+    let stats = match engine.statistics() {
+        Ok(stats) => stats,
+        Err(message) => {
+            eprintln!("pyhost: warning: engine statistics failed: {message}");
+            return;
+        }
+    };
+    let map: serde_json::Map<String, serde_json::Value> =
+        stats.into_iter().map(|s| (s.name.into(), serde_json::json!(s.value))).collect();
+    let line = serde_json::json!({ "engine_statistics": map }).to_string();
+    let written = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()));
+    if let Err(err) = written {
+        eprintln!("pyhost: warning: cannot write engine statistics to {}: {err}", path.to_string_lossy());
     }
 }
 

@@ -20,6 +20,15 @@ use std::sync::OnceLock;
 static ENGINE: OnceLock<LoadedEngine> = OnceLock::new();
 static AT_EXIT_FAILED: AtomicBool = AtomicBool::new(false);
 
+/// The part of the module written in Python (`pyhost.bench`).
+const PYTHON_PART: &std::ffi::CStr = {
+    const SOURCE: &str = concat!(include_str!("pyhost_bench.py"), "\0");
+    match std::ffi::CStr::from_bytes_with_nul(SOURCE.as_bytes()) {
+        Ok(source) => source,
+        Err(_) => panic!("pyhost_bench.py must not contain NUL bytes"),
+    }
+};
+
 /// Makes `import pyhost` available; must be called before the interpreter is initialized.
 pub fn install(engine: LoadedEngine) {
     let _ = ENGINE.set(engine);
@@ -124,6 +133,15 @@ unsafe extern "C" fn exec_module(module: *mut ffi::PyObject) -> c_int {
             if unsafe { ffi::PyModule_AddStringConstant(module, name.as_ptr(), value.as_ptr()) } < 0 {
                 return ptr::null_mut();
             }
+        }
+        // SAFETY: GIL held; the module's dict is borrowed, the code is a static C string.
+        unsafe {
+            let globals = ffi::PyModule_GetDict(module);
+            let result = ffi::PyRun_String(PYTHON_PART.as_ptr(), ffi::Py_file_input, globals, globals);
+            if result.is_null() {
+                return ptr::null_mut();
+            }
+            ffi::Py_DECREF(result);
         }
         module
     });

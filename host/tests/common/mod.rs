@@ -102,3 +102,34 @@ pub fn misbehaving_engine() -> PathBuf {
 pub fn stock_engine() -> PathBuf {
     pyhost_bin().parent().expect("bin dir").join("libpyhost_engine_stock.so")
 }
+
+/// A venv made by pyhost itself (`pyhost -m venv`), with the real pyperf from PyPI installed:
+/// its `bin/python` is pyhost. Created once under target/ and shared by tests (file lock).
+pub fn pyperf_venv() -> PathBuf {
+    let venv = workspace_root().join("target").join("test-venv-pyperf");
+    let lock_path = workspace_root().join("target").join("test-venv-pyperf.lock");
+    let lock = std::fs::File::create(&lock_path).expect("create lock file");
+    lock.lock().expect("lock the test venv");
+    let python = venv.join("bin/python");
+    let ready = Command::new(&python)
+        .args(["-c", "import pyperf, pyhost"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ready {
+        let _ = std::fs::remove_dir_all(&venv);
+        let out = run(pyhost().arg("-m").arg("venv").arg(&venv));
+        assert!(out.status.success(), "pyhost -m venv failed: {}", text(&out.stderr));
+        let out = run(Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "pyperf==2.11.0",
+        ]));
+        assert!(out.status.success(), "installing pyperf from PyPI failed: {}", text(&out.stderr));
+    }
+    python
+}

@@ -1,0 +1,251 @@
+//! Runs one benchmark process and measures it: wall time (from spawn to exit), user and system
+//! CPU time and peak RSS (from the child's `rusage`), and whatever the program reported through
+//! `pyhost.bench` (in-process values) plus the engine's statistics at exit.
+//!
+//! The child is awaited with `waitid(WNOWAIT)` so that a timeout watchdog can never signal a
+//! recycled pid: the child is reaped (with `wait4`, for its rusage) only after the watchdog has
+//! been told it exited.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The environment variable through which a child reports in-process values and engine
+/// statistics (JSON lines appended to the named file).
+pub const BENCH_OUTPUT_ENV: &str = "PYHOST_BENCH_OUTPUT";
+
+/// One finished process.
+#[derive(Debug, Clone, Default)]
+pub struct Measurement {
+    pub wall: f64,
+    pub user: f64,
+    pub sys: f64,
+    pub peak_rss_bytes: u64,
+    /// Seconds per loop reported through `pyhost.bench`, in order.
+    pub in_process: Vec<InProcessValue>,
+    pub engine_statistics: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InProcessValue {
+    pub name: String,
+    pub value: f64,
+    pub loops: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot start {program}: {source}")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("cannot create a temporary file for the run: {0}")]
+    TempFile(std::io::Error),
+    #[error("waiting for the benchmark process failed: {0}")]
+    Wait(std::io::Error),
+    #[error("the program exited with status {code}{}", stderr_tail(.stderr))]
+    ExitCode { code: i32, stderr: String },
+    #[error("the program was killed by signal {signal}{}", stderr_tail(.stderr))]
+    Signal { signal: i32, stderr: String },
+    #[error("the program ran longer than the --timeout of {0:.1} s and was killed")]
+    Timeout(f64),
+}
+
+fn stderr_tail(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let tail = &lines[lines.len().saturating_sub(15)..];
+    format!("; its stderr ended with:\n    {}", tail.join("\n    "))
+}
+
+/// What to run: the program, its arguments and environment.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub timeout: Option<Duration>,
+}
+
+/// Runs `spec` once, to completion, and measures it.
+pub fn run_once(spec: &ProcessSpec) -> Result<Measurement, RunError> {
+    let report = tempfile::NamedTempFile::new().map_err(RunError::TempFile)?;
+    let stderr_file = tempfile::tempfile().map_err(RunError::TempFile)?;
+    let mut command = Command::new(&spec.program);
+    command
+        .args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .env(BENCH_OUTPUT_ENV, report.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr_file.try_clone().map_err(RunError::TempFile)?);
+    let started = Instant::now();
+    let child = command
+        .spawn()
+        .map_err(|source| RunError::Spawn { program: spec.program.display().to_string(), source })?;
+    let pid = child.id() as libc::pid_t;
+    let (exited_tx, exited_rx) = mpsc::channel::<()>();
+    let watchdog = spec.timeout.map(|timeout| {
+        std::thread::spawn(move || match exited_rx.recv_timeout(timeout) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // SAFETY: the child is not reaped yet (we only waited with WNOWAIT), so `pid`
+                // still names it.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                true
+            }
+            _ => false,
+        })
+    });
+    let wait_result = wait_without_reaping(pid);
+    let wall = started.elapsed().as_secs_f64();
+    let _ = exited_tx.send(());
+    let timed_out = watchdog.map(|w| w.join().unwrap_or(false)).unwrap_or(false);
+    // Reap (always, even after a wait error) and collect the child's resource usage.
+    let (status, usage) = reap(pid);
+    wait_result.map_err(RunError::Wait)?;
+    let status = status.map_err(RunError::Wait)?;
+    if timed_out {
+        return Err(RunError::Timeout(spec.timeout.map(|t| t.as_secs_f64()).unwrap_or_default()));
+    }
+    if libc::WIFSIGNALED(status) {
+        return Err(RunError::Signal { signal: libc::WTERMSIG(status), stderr: read_all(&stderr_file) });
+    }
+    let code = libc::WEXITSTATUS(status);
+    if code != 0 {
+        return Err(RunError::ExitCode { code, stderr: read_all(&stderr_file) });
+    }
+    let (in_process, engine_statistics) = parse_report(report.path());
+    Ok(Measurement {
+        wall,
+        user: timeval_seconds(usage.ru_utime),
+        sys: timeval_seconds(usage.ru_stime),
+        peak_rss_bytes: (usage.ru_maxrss.max(0) as u64) * 1024,
+        in_process,
+        engine_statistics,
+    })
+}
+
+fn wait_without_reaping(pid: libc::pid_t) -> std::io::Result<()> {
+    loop {
+        // SAFETY: `info` is a plain C struct that waitid fills; `pid` is our unreaped child.
+        let rc = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT)
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+fn reap(pid: libc::pid_t) -> (std::io::Result<libc::c_int>, libc::rusage) {
+    // SAFETY: zeroed rusage is a valid value; wait4 reaps our own child `pid`.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut status: libc::c_int = 0;
+    loop {
+        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if rc == pid {
+            return (Ok(status), usage);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return (Err(err), usage);
+        }
+    }
+}
+
+fn timeval_seconds(tv: libc::timeval) -> f64 {
+    tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6
+}
+
+fn read_all(mut file: &std::fs::File) -> String {
+    use std::io::{Read, Seek};
+    let mut text = String::new();
+    let _ = file.rewind();
+    let _ = file.read_to_string(&mut text);
+    text
+}
+
+/// Reads the JSON lines a child appended: `{"name", "value", "loops"}` per in-process value, and
+/// one `{"engine_statistics": {...}}` at exit. Malformed lines are ignored.
+pub fn parse_report(path: &Path) -> (Vec<InProcessValue>, BTreeMap<String, f64>) {
+    let mut values = Vec::new();
+    let mut stats = BTreeMap::new();
+    let Ok(text) = std::fs::read_to_string(path) else { return (values, stats) };
+    for line in text.lines() {
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if let Some(map) = json.get("engine_statistics").and_then(|v| v.as_object()) {
+            for (name, value) in map {
+                if let Some(value) = value.as_f64() {
+                    stats.insert(name.clone(), value);
+                }
+            }
+        } else if let Some(value) = json.get("value").and_then(|v| v.as_f64()) {
+            values.push(InProcessValue {
+                name: json.get("name").and_then(|v| v.as_str()).unwrap_or("").to_string(),
+                value,
+                loops: json.get("loops").and_then(|v| v.as_u64()).unwrap_or(1),
+            });
+        }
+    }
+    (values, stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> ProcessSpec {
+        ProcessSpec {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: vec![],
+            timeout: Some(Duration::from_secs(20)),
+        }
+    }
+
+    #[test]
+    fn measures_wall_cpu_and_reads_the_report() {
+        let m = run_once(&sh(
+            "echo '{\"name\": \"f\", \"value\": 0.5, \"loops\": 10}' >> \"$PYHOST_BENCH_OUTPUT\"; \
+             echo 'junk' >> \"$PYHOST_BENCH_OUTPUT\"; \
+             echo '{\"engine_statistics\": {\"switches\": 3}}' >> \"$PYHOST_BENCH_OUTPUT\"; sleep 0.05",
+        ))
+        .unwrap();
+        assert!(m.wall >= 0.05 && m.wall < 5.0, "{}", m.wall);
+        assert!(m.peak_rss_bytes > 0);
+        assert_eq!(m.in_process, vec![InProcessValue { name: "f".into(), value: 0.5, loops: 10 }]);
+        assert_eq!(m.engine_statistics.get("switches"), Some(&3.0));
+    }
+
+    #[test]
+    fn nonzero_exit_is_an_error_with_the_stderr_tail() {
+        let err = run_once(&sh("echo boom >&2; exit 3")).unwrap_err();
+        let message = err.to_string();
+        assert!(message.starts_with("the program exited with status 3"), "{message}");
+        assert!(message.contains("boom"), "{message}");
+    }
+
+    #[test]
+    fn signals_and_timeouts_are_errors() {
+        assert!(matches!(run_once(&sh("kill -9 $$")).unwrap_err(), RunError::Signal { signal: 9, .. }));
+        let mut spec = sh("sleep 5");
+        spec.timeout = Some(Duration::from_millis(100));
+        let started = Instant::now();
+        assert!(matches!(run_once(&spec).unwrap_err(), RunError::Timeout(_)));
+        assert!(started.elapsed() < Duration::from_secs(4));
+    }
+
+    #[test]
+    fn missing_program_is_a_spawn_error() {
+        let spec =
+            ProcessSpec { program: "/no/such/program".into(), args: vec![], env: vec![], timeout: None };
+        assert!(matches!(run_once(&spec).unwrap_err(), RunError::Spawn { .. }));
+    }
+}

@@ -1,0 +1,83 @@
+//! `--markdown FILE`: the results as Markdown tables (one per benchmark, and for a suite a
+//! table of ratios against the baseline with their geometric mean).
+
+use super::super::report::{analyze, format_seconds, verdict_text};
+use super::super::results::BenchmarkResult;
+use super::super::stats;
+
+pub fn render(results: &[BenchmarkResult], alpha: f64) -> String {
+    let mut out = String::new();
+    for result in results {
+        let analyses = analyze(result, alpha);
+        out.push_str(&format!("### {}\n\n", result.name));
+        out.push_str(
+            "| Engine | Mean | ± SD | Median | Min | Max | Runs | vs baseline (95% CI) | Verdict |\n",
+        );
+        out.push_str("|:---|---:|---:|---:|---:|---:|---:|:---|:---|\n");
+        for a in &analyses {
+            let Some(s) = &a.summary else { continue };
+            let (ratio, verdict) = match &a.comparison {
+                Some(c) => (
+                    format!("{:.3} ({:.3} … {:.3})", c.ratio, c.ratio_ci95.0, c.ratio_ci95.1),
+                    verdict_text(c.verdict).to_string(),
+                ),
+                None => ("1.000 (baseline)".to_string(), String::new()),
+            };
+            out.push_str(&format!(
+                "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                a.engine.engine.label,
+                format_seconds(s.mean),
+                format_seconds(s.stddev),
+                format_seconds(s.median),
+                format_seconds(s.min),
+                format_seconds(s.max),
+                s.n,
+                ratio,
+                verdict
+            ));
+        }
+        out.push('\n');
+    }
+    if results.len() > 1 {
+        out.push_str(&suite_table(results, alpha));
+    }
+    out
+}
+
+/// Ratio of every non-baseline engine per program, and the geometric mean per engine.
+pub fn suite_table(results: &[BenchmarkResult], alpha: f64) -> String {
+    let Some(first) = results.first() else { return String::new() };
+    let labels: Vec<&str> = first.engines.iter().skip(1).map(|e| e.engine.label.as_str()).collect();
+    let mut out =
+        format!("### Suite: ratio to `{}` (lower is faster)\n\n| Program |", first.engines[0].engine.label);
+    for label in &labels {
+        out.push_str(&format!(" `{label}` |"));
+    }
+    out.push_str("\n|:---|");
+    out.push_str(&"---:|".repeat(labels.len()));
+    out.push('\n');
+    let mut per_engine: Vec<Vec<f64>> = vec![Vec::new(); labels.len()];
+    for result in results {
+        out.push_str(&format!("| {} |", result.name));
+        for (i, a) in analyze(result, alpha).iter().skip(1).enumerate() {
+            match &a.comparison {
+                Some(c) => {
+                    per_engine[i].push(c.ratio);
+                    let mark = if c.verdict == stats::Verdict::NoSignificantDifference { "" } else { " *" };
+                    out.push_str(&format!(" {:.3}{mark} |", c.ratio));
+                }
+                None => out.push_str(" – |"),
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str("| **geometric mean** |");
+    for ratios in &per_engine {
+        match stats::geometric_mean(ratios) {
+            Some(g) => out.push_str(&format!(" **{g:.3}** |")),
+            None => out.push_str(" – |"),
+        }
+    }
+    out.push_str("\n\n`*`: significant at the chosen level.\n");
+    out
+}

@@ -1,0 +1,337 @@
+//! `pyhost bench`: A/B benchmarking of engines on the same program.
+//!
+//! - [`scheduler`]: warm-ups, then interleaved shuffled blocks (one run per engine each).
+//! - [`executor`]: one fresh process per run; wall, CPU, peak RSS, in-process values.
+//! - [`results`]: the measured data.
+//! - [`stats`]: summaries, confidence intervals, significance tests, outliers, warnings.
+//! - [`report`]: the terminal table and verdicts.
+//! - [`export`]: `--json` (pyperf's format), `--markdown`; [`plot`]: `--plot FILE.svg`.
+//! - [`suite`]: `--suite DIR`, every program of a folder, one table of ratios.
+
+pub mod executor;
+pub mod export;
+pub mod plot;
+pub mod report;
+pub mod results;
+pub mod scheduler;
+pub mod stats;
+pub mod suite;
+
+use crate::loader;
+use executor::{run_once, ProcessSpec, RunError};
+use indicatif::{ProgressBar, ProgressStyle};
+use results::{BenchmarkResult, EngineResults, EngineUnderTest, Metric};
+use scheduler::{RunCount, Scheduler};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Options of `pyhost bench` (see `pyhost bench --help`).
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    about = "A/B-benchmark engines on the same program: fresh processes, interleaved runs, honest statistics",
+    after_help = "The first engine is the baseline. Examples:\n  \
+        pyhost bench -e stock -e parallel app.py --runs 20\n  \
+        pyhost bench -e stock -e stock -c 'sum(range(10**6))'      # A-vs-A check\n  \
+        pyhost bench -e stock --metric in-process bench/programs/fib.py\n  \
+        pyhost bench -e stock -e stackless --suite bench/programs"
+)]
+pub struct BenchArgs {
+    /// An engine to benchmark (NAME or PATH); repeat for more. The first is the baseline.
+    #[arg(short = 'e', long = "engine", value_name = "NAME|PATH")]
+    pub engines: Vec<String>,
+    /// Measured runs per engine (default: at least --min-runs and --min-time).
+    #[arg(short = 'r', long, value_name = "N")]
+    pub runs: Option<usize>,
+    /// Warm-up runs per engine, discarded.
+    #[arg(short = 'w', long, value_name = "N", default_value_t = 1)]
+    pub warmup: usize,
+    /// Without --runs: keep measuring until every engine has this much measured time.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
+    pub min_time: f64,
+    /// Without --runs: at least this many runs per engine.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub min_runs: usize,
+    /// Without --runs: at most this many runs per engine.
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    pub max_runs: usize,
+    /// Kill a run that takes longer than this, and stop with an error.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+    /// What to compare: whole-process wall time, or the values the program reports through
+    /// `pyhost.bench()` (start-up excluded).
+    #[arg(long, value_enum, default_value_t = Metric::Wall)]
+    pub metric: Metric,
+    /// Significance level of the verdicts.
+    #[arg(long, value_name = "ALPHA", default_value_t = stats::DEFAULT_ALPHA)]
+    pub alpha: f64,
+    /// Seed of the run-order shuffle (default: random, printed).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Write the results in pyperf's JSON format (one benchmark per engine).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the results as a Markdown table.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// Draw a box plot per engine into an SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Benchmark every *.py program of this folder and print one table of ratios.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["command", "module", "program"])]
+    pub suite: Option<PathBuf>,
+    /// Program passed in as a string (as python -c).
+    #[arg(short = 'c', value_name = "CMD", conflicts_with = "module")]
+    pub command: Option<String>,
+    /// Library module run as a script (as python -m).
+    #[arg(short = 'm', value_name = "MOD")]
+    pub module: Option<String>,
+    /// FILE [ARGS…], or with -c/-m the program's ARGS…
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "FILE [ARGS]")]
+    pub program: Vec<String>,
+}
+
+/// Measurement settings shared by a single benchmark and a suite.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub runs: RunCount,
+    pub warmup: usize,
+    pub timeout: Option<Duration>,
+    pub metric: Metric,
+    pub seed: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("engine '{engine}', {phase} run {index}: {source}")]
+    Run { engine: String, phase: &'static str, index: usize, source: RunError },
+    #[error(
+        "engine '{engine}': the program reported no values through pyhost.bench(), \
+         which --metric in-process needs (call pyhost.bench(func) in the program, or use --metric wall)"
+    )]
+    NoInProcessValues { engine: String },
+    #[error("cannot write {path}: {reason}")]
+    Write { path: PathBuf, reason: String },
+}
+
+impl BenchError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            BenchError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// A program to benchmark: the python arguments after `pyhost --engine E`.
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub name: String,
+    pub python_args: Vec<String>,
+}
+
+impl Program {
+    fn from_args(args: &BenchArgs) -> Result<Program, BenchError> {
+        if let Some(command) = &args.command {
+            let mut python_args = vec!["-c".to_string(), command.clone()];
+            python_args.extend(args.program.iter().cloned());
+            return Ok(Program { name: "-c".into(), python_args });
+        }
+        if let Some(module) = &args.module {
+            let mut python_args = vec!["-m".to_string(), module.clone()];
+            python_args.extend(args.program.iter().cloned());
+            return Ok(Program { name: module.clone(), python_args });
+        }
+        let Some(file) = args.program.first() else {
+            return Err(BenchError::Usage(
+                "nothing to benchmark: give FILE, -c CMD, -m MOD or --suite DIR".into(),
+            ));
+        };
+        if !std::path::Path::new(file).is_file() {
+            return Err(BenchError::Usage(format!("no such program file: {file}")));
+        }
+        Ok(Program::file(file, &args.program[1..]))
+    }
+
+    pub fn file(path: &str, args: &[String]) -> Program {
+        let name = std::path::Path::new(path)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.to_string());
+        let mut python_args = vec![path.to_string()];
+        python_args.extend(args.iter().cloned());
+        Program { name, python_args }
+    }
+}
+
+/// `pyhost bench`; returns the exit status.
+pub fn run(mut args: BenchArgs, host_engine: Option<String>) -> i32 {
+    if let Some(engine) = host_engine {
+        args.engines.insert(0, engine);
+    }
+    match run_checked(&args) {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("pyhost bench: error: {err}");
+            err.exit_code()
+        }
+    }
+}
+
+fn settings(args: &BenchArgs) -> Result<Settings, BenchError> {
+    let usage = |m: &str| Err(BenchError::Usage(m.to_string()));
+    if args.engines.is_empty() {
+        return usage("give at least one --engine (the first is the baseline)");
+    }
+    if args.runs.is_some_and(|n| n < 2) {
+        return usage("--runs must be at least 2 (statistics need two values)");
+    }
+    if !(args.alpha > 0.0 && args.alpha < 0.5) {
+        return usage("--alpha must be between 0 and 0.5");
+    }
+    if !(args.min_time >= 0.0 && args.min_time.is_finite()) {
+        return usage("--min-time must be a non-negative number of seconds");
+    }
+    if args.min_runs < 2 || args.max_runs < args.min_runs {
+        return usage("--min-runs must be at least 2 and at most --max-runs");
+    }
+    let timeout = match args.timeout {
+        Some(t) if !(t > 0.0 && t.is_finite()) => {
+            return usage("--timeout must be a positive number of seconds")
+        }
+        Some(t) => Some(Duration::from_secs_f64(t)),
+        None => None,
+    };
+    let runs = match args.runs {
+        Some(n) => RunCount::Exactly(n),
+        None => RunCount::Auto { min_runs: args.min_runs, min_time: args.min_time, max_runs: args.max_runs },
+    };
+    Ok(Settings {
+        runs,
+        warmup: args.warmup,
+        timeout,
+        metric: args.metric,
+        seed: args.seed.unwrap_or_else(|| fastrand::u64(..)),
+    })
+}
+
+/// Loads and checks every engine in the parent, before any run, so a bad engine fails fast.
+pub fn engines_under_test(specs: &[String]) -> Result<Vec<EngineUnderTest>, BenchError> {
+    let mut engines: Vec<EngineUnderTest> = Vec::new();
+    for spec in specs {
+        let loaded = loader::resolve(spec).map_err(|err| BenchError::Usage(err.to_string()))?;
+        let name = loaded.name().to_string();
+        let repeats = engines.iter().filter(|e| e.name == name).count();
+        let label = if repeats == 0 { name.clone() } else { format!("{name}#{}", repeats + 1) };
+        engines.push(EngineUnderTest {
+            label,
+            name,
+            version: loaded.descriptor.version.to_string(),
+            python: loaded.descriptor.python.tag(),
+            path: crate::discovery::normalize(&loaded.path),
+        });
+    }
+    Ok(engines)
+}
+
+fn run_checked(args: &BenchArgs) -> Result<(), BenchError> {
+    let settings = settings(args)?;
+    let engines = engines_under_test(&args.engines)?;
+    if let Some(dir) = &args.suite {
+        return suite::run(dir, &engines, &settings, args);
+    }
+    let program = Program::from_args(args)?;
+    let result = measure(&program, &engines, &settings)?;
+    report::print(&result, args.alpha, settings.seed);
+    export::write_all(std::slice::from_ref(&result), args)?;
+    Ok(())
+}
+
+/// The exact per-run process: this pyhost binary, the engine's library, the program.
+fn process_spec(engine: &EngineUnderTest, program: &Program, timeout: Option<Duration>) -> ProcessSpec {
+    let mut args = vec!["--engine".to_string(), engine.path.display().to_string()];
+    args.extend(program.python_args.iter().cloned());
+    ProcessSpec {
+        program: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("pyhost")),
+        args,
+        env: vec![],
+        timeout,
+    }
+}
+
+fn progress_bar(program: &Program, engines: usize, settings: &Settings) -> ProgressBar {
+    let bar = match settings.runs {
+        RunCount::Exactly(n) => ProgressBar::new(((n + settings.warmup) * engines) as u64),
+        RunCount::Auto { .. } => ProgressBar::new_spinner(),
+    };
+    let template = "{spinner} {prefix} [{elapsed_precise}] {bar:30} {pos}/{len} runs  {msg}";
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(program.name.clone());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// Measures `program` under every engine, interleaved.
+pub fn measure(
+    program: &Program,
+    engines: &[EngineUnderTest],
+    settings: &Settings,
+) -> Result<BenchmarkResult, BenchError> {
+    let started_at = jiff::Timestamp::now().to_string();
+    let started = Instant::now();
+    let specs: Vec<ProcessSpec> =
+        engines.iter().map(|e| process_spec(e, program, settings.timeout)).collect();
+    let mut results: Vec<EngineResults> = engines
+        .iter()
+        .map(|engine| EngineResults { engine: engine.clone(), runs: Vec::new(), warmups: Vec::new() })
+        .collect();
+    let mut scheduler = Scheduler::new(engines.len(), settings.runs, settings.seed);
+    let bar = progress_bar(program, engines.len(), settings);
+    let run = |index: usize, phase: &'static str, number: usize| {
+        bar.set_message(format!("{phase} {}", engines[index].label));
+        let measured = run_once(&specs[index]).map_err(|source| BenchError::Run {
+            engine: engines[index].label.clone(),
+            phase,
+            index: number,
+            source,
+        });
+        bar.inc(1);
+        measured
+    };
+    let outcome = (|| {
+        for index in scheduler.warmup_order(settings.warmup) {
+            let number = results[index].warmups.len() + 1;
+            let m = run(index, "warm-up", number)?;
+            results[index].warmups.push(m);
+        }
+        loop {
+            let totals: Vec<f64> = results.iter().map(|r| r.values(settings.metric).iter().sum()).collect();
+            let Some(block) = scheduler.next_block(&totals) else { break };
+            for index in block {
+                let number = results[index].runs.len() + 1;
+                let m = run(index, "measured", number)?;
+                if settings.metric == Metric::InProcess && m.in_process.is_empty() {
+                    return Err(BenchError::NoInProcessValues { engine: engines[index].label.clone() });
+                }
+                results[index].runs.push(m);
+            }
+            if scheduler.planned_blocks().is_none() {
+                bar.set_length(bar.position());
+            }
+        }
+        Ok(())
+    })();
+    bar.finish_and_clear();
+    outcome?;
+    Ok(BenchmarkResult {
+        name: program.name.clone(),
+        python_args: program.python_args.clone(),
+        metric: settings.metric,
+        engines: results,
+        started: started_at,
+        duration_seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,71 @@
+//! What a benchmark produced: per engine, every measured run (and the discarded warm-ups).
+
+use super::executor::Measurement;
+use std::path::PathBuf;
+
+/// Which number a benchmark compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Metric {
+    /// Whole-process wall time, start-up included (one value per run).
+    Wall,
+    /// Seconds per call reported by `pyhost.bench()` inside the program (start-up excluded).
+    InProcess,
+}
+
+/// An engine under test, as loaded and checked by the parent.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EngineUnderTest {
+    /// Unique label in tables and files: the engine name, `name#2` for a repeated engine.
+    pub label: String,
+    pub name: String,
+    pub version: String,
+    pub python: String,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineResults {
+    pub engine: EngineUnderTest,
+    pub runs: Vec<Measurement>,
+    pub warmups: Vec<Measurement>,
+}
+
+impl EngineResults {
+    /// The values the statistics are computed on, in seconds.
+    pub fn values(&self, metric: Metric) -> Vec<f64> {
+        match metric {
+            Metric::Wall => self.runs.iter().map(|m| m.wall).collect(),
+            Metric::InProcess => {
+                self.runs.iter().flat_map(|m| m.in_process.iter().map(|v| v.value)).collect()
+            }
+        }
+    }
+
+    /// Mean of a per-run quantity.
+    pub fn mean_of(&self, quantity: impl Fn(&Measurement) -> f64) -> f64 {
+        if self.runs.is_empty() {
+            return 0.0;
+        }
+        self.runs.iter().map(quantity).sum::<f64>() / self.runs.len() as f64
+    }
+
+    /// The engine's statistics from its last measured run.
+    pub fn engine_statistics(&self) -> Option<&std::collections::BTreeMap<String, f64>> {
+        self.runs.last().map(|m| &m.engine_statistics).filter(|s| !s.is_empty())
+    }
+}
+
+/// One program measured under several engines.
+#[derive(Debug, Clone)]
+pub struct BenchmarkResult {
+    /// Short name of the program (file stem, module name, or `-c`).
+    pub name: String,
+    /// The python command line each run used after `pyhost --engine E`.
+    pub python_args: Vec<String>,
+    pub metric: Metric,
+    pub engines: Vec<EngineResults>,
+    /// When the benchmark started (RFC 3339, UTC).
+    pub started: String,
+    pub duration_seconds: f64,
+}

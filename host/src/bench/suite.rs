@@ -1,0 +1,98 @@
+//! `--suite DIR`: every `*.py` program of a folder (sorted by name) measured under every engine,
+//! then one table of per-program ratios against the baseline and their geometric mean.
+
+use super::report::{analyze, format_ratio, format_seconds};
+use super::results::BenchmarkResult;
+use super::results::EngineUnderTest;
+use super::{export, measure, stats, BenchArgs, BenchError, Program, Settings};
+use std::path::{Path, PathBuf};
+
+/// The programs of a suite folder.
+pub fn programs(dir: &Path) -> Result<Vec<PathBuf>, BenchError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|err| BenchError::Usage(format!("cannot read suite folder {}: {err}", dir.display())))?;
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "py"))
+        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('_')))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(BenchError::Usage(format!("suite folder {} holds no *.py programs", dir.display())));
+    }
+    Ok(files)
+}
+
+pub fn run(
+    dir: &Path,
+    engines: &[EngineUnderTest],
+    settings: &Settings,
+    args: &BenchArgs,
+) -> Result<(), BenchError> {
+    let files = programs(dir)?;
+    let mut results: Vec<BenchmarkResult> = Vec::new();
+    for file in &files {
+        let program = Program::file(&file.display().to_string(), &[]);
+        let result = measure(&program, engines, settings)?;
+        print_progress_line(&result, args.alpha);
+        results.push(result);
+    }
+    println!();
+    print_table(&results, args.alpha);
+    export::write_all(&results, args)
+}
+
+fn print_progress_line(result: &BenchmarkResult, alpha: f64) {
+    let parts: Vec<String> = analyze(result, alpha)
+        .iter()
+        .map(|a| {
+            let mean = a.summary.as_ref().map(|s| format_seconds(s.mean)).unwrap_or_else(|| "–".into());
+            format!("{} {mean}", a.engine.engine.label)
+        })
+        .collect();
+    println!("{:20} {}", result.name, parts.join("   "));
+}
+
+/// The suite table: one row per program, one column per non-baseline engine.
+pub fn print_table(results: &[BenchmarkResult], alpha: f64) {
+    let Some(first) = results.first() else { return };
+    let baseline = &first.engines[0].engine.label;
+    let others: Vec<&str> = first.engines.iter().skip(1).map(|e| e.engine.label.as_str()).collect();
+    if others.is_empty() {
+        println!("(one engine only: no ratios to show; give a second --engine to compare)");
+        return;
+    }
+    println!("Ratio to {baseline} (mean time; < 1 is faster), with the verdict at level {alpha}:");
+    print!("  {:20}", "program");
+    for label in &others {
+        print!("  {label:>32}");
+    }
+    println!();
+    let mut per_engine: Vec<Vec<f64>> = vec![Vec::new(); others.len()];
+    for result in results {
+        print!("  {:20}", result.name);
+        for (i, a) in analyze(result, alpha).iter().skip(1).enumerate() {
+            let cell = match &a.comparison {
+                Some(c) => {
+                    per_engine[i].push(c.ratio);
+                    let verdict = match c.verdict {
+                        stats::Verdict::NoSignificantDifference => "n.s.",
+                        stats::Verdict::Faster => "faster",
+                        stats::Verdict::Slower => "slower",
+                    };
+                    format!("{:.3} [{:.3}…{:.3}] {verdict}", c.ratio, c.ratio_ci95.0, c.ratio_ci95.1)
+                }
+                None => "–".to_string(),
+            };
+            print!("  {cell:>32}");
+        }
+        println!();
+    }
+    print!("  {:20}", "geometric mean");
+    for ratios in &per_engine {
+        let cell = stats::geometric_mean(ratios).map(format_ratio).unwrap_or_else(|| "–".into());
+        print!("  {cell:>32}");
+    }
+    println!();
+}

@@ -1,0 +1,218 @@
+//! `pyhost bench` through the real binary: a clean run, its files, and the errors that must
+//! stop it before it prints a table of bogus numbers.
+
+mod common;
+
+use common::*;
+
+fn bench() -> std::process::Command {
+    let mut cmd = pyhost();
+    cmd.arg("bench");
+    cmd
+}
+
+/// Whether the output holds a results table (it must not after an error).
+fn has_table(stdout: &str) -> bool {
+    stdout.contains("mean ") || stdout.contains("Against ")
+}
+
+#[test]
+fn a_vs_a_run_prints_summaries_and_a_verdict_and_writes_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(bench()
+        .args(["-e", "stock", "-e", "stock", "--runs", "4", "--warmup", "1", "--seed", "7"])
+        .arg("--json")
+        .arg(dir.path().join("r.json"))
+        .arg("--markdown")
+        .arg(dir.path().join("r.md"))
+        .arg("--plot")
+        .arg(dir.path().join("r.svg"))
+        .args(["-c", "sum(range(10000))"]));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
+    assert!(stdout.contains("4 runs per engine after 1 warm-up run(s)"), "{stdout}");
+    assert!(stdout.contains("stock#2"), "{stdout}");
+    assert!(stdout.contains("Against stock (baseline)"), "{stdout}");
+    assert!(
+        stdout.contains("no significant difference")
+            || stdout.contains("significantly slower")
+            || stdout.contains("significantly faster"),
+        "{stdout}"
+    );
+    for file in ["r.json", "r-stock.json", "r-stock_2.json", "r.md", "r.svg"] {
+        assert!(dir.path().join(file).is_file(), "{file} missing");
+    }
+    let md = std::fs::read_to_string(dir.path().join("r.md")).unwrap();
+    assert!(md.contains("| `stock#2` |"), "{md}");
+}
+
+#[test]
+fn unknown_engine_is_a_clear_error_before_any_run() {
+    let out = run(bench().args(["-e", "stock", "-e", "nosuch", "--runs", "3", "-c", "pass"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no engine named 'nosuch'"), "{}", text(&out.stderr));
+    assert!(!has_table(&text(&out.stdout)));
+}
+
+#[test]
+fn a_program_that_exits_non_zero_stops_the_benchmark_with_its_stderr() {
+    let out = run(bench().args([
+        "-e",
+        "stock",
+        "--runs",
+        "3",
+        "-c",
+        "import sys; print('bad input', file=sys.stderr); sys.exit(3)",
+    ]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("engine 'stock', warm-up run 1: the program exited with status 3"), "{err}");
+    assert!(err.contains("bad input"), "{err}");
+    assert!(!has_table(&text(&out.stdout)));
+}
+
+#[test]
+fn a_crashing_program_stops_the_benchmark() {
+    let out =
+        run(bench().args(["-e", "stock", "--runs", "3", "--warmup", "0", "-c", "import os; os.abort()"]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("measured run 1: the program was killed by signal 6"), "{err}");
+    assert!(!has_table(&text(&out.stdout)));
+}
+
+#[test]
+fn a_run_over_the_timeout_is_killed_and_reported() {
+    let out = run(bench().args([
+        "-e",
+        "stock",
+        "--runs",
+        "2",
+        "--timeout",
+        "0.5",
+        "-c",
+        "import time; time.sleep(30)",
+    ]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("longer than the --timeout of 0.5 s"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn bad_options_are_usage_errors() {
+    for args in [
+        &["-e", "stock", "--runs", "1", "-c", "pass"][..],
+        &["-e", "stock", "--alpha", "2", "-c", "pass"],
+        &["-e", "stock", "--timeout", "-1", "-c", "pass"],
+        &["-e", "stock"],
+        &["-c", "pass"],
+        &["-e", "stock", "no_such_file.py"],
+    ] {
+        let out = run(bench().args(args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("error"), "{args:?}");
+    }
+}
+
+#[test]
+fn in_process_metric_uses_pyhost_bench_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("prog.py");
+    std::fs::write(&program, "import pyhost\npyhost.bench(lambda: sum(range(1000)), loops=200, repeat=3)\n")
+        .unwrap();
+    let out = run(bench().args(["-e", "stock", "--runs", "3", "--metric", "in-process"]).arg(&program));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("seconds per call reported by pyhost.bench()"), "{stdout}");
+    assert!(stdout.contains("n=9"), "3 runs × 3 values: {stdout}");
+    assert!(stdout.contains("µs"), "{stdout}");
+    // A program that never calls pyhost.bench() cannot be measured in-process.
+    let out = run(bench().args(["-e", "stock", "--runs", "2", "--metric", "in-process", "-c", "pass"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("reported no values through pyhost.bench()"));
+}
+
+#[test]
+fn engine_statistics_are_shown_beside_the_timings() {
+    let out = run(bench().arg("-e").arg(misbehaving_engine()).args(["--runs", "2", "-c", "pass"]));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("engine statistics: hooks_called=4"), "{stdout}");
+}
+
+#[test]
+fn suite_runs_every_program_and_prints_ratios_with_a_geometric_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.py"), "sum(range(1000))\n").unwrap();
+    std::fs::write(dir.path().join("b.py"), "'-'.join(map(str, range(1000)))\n").unwrap();
+    std::fs::write(dir.path().join("_helper.py"), "raise SystemExit('helpers are not programs')\n").unwrap();
+    let out = run(bench()
+        .args(["-e", "stock", "-e", "stock", "--runs", "3", "--warmup", "0", "--suite"])
+        .arg(dir.path()));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("Ratio to stock"), "{stdout}");
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("a ") || l.trim_start().starts_with("b "))
+        .collect();
+    assert!(rows.len() >= 2, "{stdout}");
+    assert!(stdout.contains("geometric mean"), "{stdout}");
+}
+
+#[test]
+fn json_output_opens_with_the_real_pyperf() {
+    let python = pyperf_venv();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let out = run(bench()
+        .args(["-e", "stock", "-e", "stock", "--runs", "5"])
+        .arg("--json")
+        .arg(&json)
+        .args(["-c", "pass"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for command in [&["stats"][..], &["show"], &["check"], &["dump"], &["hist"]] {
+        let out = run(std::process::Command::new(&python).arg("-m").arg("pyperf").args(command).arg(&json));
+        assert!(out.status.success(), "pyperf {command:?}: {}", text(&out.stderr));
+    }
+    let out = run(std::process::Command::new(&python).args(["-m", "pyperf", "show", "-q"]).arg(&json));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("-c [stock]: Mean +- std dev") && shown.contains("-c [stock#2]"), "{shown}");
+    let out = run(std::process::Command::new(&python)
+        .args(["-m", "pyperf", "compare_to", "-v"])
+        .arg(dir.path().join("r-stock.json"))
+        .arg(dir.path().join("r-stock_2.json")));
+    assert!(out.status.success(), "compare_to: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("[r-stock]"), "{}", text(&out.stdout));
+    let out = run(std::process::Command::new(&python)
+        .args(["-c", "import pyperf, sys; s = pyperf.BenchmarkSuite.load(sys.argv[1]); b = s.get_benchmarks()[0]; print(b.get_metadata()['engine'], b.get_nvalue())"])
+        .arg(&json));
+    assert_eq!(text(&out.stdout).trim(), "stock 5", "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_pyperf_runner_benchmark_runs_unmodified_under_pyhost() {
+    let python = pyperf_venv();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("bm.py");
+    std::fs::write(
+        &script,
+        "import pyperf\nrunner = pyperf.Runner()\nrunner.timeit('sum', stmt='sum(range(100))')\n",
+    )
+    .unwrap();
+    let json = dir.path().join("out.json");
+    let out = run(std::process::Command::new(&python)
+        .env_remove("PYHOST_ENGINE")
+        .arg(&script)
+        .args(["--fast", "--processes", "2", "--values", "2", "-o"])
+        .arg(&json));
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("sum: Mean +- std dev"), "{}", text(&out.stdout));
+    // The workers pyperf spawned through sys.executable ran under pyhost.
+    let out = run(std::process::Command::new(&python)
+        .args(["-c", "import pyperf, sys; b = pyperf.Benchmark.load(sys.argv[1]); print(b.get_metadata()['python_executable'], b.get_nrun())"])
+        .arg(&json));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with(&python.display().to_string()), "{stdout}");
+    let runs: usize = stdout.split_whitespace().last().and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(runs >= 2, "pyperf recorded runs from its worker processes: {stdout}");
+}
