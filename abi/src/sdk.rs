@@ -94,6 +94,21 @@ pub mod shims {
     }
 }
 
+/// The root module of engine `E`, built in this process: what [`export_engine!`] exports, and
+/// what a host uses for an engine compiled into it.
+pub fn engine_module<E: Engine>() -> crate::EngineModuleRef {
+    use abi_stable::prefix_type::PrefixTypeTrait;
+    crate::EngineModule {
+        descriptor: shims::descriptor::<E>,
+        before_init: shims::before_init::<E>,
+        after_init: shims::after_init::<E>,
+        before_run: shims::before_run::<E>,
+        at_exit: shims::at_exit::<E>,
+        statistics: shims::statistics::<E>,
+    }
+    .leak_into_prefix()
+}
+
 /// Exports `$engine` (a type implementing [`Engine`]) as this library's pyhost engine.
 ///
 /// The library must be a `cdylib`. Only one engine per library.
@@ -102,19 +117,9 @@ macro_rules! export_engine {
     ($engine:ty) => {
         const _: () = {
             use $crate::__private::abi_stable;
-            use $crate::sdk::shims;
 
             fn pyhost_engine_root_module() -> $crate::EngineModuleRef {
-                use abi_stable::prefix_type::PrefixTypeTrait;
-                $crate::EngineModule {
-                    descriptor: shims::descriptor::<$engine>,
-                    before_init: shims::before_init::<$engine>,
-                    after_init: shims::after_init::<$engine>,
-                    before_run: shims::before_run::<$engine>,
-                    at_exit: shims::at_exit::<$engine>,
-                    statistics: shims::statistics::<$engine>,
-                }
-                .leak_into_prefix()
+                $crate::sdk::engine_module::<$engine>()
             }
 
             extern "C" fn pyhost_erased_root_module() -> abi_stable::library::RootModuleResult {

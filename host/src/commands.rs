@@ -29,7 +29,19 @@ struct EngineRow {
 
 fn engines(json: bool) -> i32 {
     let dirs = discovery::search_path();
-    let rows: Vec<EngineRow> = discovery::candidates(&dirs)
+    let candidates = discovery::candidates(&dirs);
+    let builtin = (!candidates.iter().any(|c| c.name == loader::DEFAULT_ENGINE)).then(|| {
+        let engine = loader::builtin_stock();
+        EngineRow {
+            name: engine.name().to_string(),
+            version: Some(engine.descriptor.version.to_string()),
+            python: Some(engine.descriptor.python.tag()),
+            description: Some(engine.descriptor.description.to_string()),
+            path: engine.location(),
+            status: "ok".to_string(),
+        }
+    });
+    let rows: Vec<EngineRow> = candidates
         .into_iter()
         .map(|candidate| {
             let path = candidate.path.display().to_string();
@@ -52,6 +64,7 @@ fn engines(json: bool) -> i32 {
                 },
             }
         })
+        .chain(builtin)
         .collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&rows).expect("rows serialize"));

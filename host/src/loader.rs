@@ -63,7 +63,9 @@ pub enum ResolveError {
 }
 
 /// Finds and loads the engine `spec` names: a library path (see [`discovery::is_path`]) or an
-/// engine name searched on the search path.
+/// engine name searched on the search path. `stock` is also built into pyhost, and used when no
+/// stock library is found, so that a pyhost binary copied alone (`venv --copies`, a test that
+/// copies `sys.executable`) still runs like python.
 pub fn resolve(spec: &str) -> Result<LoadedEngine, ResolveError> {
     if discovery::is_path(spec) {
         return Ok(load(Path::new(spec), None)?);
@@ -71,7 +73,45 @@ pub fn resolve(spec: &str) -> Result<LoadedEngine, ResolveError> {
     let dirs = discovery::search_path();
     match discovery::find(spec, &dirs) {
         Some(path) => Ok(load(&path, Some(spec))?),
+        None if spec == DEFAULT_ENGINE => Ok(builtin_stock()),
         None => Err(ResolveError::Unknown(unknown_engine_message(spec, &dirs))),
+    }
+}
+
+/// Names of the engines `--engine NAME` can select: those on the search path, and `stock`
+/// (always available, built in when no library provides it). Sorted.
+pub fn available_engine_names() -> Vec<String> {
+    let mut names: Vec<String> =
+        discovery::candidates(&discovery::search_path()).into_iter().map(|c| c.name).collect();
+    if !names.iter().any(|n| n == DEFAULT_ENGINE) {
+        names.push(DEFAULT_ENGINE.to_string());
+        names.sort();
+    }
+    names
+}
+
+/// The stock engine compiled into the host: CPython's own loop, no hooks.
+struct BuiltinStock;
+
+impl pyhost_abi::Engine for BuiltinStock {
+    fn descriptor() -> EngineDescriptor {
+        EngineDescriptor {
+            name: DEFAULT_ENGINE.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "CPython's own evaluation loop, no hooks (built into pyhost)".into(),
+            python: pyhost_abi::PythonTarget::exact(HOST_PYTHON.0, HOST_PYTHON.1),
+        }
+    }
+}
+
+/// The built-in stock engine.
+pub fn builtin_stock() -> LoadedEngine {
+    let module = pyhost_abi::sdk::engine_module::<BuiltinStock>();
+    tracing::debug!("no stock engine library found; using the stock engine built into pyhost");
+    LoadedEngine {
+        module,
+        descriptor: <BuiltinStock as pyhost_abi::Engine>::descriptor(),
+        source: EngineSource::BuiltIn,
     }
 }
 
@@ -96,12 +136,21 @@ fn unknown_engine_message(spec: &str, dirs: &[SearchDir]) -> String {
     message
 }
 
+/// Where an engine's code comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineSource {
+    /// A library file (canonical path).
+    Library(PathBuf),
+    /// Compiled into the host (the stock engine's fallback).
+    BuiltIn,
+}
+
 /// A loaded, checked engine. Libraries are never unloaded (abi_stable keeps them mapped).
 #[derive(Clone)]
 pub struct LoadedEngine {
     pub module: EngineModuleRef,
     pub descriptor: EngineDescriptor,
-    pub path: PathBuf,
+    pub source: EngineSource,
 }
 
 /// The semver-compatibility key of an ABI version: `0.x` for 0.x, the major number otherwise.
@@ -167,7 +216,7 @@ pub fn load(path: &Path, expected_name: Option<&str>) -> Result<LoadedEngine, Lo
         elapsed_us = started.elapsed().as_micros() as u64,
         "engine loaded"
     );
-    Ok(LoadedEngine { module, descriptor, path })
+    Ok(LoadedEngine { module, descriptor, source: EngineSource::Library(discovery::normalize(&path)) })
 }
 
 /// A lifecycle phase, for hook calls and messages.
@@ -201,6 +250,27 @@ pub struct HookError {
 impl LoadedEngine {
     pub fn name(&self) -> &str {
         self.descriptor.name.as_str()
+    }
+
+    /// The library file, or `None` for a built-in engine.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.source {
+            EngineSource::Library(path) => Some(path),
+            EngineSource::BuiltIn => None,
+        }
+    }
+
+    /// What `--engine` must say to get this very engine again (in a child process).
+    pub fn spec(&self) -> String {
+        match &self.source {
+            EngineSource::Library(path) => path.display().to_string(),
+            EngineSource::BuiltIn => self.name().to_string(),
+        }
+    }
+
+    /// The path for people: the library file, or `(built into pyhost)`.
+    pub fn location(&self) -> String {
+        self.path().map(|p| p.display().to_string()).unwrap_or_else(|| "(built into pyhost)".to_string())
     }
 
     /// Calls the engine's hook for `phase`, timing it.

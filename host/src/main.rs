@@ -9,6 +9,16 @@
 //! - [`commands`]: `pyhost engines`, `pyhost info`; [`bench`]: `pyhost bench`.
 //! - [`logging`]: `tracing` output, controlled by `PYHOST_LOG` or `--verbose`.
 
+// pyhost defines the C `main` itself instead of going through Rust's runtime start-up, because
+// that start-up changes the process in ways python's does not: it reopens closed standard fds
+// 0-2 on /dev/null (python must see them closed: sys.stdout is None), installs SIGSEGV/SIGBUS
+// handlers that swallow a re-raised crash signal (faulthandler, exit statuses), and sets
+// SIGPIPE to ignored (CPython decides that itself). std works without it on Linux (arguments
+// come from glibc's init array).
+#![cfg_attr(not(test), no_main)]
+// Unit-test builds use the test harness's main, so `run` and what only it reaches look unused.
+#![cfg_attr(test, allow(dead_code, unused_imports))]
+
 mod bench;
 mod cli;
 mod commands;
@@ -18,9 +28,20 @@ mod logging;
 mod python;
 mod services;
 
+use std::ffi::{c_char, c_int};
 use std::io::Write;
 
-fn main() {
+#[cfg(not(test))]
+#[no_mangle]
+pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+    // Panics must not unwind out of this C entry point.
+    std::panic::catch_unwind(run).unwrap_or_else(|_| {
+        eprintln!("pyhost: internal error (panic); please report it");
+        70 // EX_SOFTWARE
+    })
+}
+
+fn run() -> c_int {
     let invocation = match cli::Invocation::parse(std::env::args_os().collect()) {
         Ok(invocation) => invocation,
         Err(message) => {

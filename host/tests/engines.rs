@@ -294,3 +294,19 @@ fn a_venv_made_by_pyhost_runs_pyhost_with_the_venvs_prefix() {
     assert_eq!(lines[2], pyhost_bin().display().to_string());
     assert_eq!(lines[3], "stock");
 }
+
+#[test]
+fn a_pyhost_copied_alone_falls_back_to_its_built_in_stock_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("pyhost");
+    std::fs::copy(pyhost_bin(), &copy).unwrap();
+    let mut cmd = std::process::Command::new(&copy);
+    cmd.env_remove("PYHOST_ENGINE").env_remove("PYHOST_ENGINE_PATH");
+    let out = stdout_of(cmd.args(["-c", "import pyhost, os; print(pyhost.engine, pyhost.engine_path, os.environ['PYHOST_ENGINE'], pyhost.engines())"]));
+    assert_eq!(out.trim(), "stock None stock ['stock']");
+    let out = stdout_of(std::process::Command::new(&copy).env_remove("PYHOST_ENGINE_PATH").args(["engines"]));
+    assert!(out.contains("(built into pyhost)"), "{out}");
+    // Other engines are not built in: naming one that is missing is still an error.
+    let out = run(std::process::Command::new(&copy).args(["--engine", "parallel", "-c", "pass"]));
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -197,3 +197,45 @@ fn repl_in_a_terminal_behaves_like_pythons() {
     let host = in_a_terminal(&pyhost_bin(), "-q", "xterm-256color", "import pyhost; pyhost.engine\nexit()\n");
     assert!(host.contains("'stock'"), "{host:?}");
 }
+
+#[test]
+fn fatal_signals_kill_the_process_like_python() {
+    use std::os::unix::process::ExitStatusExt;
+    for code in [
+        "import faulthandler; faulthandler._sigsegv()",
+        "import faulthandler; faulthandler.disable(); faulthandler._sigsegv()",
+        "import faulthandler; faulthandler._sigabrt()",
+        "import os, signal; os.kill(os.getpid(), signal.SIGBUS)",
+    ] {
+        let (host, reference) = both(&["-X", "faulthandler", "-c", code], None, None);
+        assert_eq!(host.status.signal(), reference.status.signal(), "{code}: {}", text(&host.stderr));
+        assert!(host.status.signal().is_some(), "{code} must kill the process");
+    }
+}
+
+#[test]
+fn closed_standard_streams_stay_closed_like_python() {
+    use std::os::unix::process::CommandExt;
+    let probe = "import os, sys\nos._exit(sum(1 << i for i, s in enumerate(('stdin', 'stdout', 'stderr')) if getattr(sys, s) is None))";
+    for fd in 0..3 {
+        let mut statuses = Vec::new();
+        for mut cmd in [pyhost(), python()] {
+            cmd.args(["-c", probe]);
+            // SAFETY: close() is async-signal-safe; it runs in the child between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc_close(fd);
+                    Ok(())
+                });
+            }
+            statuses.push(run(&mut cmd).status.code());
+        }
+        assert_eq!(statuses[0], statuses[1], "fd {fd} closed");
+        assert_eq!(statuses[0], Some(1 << fd), "fd {fd} closed: sys stream must be None");
+    }
+}
+
+extern "C" {
+    #[link_name = "close"]
+    fn libc_close(fd: i32) -> i32;
+}

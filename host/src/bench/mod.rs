@@ -229,7 +229,8 @@ pub fn engines_under_test(specs: &[String]) -> Result<Vec<EngineUnderTest>, Benc
             name,
             version: loaded.descriptor.version.to_string(),
             python: loaded.descriptor.python.tag(),
-            path: crate::discovery::normalize(&loaded.path),
+            spec: loaded.spec(),
+            location: loaded.location(),
         });
     }
     Ok(engines)
@@ -250,7 +251,7 @@ fn run_checked(args: &BenchArgs) -> Result<(), BenchError> {
 
 /// The exact per-run process: this pyhost binary, the engine's library, the program.
 fn process_spec(engine: &EngineUnderTest, program: &Program, timeout: Option<Duration>) -> ProcessSpec {
-    let mut args = vec!["--engine".to_string(), engine.path.display().to_string()];
+    let mut args = vec!["--engine".to_string(), engine.spec.clone()];
     args.extend(program.python_args.iter().cloned());
     ProcessSpec {
         program: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("pyhost")),

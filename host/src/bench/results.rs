@@ -1,7 +1,6 @@
 //! What a benchmark produced: per engine, every measured run (and the discarded warm-ups).
 
 use super::executor::Measurement;
-use std::path::PathBuf;
 
 /// Which number a benchmark compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -21,7 +20,11 @@ pub struct EngineUnderTest {
     pub name: String,
     pub version: String,
     pub python: String,
-    pub path: PathBuf,
+    /// What the child processes get as `--engine`: the library path, or the name of a
+    /// built-in engine.
+    pub spec: String,
+    /// The library path, or `(built into pyhost)`.
+    pub location: String,
 }
 
 #[derive(Debug, Clone)]

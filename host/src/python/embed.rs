@@ -4,7 +4,6 @@
 
 use crate::bench::executor::BENCH_OUTPUT_ENV;
 use crate::cli::{HostOptions, PythonCommandLine, ENGINE_ENV, HELP_PREAMBLE};
-use crate::discovery;
 use crate::loader::{self, LoadedEngine, Phase};
 use crate::python::pyhost_module;
 use crate::services::host_services;
@@ -56,9 +55,8 @@ pub fn run(options: &HostOptions, program: PythonCommandLine) -> i32 {
     };
     // Children started through sys.executable (subprocess, multiprocessing, pyperf) inherit the
     // environment, so they load this very engine file.
-    let engine_path = discovery::normalize(&engine.path);
     // SAFETY (std): no other thread exists yet, so nothing reads the environment concurrently.
-    std::env::set_var(ENGINE_ENV, &engine_path);
+    std::env::set_var(ENGINE_ENV, engine.spec());
     if asks_for_help(&program.args) {
         print!("{HELP_PREAMBLE}");
     }

@@ -7,7 +7,6 @@
 //! Multi-phase initialization, declared safe for sub-interpreters with their own GIL, so engines
 //! that run sub-interpreters can import it there too.
 
-use crate::discovery;
 use crate::loader::{LoadedEngine, Phase};
 use crate::services::{host_services, HOST_VERSION};
 use pyhost_abi::ABI_VERSION;
@@ -117,12 +116,10 @@ fn to_c(value: &str) -> CString {
 unsafe extern "C" fn exec_module(module: *mut ffi::PyObject) -> c_int {
     let status = guarded(|| {
         let engine = ENGINE.get();
-        let path = engine.map(|e| discovery::normalize(&e.path).display().to_string());
-        let attributes: [(&std::ffi::CStr, Option<String>); 7] = [
+        let attributes: [(&std::ffi::CStr, Option<String>); 6] = [
             (c"engine", engine.map(|e| e.descriptor.name.to_string())),
             (c"engine_version", engine.map(|e| e.descriptor.version.to_string())),
             (c"engine_description", engine.map(|e| e.descriptor.description.to_string())),
-            (c"engine_path", path),
             (c"engine_python", engine.map(|e| e.descriptor.python.tag())),
             (c"abi_version", Some(ABI_VERSION.to_string())),
             (c"host_version", Some(HOST_VERSION.to_string())),
@@ -131,6 +128,23 @@ unsafe extern "C" fn exec_module(module: *mut ffi::PyObject) -> c_int {
             let value = to_c(value.as_deref().unwrap_or(""));
             // SAFETY: GIL held during module execution; both strings outlive the call.
             if unsafe { ffi::PyModule_AddStringConstant(module, name.as_ptr(), value.as_ptr()) } < 0 {
+                return ptr::null_mut();
+            }
+        }
+        // engine_path: the library file, or None for an engine built into pyhost.
+        let path = engine.and_then(|e| e.path()).map(|p| to_c(&p.display().to_string()));
+        // SAFETY: GIL held; the value is a new reference (or Py_None) that AddObjectRef does not steal.
+        unsafe {
+            let value = match &path {
+                Some(path) => ffi::PyUnicode_FromString(path.as_ptr()),
+                None => ffi::Py_NewRef(ffi::Py_None()),
+            };
+            if value.is_null() {
+                return ptr::null_mut();
+            }
+            let rc = ffi::PyModule_AddObjectRef(module, c"engine_path".as_ptr(), value);
+            ffi::Py_DECREF(value);
+            if rc < 0 {
                 return ptr::null_mut();
             }
         }
@@ -161,8 +175,7 @@ unsafe fn py_str(value: &str) -> *mut ffi::PyObject {
 
 unsafe extern "C" fn engines(_module: *mut ffi::PyObject, _args: *mut ffi::PyObject) -> *mut ffi::PyObject {
     guarded(|| {
-        let names: Vec<String> =
-            discovery::candidates(&discovery::search_path()).into_iter().map(|c| c.name).collect();
+        let names = crate::loader::available_engine_names();
         // SAFETY: GIL held; every reference created is either stolen by the list or released.
         unsafe {
             let list = ffi::PyList_New(0);

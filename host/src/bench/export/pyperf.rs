@@ -76,7 +76,7 @@ fn benchmark(result: &BenchmarkResult, engine: &EngineResults, name: &str) -> Re
     meta_str(&mut metadata, "engine_label", &engine.engine.label);
     meta_str(&mut metadata, "engine_version", &engine.engine.version);
     meta_str(&mut metadata, "engine_python", &engine.engine.python);
-    meta_str(&mut metadata, "engine_path", &engine.engine.path.display().to_string());
+    meta_str(&mut metadata, "engine_path", &engine.engine.location);
     meta_str(
         &mut metadata,
         "pyhost_metric",
@@ -137,7 +137,8 @@ mod tests {
                 name: label.trim_end_matches("#2").into(),
                 version: "0.1.0".into(),
                 python: "abi3".into(),
-                path: "/lib/libpyhost_engine_stock.so".into(),
+                spec: "/lib/libpyhost_engine_stock.so".into(),
+                location: "/lib/libpyhost_engine_stock.so".into(),
             },
             runs: walls
                 .iter()
