@@ -43,7 +43,16 @@ pub fn write_box_plot(result: &BenchmarkResult, path: &Path) -> Result<(), Strin
             .x_label_area_size(40)
             .y_label_area_size(70)
             .build_cartesian_2d(labels[..].into_segmented(), y_range.clone())?;
-        chart.configure_mesh().y_desc(unit).x_desc("engine").disable_x_mesh().draw()?;
+        chart
+            .configure_mesh()
+            .y_desc(unit)
+            .x_desc("engine")
+            .disable_x_mesh()
+            .x_label_formatter(&|segment| match segment {
+                SegmentValue::Exact(label) | SegmentValue::CenterOf(label) => label.to_string(),
+                SegmentValue::Last => String::new(),
+            })
+            .draw()?;
         let scaled: Vec<Vec<f64>> = values.iter().map(|v| v.iter().map(|x| x * scale).collect()).collect();
         chart.draw_series(labels.iter().zip(&scaled).filter(|(_, v)| !v.is_empty()).map(|(label, v)| {
             Boxplot::new_vertical(SegmentValue::CenterOf(label), &Quartiles::new(v))
