@@ -310,3 +310,22 @@ fn a_pyhost_copied_alone_falls_back_to_its_built_in_stock_engine() {
     let out = run(std::process::Command::new(&copy).args(["--engine", "parallel", "-c", "pass"]));
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn importing_another_engines_module_names_the_engine_to_use() {
+    let dir = tempfile::tempdir().unwrap();
+    // Any library named like an engine makes its name known; a copy of stock will do.
+    std::fs::copy(stock_engine(), dir.path().join("libpyhost_engine_othereng.so")).unwrap();
+    let program = "try:\n    import othereng\nexcept ModuleNotFoundError as e:\n    print(e.name, '|', e)";
+    let out = stdout_of(pyhost().env("PYHOST_ENGINE_PATH", dir.path()).args(["-c", program]));
+    assert!(
+        out.starts_with("othereng | No module named 'othereng': it is provided by the 'othereng' engine"),
+        "{out}"
+    );
+    assert!(out.contains("pyhost --engine othereng"), "{out}");
+    // Unrelated missing modules keep python's plain message.
+    let out = stdout_of(
+        pyhost().args(["-c", "try:\n    import no_such_mod_x\nexcept ImportError as e:\n    print(e)"]),
+    );
+    assert_eq!(out.trim(), "No module named 'no_such_mod_x'");
+}

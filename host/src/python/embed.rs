@@ -75,9 +75,8 @@ pub fn run(options: &HostOptions, program: PythonCommandLine) -> i32 {
         eprintln!("pyhost: error: {err}");
         return finalize_with(EXIT_ENGINE_FAILED);
     }
-    // Registered before the program runs, so atexit calls it after the program's own handlers.
-    if let Err(message) = pyhost_module::register_at_exit_hook() {
-        eprintln!("pyhost: error: cannot register the engine's exit hook: {message}");
+    if let Err(message) = pyhost_module::prepare_main_interpreter() {
+        eprintln!("pyhost: error: {message}");
         return finalize_with(EXIT_ENGINE_FAILED);
     }
     if let Err(err) = engine.run_hook(Phase::BeforeRun, services) {

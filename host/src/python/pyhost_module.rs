@@ -19,12 +19,12 @@ use std::sync::OnceLock;
 static ENGINE: OnceLock<LoadedEngine> = OnceLock::new();
 static AT_EXIT_FAILED: AtomicBool = AtomicBool::new(false);
 
-/// The part of the module written in Python (`pyhost.bench`).
+/// The part of the module written in Python (`pyhost.bench`, the engine-module import hint).
 const PYTHON_PART: &std::ffi::CStr = {
-    const SOURCE: &str = concat!(include_str!("pyhost_bench.py"), "\0");
+    const SOURCE: &str = concat!(include_str!("pyhost_python.py"), "\0");
     match std::ffi::CStr::from_bytes_with_nul(SOURCE.as_bytes()) {
         Ok(source) => source,
-        Err(_) => panic!("pyhost_bench.py must not contain NUL bytes"),
+        Err(_) => panic!("pyhost_python.py must not contain NUL bytes"),
     }
 };
 
@@ -148,10 +148,20 @@ unsafe extern "C" fn exec_module(module: *mut ffi::PyObject) -> c_int {
                 return ptr::null_mut();
             }
         }
-        // SAFETY: GIL held; the module's dict is borrowed, the code is a static C string.
+        // SAFETY: GIL held; the module's dict is borrowed, the source is a static C string, the
+        // code object is released.
         unsafe {
             let globals = ffi::PyModule_GetDict(module);
-            let result = ffi::PyRun_String(PYTHON_PART.as_ptr(), ffi::Py_file_input, globals, globals);
+            let code = ffi::Py_CompileString(
+                PYTHON_PART.as_ptr(),
+                c"<pyhost built-in>".as_ptr(),
+                ffi::Py_file_input,
+            );
+            if code.is_null() {
+                return ptr::null_mut();
+            }
+            let result = ffi::PyEval_EvalCode(code, globals, globals);
+            ffi::Py_DECREF(code);
             if result.is_null() {
                 return ptr::null_mut();
             }
@@ -248,30 +258,41 @@ unsafe extern "C" fn run_at_exit_hook(
     })
 }
 
-/// Registers the engine's `at_exit` hook with the `atexit` module.
-pub fn register_at_exit_hook() -> Result<(), String> {
+/// Prepares the main interpreter before the program runs: registers the engine's `at_exit` hook
+/// with the `atexit` module (so it runs after the program's own handlers) and installs the
+/// import hint for other engines' modules.
+pub fn prepare_main_interpreter() -> Result<(), String> {
     // SAFETY: GIL held (called between initialization and Py_RunMain on the main thread);
     // every new reference is released.
     unsafe {
         let function = ffi::PyCFunction_New(&raw mut AT_EXIT_DEF, ptr::null_mut());
         let atexit = ffi::PyImport_ImportModule(c"atexit".as_ptr());
-        let register = if atexit.is_null() {
-            ptr::null_mut()
-        } else {
-            ffi::PyObject_GetAttrString(atexit, c"register".as_ptr())
-        };
-        let result = if function.is_null() || register.is_null() {
-            ptr::null_mut()
-        } else {
-            ffi::PyObject_CallOneArg(register, function)
-        };
-        ffi::Py_XDECREF(result);
-        ffi::Py_XDECREF(register);
+        let pyhost = ffi::PyImport_ImportModule(c"pyhost".as_ptr());
+        let mut ok = !function.is_null() && !atexit.is_null() && !pyhost.is_null();
+        for (object, method, arg) in
+            [(atexit, c"register", function), (pyhost, c"_install_engine_module_hint", ptr::null_mut())]
+        {
+            if !ok {
+                break;
+            }
+            let name = ffi::PyUnicode_FromString(method.as_ptr());
+            let result = if name.is_null() {
+                ptr::null_mut()
+            } else if arg.is_null() {
+                ffi::PyObject_CallMethodNoArgs(object, name)
+            } else {
+                ffi::PyObject_CallMethodOneArg(object, name, arg)
+            };
+            ok = !result.is_null();
+            ffi::Py_XDECREF(result);
+            ffi::Py_XDECREF(name);
+        }
+        ffi::Py_XDECREF(pyhost);
         ffi::Py_XDECREF(atexit);
         ffi::Py_XDECREF(function);
-        if result.is_null() {
+        if !ok {
             ffi::PyErr_Print();
-            return Err("atexit.register failed (traceback above)".to_string());
+            return Err("preparing the interpreter failed (traceback above)".to_string());
         }
     }
     Ok(())
