@@ -106,6 +106,8 @@ fn bad_options_are_usage_errors() {
         &["-e", "stock"],
         &["-c", "pass"],
         &["-e", "stock", "no_such_file.py"],
+        &["-e", "stock", "--affinity", "0-", "-c", "pass"],
+        &["-e", "stock", "--affinity", "4000", "-c", "pass"],
     ] {
         let out = run(bench().args(args));
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));

@@ -160,6 +160,61 @@ fn reap(pid: libc::pid_t) -> (std::io::Result<libc::c_int>, libc::rusage) {
     }
 }
 
+/// Parses a CPU list like `1`, `0,2` or `0-3,6`.
+pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>, String> {
+    let bad = || format!("--affinity expects a CPU list such as 1 or 0,2-3, not {text:?}");
+    let mut cpus = Vec::new();
+    for part in text.split(',') {
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => {
+                (a.trim().parse::<usize>().map_err(|_| bad())?, b.trim().parse::<usize>().map_err(|_| bad())?)
+            }
+            None => {
+                let cpu = part.trim().parse::<usize>().map_err(|_| bad())?;
+                (cpu, cpu)
+            }
+        };
+        if first > last || last >= libc::CPU_SETSIZE as usize {
+            return Err(bad());
+        }
+        cpus.extend(first..=last);
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(cpus)
+}
+
+/// Restricts this process (and the children it starts afterwards) to `cpus`, which must all be
+/// among the CPUs this process may use now.
+pub fn pin_to_cpus(cpus: &[usize]) -> Result<(), String> {
+    // SAFETY: cpu_set_t is a plain bit set; CPU_ZERO/CPU_SET/CPU_ISSET stay within it (indices
+    // were checked against CPU_SETSIZE); sched_{get,set}affinity read or fill it.
+    unsafe {
+        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed) != 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        let available: Vec<usize> =
+            (0..libc::CPU_SETSIZE as usize).filter(|&cpu| libc::CPU_ISSET(cpu, &allowed)).collect();
+        if let Some(cpu) = cpus.iter().find(|cpu| !available.contains(cpu)) {
+            let list: Vec<String> = available.iter().map(usize::to_string).collect();
+            return Err(format!(
+                "CPU {cpu} is not available to this process (available: {})",
+                list.join(",")
+            ));
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+    }
+    Ok(())
+}
+
 fn timeval_seconds(tv: libc::timeval) -> f64 {
     tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6
 }
@@ -240,6 +295,16 @@ mod tests {
         let started = Instant::now();
         assert!(matches!(run_once(&spec).unwrap_err(), RunError::Timeout(_)));
         assert!(started.elapsed() < Duration::from_secs(4));
+    }
+
+    #[test]
+    fn cpu_lists_parse_like_taskset() {
+        assert_eq!(parse_cpu_list("1").unwrap(), [1]);
+        assert_eq!(parse_cpu_list("0,2-3").unwrap(), [0, 2, 3]);
+        assert_eq!(parse_cpu_list("3,1-2,2").unwrap(), [1, 2, 3]);
+        for bad in ["", "x", "2-1", "1-", "99999"] {
+            assert!(parse_cpu_list(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

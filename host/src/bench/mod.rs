@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// Significance level of the verdicts.
     #[arg(long, value_name = "ALPHA", default_value_t = stats::DEFAULT_ALPHA)]
     pub alpha: f64,
+    /// Pin every run to these CPUs (e.g. `1` or `0,2-3`), like pyperf's --affinity: on a shared
+    /// or virtual machine, CPUs can differ in speed and load, which scatters the timings.
+    #[arg(long, value_name = "CPUS")]
+    pub affinity: Option<String>,
     /// Seed of the run-order shuffle (default: random, printed).
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
@@ -238,6 +242,11 @@ pub fn engines_under_test(specs: &[String]) -> Result<Vec<EngineUnderTest>, Benc
 
 fn run_checked(args: &BenchArgs) -> Result<(), BenchError> {
     let settings = settings(args)?;
+    if let Some(cpus) = &args.affinity {
+        // Children inherit the affinity of this process.
+        executor::pin_to_cpus(&executor::parse_cpu_list(cpus).map_err(BenchError::Usage)?)
+            .map_err(|err| BenchError::Usage(format!("--affinity {cpus}: {err}")))?;
+    }
     let engines = engines_under_test(&args.engines)?;
     if let Some(dir) = &args.suite {
         return suite::run(dir, &engines, &settings, args);
