@@ -30,12 +30,21 @@ TaskletExit = _find_tasklet_exit()
 
 
 def kill_runnables():
+    """Kill every tasklet left in this thread's run queue (besides main).
+
+    They are taken out of the queue first: killing a queued tasklet switches to it, and once it
+    has died the scheduler carries on with the tasklet that followed it in the queue.
+    """
     main = stackless.getmain()
+    queued = []
     t = main.next
     while t is not None and t is not main:
-        following = t.next
+        queued.append(t)
+        t = t.next
+    for t in queued:
+        t.remove()
+    for t in queued:
         t.kill()
-        t = following
 
 
 class StacklessTestCase(unittest.TestCase):

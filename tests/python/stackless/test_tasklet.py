@@ -29,13 +29,21 @@ TaskletExit = _find_tasklet_exit()
 
 
 def kill_runnables():
-    """Kill every tasklet left in the current thread's run queue (besides main)."""
+    """Kill every tasklet left in this thread's run queue (besides main).
+
+    They are taken out of the queue first: killing a queued tasklet switches to it, and once it
+    has died the scheduler carries on with the tasklet that followed it in the queue.
+    """
     main = stackless.getmain()
+    queued = []
     t = main.next
     while t is not None and t is not main:
-        following = t.next
+        queued.append(t)
+        t = t.next
+    for t in queued:
+        t.remove()
+    for t in queued:
         t.kill()
-        t = following
 
 
 class StacklessTestCase(unittest.TestCase):
@@ -421,6 +429,29 @@ class KillTest(StacklessTestCase):
         stackless.run()
         self.assertEqual(ran, [])
         self.assertRaisesRegex(RuntimeError, "dead", t.run)
+
+    def test_kill_of_a_queued_tasklet_lets_the_queue_continue(self):
+        # kill() switches to the victim; once it has died the scheduler goes on with the
+        # tasklet that followed it in the run queue, so the tasklets queued behind it run
+        # (normally) before control returns to the caller.
+        log = []
+        t1, t2, t3 = (stackless.tasklet(log.append)(name) for name in ("t1", "t2", "t3"))
+        t1.kill()
+        self.assertEqual(log, ["t2", "t3"])
+        self.assertFalse(t1.alive or t2.alive or t3.alive)
+
+    def test_kill_of_removed_tasklets_returns_to_the_caller(self):
+        log = []
+        tasklets = [stackless.tasklet(log.append)(name) for name in ("t1", "t2", "t3")]
+        for t in tasklets:
+            t.remove()
+        tasklets[0].kill()
+        self.assertEqual(log, [])
+        self.assertFalse(tasklets[0].alive)
+        self.assertTrue(tasklets[1].paused and tasklets[2].paused)
+        for t in tasklets[1:]:
+            t.kill()
+        self.assertEqual(log, [])
 
     def test_kill_paused_tasklet(self):
         log = []

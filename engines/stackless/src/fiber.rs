@@ -1,0 +1,605 @@
+//! `_stackless_core.Fiber`: a Python callable running on its own C stack, and the switch
+//! between fibers of one OS thread. The `stackless` module builds tasklets, channels and the
+//! scheduler on top of this.
+//!
+//! Switching model. corosensei coroutines are asymmetric (resume/suspend), so every thread's
+//! *main* context (the OS thread's own stack) runs a dispatcher whenever a fiber runs: a fiber
+//! that switches to another suspends back to the dispatcher with a request naming the target,
+//! and the dispatcher resumes that target. A switch to the main context ends the dispatch.
+//!
+//! Around every stack switch, the CPython thread-state fields a switch carries are saved and
+//! restored (`cpython_state`): the side that leaves saves its own state, the dispatcher installs
+//! the incoming one. No Python code runs in between (reference releases that could run
+//! deallocators are deferred until a state is installed).
+
+use crate::cpython_state::{self as state, SavedThreadState};
+use corosensei::stack::DefaultStack;
+use corosensei::{Coroutine, CoroutineResult, Yielder};
+use pyo3_ffi as ffi;
+use std::cell::{Cell, RefCell};
+use std::ffi::{c_int, c_void, CStr};
+use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// C stack of each fiber. Pages are touched lazily, so RSS grows only with real depth.
+pub const STACK_SIZE: usize = 256 * 1024;
+
+/// Stack switches made, all threads (engine statistics).
+pub static SWITCHES: AtomicU64 = AtomicU64::new(0);
+/// Fibers started, all threads.
+pub static FIBERS_STARTED: AtomicU64 = AtomicU64::new(0);
+/// Suspended fibers that were deallocated with frames still on their stack and had to be
+/// leaked (see `dealloc`).
+pub static FIBERS_LEAKED: AtomicU64 = AtomicU64::new(0);
+
+/// What a context receives when it is resumed: a value to return from its `switch()`, or an
+/// exception to raise there. Both are strong references (or NULL).
+struct Transfer {
+    value: *mut ffi::PyObject,
+    exc: *mut ffi::PyObject,
+}
+
+/// Where a suspending (or finishing) fiber asks control to go: `target` is a strong reference
+/// to a fiber, or NULL for the thread's main context.
+struct Request {
+    target: *mut ffi::PyObject,
+    transfer: Transfer,
+}
+
+type FiberCoroutine = Coroutine<Transfer, Request, Request, DefaultStack>;
+
+/// Rust-side state of a fiber, boxed and owned by the Python object.
+struct FiberInner {
+    /// The callable, until the fiber starts (then it belongs to the running body).
+    func: *mut ffi::PyObject,
+    /// contextvars context to start with (strong reference, stolen at start), or NULL.
+    context: *mut ffi::PyObject,
+    coroutine: Option<Box<FiberCoroutine>>,
+    /// Valid while the coroutine body runs.
+    yielder: *const Yielder<Transfer, Request>,
+    /// The fiber's thread state while it is suspended.
+    saved: Option<SavedThreadState>,
+    thread_id: u64,
+    started: bool,
+    dead: bool,
+}
+
+#[repr(C)]
+pub struct FiberObject {
+    ob_base: ffi::PyObject,
+    inner: *mut FiberInner,
+}
+
+/// Per-OS-thread dispatch state.
+struct ThreadCore {
+    /// The running fiber (strong reference), or NULL when the main context runs.
+    current: Cell<*mut ffi::PyObject>,
+    /// The main context's thread state while a fiber runs.
+    main_saved: RefCell<Option<SavedThreadState>>,
+    /// References to release once a thread state is installed again.
+    deferred_decrefs: RefCell<Vec<*mut ffi::PyObject>>,
+}
+
+thread_local! {
+    static CORE: ThreadCore = const {
+        ThreadCore {
+            current: Cell::new(ptr::null_mut()),
+            main_saved: RefCell::new(None),
+            deferred_decrefs: RefCell::new(Vec::new()),
+        }
+    };
+}
+
+static mut FIBER_TYPE: *mut ffi::PyTypeObject = ptr::null_mut();
+
+unsafe fn inner<'a>(fiber: *mut ffi::PyObject) -> &'a mut FiberInner {
+    &mut *(*fiber.cast::<FiberObject>()).inner
+}
+
+fn thread_ident() -> u64 {
+    // SAFETY: exported, no preconditions.
+    unsafe { ffi::PyThread_get_thread_ident() as u64 }
+}
+
+unsafe fn set_error(kind: *mut ffi::PyObject, message: &CStr) -> *mut ffi::PyObject {
+    ffi::PyErr_SetString(kind, message.as_ptr());
+    ptr::null_mut()
+}
+
+/// Runs `body`, turning a Rust panic into a Python SystemError (panics never cross into C).
+fn guarded(body: impl FnOnce() -> *mut ffi::PyObject) -> *mut ffi::PyObject {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|_| {
+        // SAFETY: called from a CPython entry point, GIL held.
+        unsafe { set_error(ffi::PyExc_SystemError, c"internal error in the stackless engine (panic)") }
+    })
+}
+
+/// Releases references deferred during a dispatch; runs with a thread state installed.
+unsafe fn release_deferred() {
+    loop {
+        let batch: Vec<*mut ffi::PyObject> =
+            CORE.with(|c| std::mem::take(&mut *c.deferred_decrefs.borrow_mut()));
+        if batch.is_empty() {
+            return;
+        }
+        for object in batch {
+            ffi::Py_DECREF(object);
+        }
+    }
+}
+
+fn defer_decref(object: *mut ffi::PyObject) {
+    if !object.is_null() {
+        CORE.with(|c| c.deferred_decrefs.borrow_mut().push(object));
+    }
+}
+
+/// Hands a received transfer to the Python caller of `switch()`: its value, or its exception
+/// raised.
+unsafe fn deliver(transfer: Transfer) -> *mut ffi::PyObject {
+    release_deferred();
+    if !transfer.exc.is_null() {
+        ffi::Py_XDECREF(transfer.value);
+        ffi::PyErr_SetRaisedException(transfer.exc);
+        return ptr::null_mut();
+    }
+    if transfer.value.is_null() {
+        ffi::Py_NewRef(ffi::Py_None())
+    } else {
+        transfer.value
+    }
+}
+
+/// The body of every fiber, on its own stack: install a fresh thread state, call the function,
+/// retire the state, and name where control goes next.
+unsafe fn fiber_body(
+    fiber: *mut ffi::PyObject,
+    yielder: &Yielder<Transfer, Request>,
+    first: Transfer,
+) -> Request {
+    let ts = state::current_thread_state();
+    let inner = inner(fiber);
+    inner.yielder = yielder;
+    let context = std::mem::replace(&mut inner.context, ptr::null_mut());
+    let budget = state::c_recursion_budget_for_stack(STACK_SIZE).unwrap_or(state::MIN_C_RECURSION_BUDGET);
+    SavedThreadState::fresh_for_new_tasklet(budget, context).restore(ts);
+    release_deferred();
+    let func = std::mem::replace(&mut inner.func, ptr::null_mut());
+    let request = if !first.exc.is_null() {
+        // Thrown into before it ever ran: the function never starts; the exception goes to main.
+        ffi::Py_XDECREF(first.value);
+        Request { target: ptr::null_mut(), transfer: Transfer { value: ptr::null_mut(), exc: first.exc } }
+    } else {
+        let arg = if first.value.is_null() { ffi::Py_NewRef(ffi::Py_None()) } else { first.value };
+        let result = ffi::PyObject_CallOneArg(func, arg);
+        ffi::Py_DECREF(arg);
+        if result.is_null() {
+            let exc = ffi::PyErr_GetRaisedException();
+            Request { target: ptr::null_mut(), transfer: Transfer { value: ptr::null_mut(), exc } }
+        } else {
+            next_from_result(result)
+        }
+    };
+    ffi::Py_XDECREF(func);
+    state::retire_current(ts);
+    request
+}
+
+/// A finished fiber's function returns `(target, value)` to name where control goes (a fiber,
+/// or None for the main context); any other result goes to the main context as the value.
+unsafe fn next_from_result(result: *mut ffi::PyObject) -> Request {
+    if ffi::PyTuple_Check(result) != 0 && ffi::PyTuple_Size(result) == 2 {
+        let target = ffi::PyTuple_GetItem(result, 0);
+        let value = ffi::Py_NewRef(ffi::PyTuple_GetItem(result, 1));
+        let target = if ffi::Py_IS_TYPE(target, FIBER_TYPE) != 0 && !inner(target).dead {
+            ffi::Py_NewRef(target)
+        } else {
+            ptr::null_mut()
+        };
+        ffi::Py_DECREF(result);
+        return Request { target, transfer: Transfer { value, exc: ptr::null_mut() } };
+    }
+    Request { target: ptr::null_mut(), transfer: Transfer { value: result, exc: ptr::null_mut() } }
+}
+
+/// Runs fibers from the main context until one hands control back to main; returns what it
+/// handed over. `target` and `transfer` are owned.
+unsafe fn dispatch(mut target: *mut ffi::PyObject, mut transfer: Transfer) -> Transfer {
+    let ts = state::current_thread_state();
+    loop {
+        if target.is_null() {
+            if let Some(main) = CORE.with(|c| c.main_saved.borrow_mut().take()) {
+                main.restore(ts);
+            }
+            CORE.with(|c| c.current.set(ptr::null_mut()));
+            return transfer;
+        }
+        CORE.with(|c| c.current.set(target));
+        let fiber = inner(target);
+        if !fiber.started {
+            fiber.started = true;
+            FIBERS_STARTED.fetch_add(1, Ordering::Relaxed);
+        } else if let Some(saved) = fiber.saved.take() {
+            saved.restore(ts);
+        }
+        let Some(coroutine) = fiber.coroutine.as_mut() else {
+            // Unreachable by construction (a fiber's coroutine exists until it is dead).
+            target = ptr::null_mut();
+            continue;
+        };
+        SWITCHES.fetch_add(1, Ordering::Relaxed);
+        let outcome = coroutine.resume(transfer);
+        SWITCHES.fetch_add(1, Ordering::Relaxed);
+        let left = target;
+        let request = match outcome {
+            CoroutineResult::Yield(request) => request,
+            CoroutineResult::Return(request) => {
+                let fiber = inner(left);
+                fiber.dead = true;
+                fiber.yielder = ptr::null();
+                // Finished: no frames on its stack, so dropping the coroutine is safe.
+                fiber.coroutine = None;
+                request
+            }
+        };
+        // `left` was kept alive by CORE.current; release it only once a state is installed.
+        defer_decref(left);
+        target = request.target;
+        transfer = request.transfer;
+    }
+}
+
+/// `switch(target, value=None, exc=None)`: transfer control to `target` (a fiber, or None for
+/// the thread's main context), returning what is sent back when control returns here.
+unsafe fn switch_to(
+    target: *mut ffi::PyObject,
+    value: *mut ffi::PyObject,
+    exc: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    let target = if target == ffi::Py_None() { ptr::null_mut() } else { target };
+    if !target.is_null() {
+        if ffi::Py_IS_TYPE(target, FIBER_TYPE) == 0 {
+            return set_error(ffi::PyExc_TypeError, c"switch target must be a Fiber or None");
+        }
+        let fiber = inner(target);
+        if fiber.dead {
+            return set_error(ffi::PyExc_RuntimeError, c"cannot switch to a fiber that has finished");
+        }
+        if fiber.thread_id != thread_ident() {
+            return set_error(ffi::PyExc_RuntimeError, c"cannot switch to a fiber of another thread");
+        }
+    }
+    if !exc.is_null() && exc != ffi::Py_None() && ffi::PyExceptionInstance_Check(exc) == 0 {
+        return set_error(ffi::PyExc_TypeError, c"exc must be an exception instance or None");
+    }
+    let transfer = Transfer {
+        value: if value.is_null() { ptr::null_mut() } else { ffi::Py_NewRef(value) },
+        exc: if exc.is_null() || exc == ffi::Py_None() { ptr::null_mut() } else { ffi::Py_NewRef(exc) },
+    };
+    let current = CORE.with(|c| c.current.get());
+    if target == current {
+        return deliver(transfer);
+    }
+    let target = if target.is_null() { target } else { ffi::Py_NewRef(target) };
+    let ts = state::current_thread_state();
+    if current.is_null() {
+        CORE.with(|c| *c.main_saved.borrow_mut() = Some(SavedThreadState::save(ts)));
+        deliver(dispatch(target, transfer))
+    } else {
+        let fiber = inner(current);
+        if fiber.yielder.is_null() {
+            ffi::Py_XDECREF(target);
+            ffi::Py_XDECREF(transfer.value);
+            ffi::Py_XDECREF(transfer.exc);
+            return set_error(ffi::PyExc_RuntimeError, c"fiber is not running on its own stack");
+        }
+        fiber.saved = Some(SavedThreadState::save(ts));
+        let yielder = &*fiber.yielder;
+        let back = yielder.suspend(Request { target, transfer });
+        deliver(back)
+    }
+}
+
+// ----- The Python type -----
+
+unsafe extern "C" fn fiber_new(
+    subtype: *mut ffi::PyTypeObject,
+    args: *mut ffi::PyObject,
+    kwargs: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        if !kwargs.is_null() && ffi::PyDict_Size(kwargs) != 0 {
+            return set_error(ffi::PyExc_TypeError, c"Fiber() takes no keyword arguments");
+        }
+        let nargs = ffi::PyTuple_Size(args);
+        if !(1..=2).contains(&nargs) {
+            return set_error(ffi::PyExc_TypeError, c"Fiber(func, context=None) takes 1 or 2 arguments");
+        }
+        let func = ffi::PyTuple_GetItem(args, 0);
+        if ffi::PyCallable_Check(func) == 0 {
+            return set_error(ffi::PyExc_TypeError, c"Fiber() needs a callable");
+        }
+        let context = if nargs == 2 { ffi::PyTuple_GetItem(args, 1) } else { ffi::Py_None() };
+        if context != ffi::Py_None() && ffi::PyContext_CheckExact(context) == 0 {
+            return set_error(ffi::PyExc_TypeError, c"context must be a contextvars.Context or None");
+        }
+        let stack = match DefaultStack::new(STACK_SIZE) {
+            Ok(stack) => stack,
+            Err(_) => return set_error(
+                ffi::PyExc_MemoryError,
+                c"cannot map a C stack for a new tasklet (too many tasklets, or vm.max_map_count reached)",
+            ),
+        };
+        let alloc = (*subtype).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
+        let object = alloc(subtype, 0);
+        if object.is_null() {
+            return object;
+        }
+        let address = object as usize;
+        let coroutine: FiberCoroutine = Coroutine::with_stack(stack, move |yielder, first| {
+            // SAFETY: runs with the GIL held on the thread that created the fiber (switch_to
+            // checks the thread); the object outlives its coroutine (dealloc drops it first).
+            unsafe { fiber_body(address as *mut ffi::PyObject, yielder, first) }
+        });
+        let inner = Box::new(FiberInner {
+            func: ffi::Py_NewRef(func),
+            context: if context == ffi::Py_None() { ptr::null_mut() } else { ffi::Py_NewRef(context) },
+            coroutine: Some(Box::new(coroutine)),
+            yielder: ptr::null(),
+            saved: None,
+            thread_id: thread_ident(),
+            started: false,
+            dead: false,
+        });
+        (*object.cast::<FiberObject>()).inner = Box::into_raw(inner);
+        object
+    })
+}
+
+unsafe extern "C" fn fiber_dealloc(object: *mut ffi::PyObject) {
+    let tp = ffi::Py_TYPE(object);
+    ffi::PyObject_GC_UnTrack(object.cast());
+    let raw = (*object.cast::<FiberObject>()).inner;
+    if !raw.is_null() {
+        let mut fiber = Box::from_raw(raw);
+        ffi::Py_CLEAR(&mut fiber.func);
+        ffi::Py_CLEAR(&mut fiber.context);
+        if fiber.started && !fiber.dead {
+            // Suspended with frames on its own stack: dropping the coroutine would unwind
+            // through CPython's frames (an abort), and its frames cannot be cleared from here.
+            // The stackless module kills tasklets before letting go of them; reaching this is
+            // a leak of one stack, never a crash.
+            FIBERS_LEAKED.fetch_add(1, Ordering::Relaxed);
+            std::mem::forget(fiber.coroutine.take());
+            // A SavedThreadState has no Drop: letting go of it leaks what it owns, as wanted.
+            let _leaked = fiber.saved.take();
+        }
+        drop(fiber);
+    }
+    if let Some(free) = (*tp).tp_free {
+        free(object.cast());
+    }
+    ffi::Py_DECREF(tp.cast());
+}
+
+unsafe extern "C" fn fiber_traverse(
+    object: *mut ffi::PyObject,
+    visit: ffi::visitproc,
+    arg: *mut c_void,
+) -> c_int {
+    let raw = (*object.cast::<FiberObject>()).inner;
+    if raw.is_null() {
+        return 0;
+    }
+    for member in [(*raw).func, (*raw).context] {
+        if !member.is_null() {
+            let rc = visit(member, arg);
+            if rc != 0 {
+                return rc;
+            }
+        }
+    }
+    // Heap types' instances visit their type.
+    visit(ffi::Py_TYPE(object).cast(), arg)
+}
+
+unsafe extern "C" fn fiber_clear(object: *mut ffi::PyObject) -> c_int {
+    let raw = (*object.cast::<FiberObject>()).inner;
+    if !raw.is_null() {
+        ffi::Py_CLEAR(&mut (*raw).func);
+        ffi::Py_CLEAR(&mut (*raw).context);
+    }
+    0
+}
+
+unsafe extern "C" fn fiber_get_started(object: *mut ffi::PyObject, _: *mut c_void) -> *mut ffi::PyObject {
+    ffi::PyBool_FromLong(inner(object).started as _)
+}
+
+unsafe extern "C" fn fiber_get_dead(object: *mut ffi::PyObject, _: *mut c_void) -> *mut ffi::PyObject {
+    ffi::PyBool_FromLong(inner(object).dead as _)
+}
+
+unsafe extern "C" fn fiber_get_thread_id(object: *mut ffi::PyObject, _: *mut c_void) -> *mut ffi::PyObject {
+    ffi::PyLong_FromUnsignedLongLong(inner(object).thread_id)
+}
+
+static mut GETSETS: [ffi::PyGetSetDef; 4] = [
+    ffi::PyGetSetDef {
+        name: c"started".as_ptr(),
+        get: Some(fiber_get_started),
+        set: None,
+        doc: c"Whether the fiber has been switched to at least once.".as_ptr(),
+        closure: ptr::null_mut(),
+    },
+    ffi::PyGetSetDef {
+        name: c"dead".as_ptr(),
+        get: Some(fiber_get_dead),
+        set: None,
+        doc: c"Whether the fiber's function has returned or raised.".as_ptr(),
+        closure: ptr::null_mut(),
+    },
+    ffi::PyGetSetDef {
+        name: c"thread_id".as_ptr(),
+        get: Some(fiber_get_thread_id),
+        set: None,
+        doc: c"Identifier of the OS thread the fiber belongs to.".as_ptr(),
+        closure: ptr::null_mut(),
+    },
+    ffi::PyGetSetDef { name: ptr::null(), get: None, set: None, doc: ptr::null(), closure: ptr::null_mut() },
+];
+
+/// Creates the Fiber type (a heap type) and remembers it.
+///
+/// # Safety
+/// GIL held.
+pub unsafe fn create_fiber_type(module: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    let mut slots = [
+        ffi::PyType_Slot { slot: ffi::Py_tp_new, pfunc: fiber_new as *mut c_void },
+        ffi::PyType_Slot { slot: ffi::Py_tp_dealloc, pfunc: fiber_dealloc as *mut c_void },
+        ffi::PyType_Slot { slot: ffi::Py_tp_traverse, pfunc: fiber_traverse as *mut c_void },
+        ffi::PyType_Slot { slot: ffi::Py_tp_clear, pfunc: fiber_clear as *mut c_void },
+        ffi::PyType_Slot { slot: ffi::Py_tp_getset, pfunc: (&raw mut GETSETS).cast() },
+        ffi::PyType_Slot {
+            slot: ffi::Py_tp_doc,
+            pfunc: c"Fiber(func, context=None): func(value) run on its own C stack by switch().".as_ptr()
+                as *mut c_void,
+        },
+        ffi::PyType_Slot { slot: 0, pfunc: ptr::null_mut() },
+    ];
+    let mut spec = ffi::PyType_Spec {
+        name: c"_stackless_core.Fiber".as_ptr(),
+        basicsize: std::mem::size_of::<FiberObject>() as c_int,
+        itemsize: 0,
+        flags: (ffi::Py_TPFLAGS_DEFAULT | ffi::Py_TPFLAGS_HAVE_GC) as _,
+        slots: slots.as_mut_ptr(),
+    };
+    let tp = ffi::PyType_FromModuleAndSpec(module, &mut spec, ptr::null_mut());
+    if !tp.is_null() {
+        FIBER_TYPE = tp.cast();
+    }
+    tp
+}
+
+// ----- module functions -----
+
+/// `switch(target, value=None, exc=None)`.
+pub unsafe extern "C" fn py_switch(
+    _module: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        if !(1..=3).contains(&nargs) {
+            return set_error(
+                ffi::PyExc_TypeError,
+                c"switch(target, value=None, exc=None) takes 1 to 3 arguments",
+            );
+        }
+        let arg = |i: isize| if i < nargs { *args.offset(i) } else { ptr::null_mut() };
+        switch_to(arg(0), arg(1), arg(2))
+    })
+}
+
+/// `current()`: the running fiber, or None when the thread's main context runs.
+pub unsafe extern "C" fn py_current(
+    _module: *mut ffi::PyObject,
+    _args: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    let current = CORE.with(|c| c.current.get());
+    ffi::Py_NewRef(if current.is_null() { ffi::Py_None() } else { current })
+}
+
+/// `current_context()`: the thread's current `contextvars.Context` object itself (not a
+/// copy), created and installed if the thread has none yet.
+pub unsafe extern "C" fn py_current_context(
+    _module: *mut ffi::PyObject,
+    _args: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        let ts = state::current_thread_state();
+        if (*ts).context.is_null() {
+            let context = ffi::PyContext_New();
+            if context.is_null() {
+                return context;
+            }
+            (*ts).context = context;
+            (*ts).context_ver = (*ts).context_ver.wrapping_add(1);
+        }
+        ffi::Py_NewRef((*ts).context)
+    })
+}
+
+/// `set_context(target, context)`: make `context` the context of `target` (a Fiber, or None
+/// for the thread's main context): installed now if `target` runs, else used when it resumes.
+pub unsafe extern "C" fn py_set_context(
+    _module: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        if nargs != 2 {
+            return set_error(ffi::PyExc_TypeError, c"set_context(target, context) takes 2 arguments");
+        }
+        let (target, context) = (*args, *args.offset(1));
+        if ffi::PyContext_CheckExact(context) == 0 {
+            return set_error(ffi::PyExc_TypeError, c"context must be a contextvars.Context");
+        }
+        let target = if target == ffi::Py_None() { ptr::null_mut() } else { target };
+        if !target.is_null() && ffi::Py_IS_TYPE(target, FIBER_TYPE) == 0 {
+            return set_error(ffi::PyExc_TypeError, c"target must be a Fiber or None");
+        }
+        let current = CORE.with(|c| c.current.get());
+        if target == current {
+            let ts = state::current_thread_state();
+            let old = std::mem::replace(&mut (*ts).context, ffi::Py_NewRef(context));
+            (*ts).context_ver = (*ts).context_ver.wrapping_add(1);
+            ffi::Py_XDECREF(old);
+        } else if target.is_null() {
+            match CORE.with(|c| {
+                c.main_saved
+                    .borrow_mut()
+                    .as_mut()
+                    .map(|s| std::mem::replace(&mut s.context, ffi::Py_NewRef(context)))
+            }) {
+                Some(old) => ffi::Py_XDECREF(old),
+                None => return set_error(ffi::PyExc_RuntimeError, c"the main context is not suspended"),
+            }
+        } else {
+            let fiber = inner(target);
+            if fiber.dead {
+                return set_error(ffi::PyExc_RuntimeError, c"cannot set the context of a finished fiber");
+            }
+            let slot = match fiber.saved.as_mut() {
+                Some(saved) => &mut saved.context,
+                None => &mut fiber.context,
+            };
+            let old = std::mem::replace(slot, ffi::Py_NewRef(context));
+            ffi::Py_XDECREF(old);
+        }
+        ffi::Py_NewRef(ffi::Py_None())
+    })
+}
+
+/// `stats()`: the engine's counters as a dict.
+pub unsafe extern "C" fn py_stats(
+    _module: *mut ffi::PyObject,
+    _args: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    let dict = ffi::PyDict_New();
+    if dict.is_null() {
+        return dict;
+    }
+    for (name, counter) in
+        [(c"switches", &SWITCHES), (c"fibers_started", &FIBERS_STARTED), (c"fibers_leaked", &FIBERS_LEAKED)]
+    {
+        let value = ffi::PyLong_FromUnsignedLongLong(counter.load(Ordering::Relaxed));
+        if value.is_null() || ffi::PyDict_SetItemString(dict, name.as_ptr(), value) < 0 {
+            ffi::Py_XDECREF(value);
+            ffi::Py_DECREF(dict);
+            return ptr::null_mut();
+        }
+        ffi::Py_DECREF(value);
+    }
+    dict
+}

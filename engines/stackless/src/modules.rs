@@ -1,0 +1,158 @@
+//! The two built-in modules the engine registers before the interpreter starts:
+//! `_stackless_core` (Fiber, switch, current, stats) and `stackless` (the Python-level API in
+//! stackless.py, executed into the module). Both refuse sub-interpreters: tasklets live in the
+//! main interpreter.
+
+use crate::fiber;
+use pyo3_ffi as ffi;
+use std::ffi::{c_int, c_void, CStr};
+use std::ptr;
+
+const STACKLESS_SOURCE: &CStr = {
+    const SOURCE: &str = concat!(include_str!("stackless.py"), "\0");
+    match CStr::from_bytes_with_nul(SOURCE.as_bytes()) {
+        Ok(source) => source,
+        Err(_) => panic!("stackless.py must not contain NUL bytes"),
+    }
+};
+
+/// Registers both modules; called before `Py_InitializeFromConfig`.
+pub fn register() -> Result<(), String> {
+    // SAFETY: PyImport_AppendInittab may be called before initialization; names are static.
+    unsafe {
+        if ffi::PyImport_AppendInittab(c"_stackless_core".as_ptr(), Some(init_core)) != 0
+            || ffi::PyImport_AppendInittab(c"stackless".as_ptr(), Some(init_stackless)) != 0
+        {
+            return Err("cannot register the stackless modules".into());
+        }
+    }
+    Ok(())
+}
+
+// SAFETY (statics below): read by CPython; only PyModuleDef_Init writes the base, under the GIL.
+static mut CORE_METHODS: [ffi::PyMethodDef; 6] = [
+    ffi::PyMethodDef {
+        ml_name: c"current_context".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunction: fiber::py_current_context },
+        ml_flags: ffi::METH_NOARGS,
+        ml_doc: c"current_context()\n--\n\nThe thread's current Context object (not a copy).".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"set_context".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: fiber::py_set_context },
+        ml_flags: ffi::METH_FASTCALL,
+        ml_doc: c"set_context(target, context)\n--\n\nSet the context of a Fiber (None: the main context).".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"switch".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: fiber::py_switch },
+        ml_flags: ffi::METH_FASTCALL,
+        ml_doc: c"switch(target, value=None, exc=None)\n--\n\nRun target (a Fiber, or None for the thread's main context).".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"current".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunction: fiber::py_current },
+        ml_flags: ffi::METH_NOARGS,
+        ml_doc: c"current()\n--\n\nThe running Fiber, or None in the thread's main context.".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"stats".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunction: fiber::py_stats },
+        ml_flags: ffi::METH_NOARGS,
+        ml_doc: c"stats()\n--\n\nSwitch and fiber counters.".as_ptr(),
+    },
+    ffi::PyMethodDef::zeroed(),
+];
+
+static mut CORE_SLOTS: [ffi::PyModuleDef_Slot; 3] = [
+    ffi::PyModuleDef_Slot { slot: ffi::Py_mod_exec, value: exec_core as *mut c_void },
+    ffi::PyModuleDef_Slot {
+        slot: ffi::Py_mod_multiple_interpreters,
+        value: ffi::Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED,
+    },
+    ffi::PyModuleDef_Slot { slot: 0, value: ptr::null_mut() },
+];
+
+static mut CORE_DEF: ffi::PyModuleDef = ffi::PyModuleDef {
+    m_base: ffi::PyModuleDef_HEAD_INIT,
+    m_name: c"_stackless_core".as_ptr(),
+    m_doc: c"Fibers on their own C stacks: the switching core of the stackless engine.".as_ptr(),
+    m_size: 0,
+    m_methods: (&raw mut CORE_METHODS).cast(),
+    m_slots: (&raw mut CORE_SLOTS).cast(),
+    m_traverse: None,
+    m_clear: None,
+    m_free: None,
+};
+
+static mut STACKLESS_SLOTS: [ffi::PyModuleDef_Slot; 3] = [
+    ffi::PyModuleDef_Slot { slot: ffi::Py_mod_exec, value: exec_stackless as *mut c_void },
+    ffi::PyModuleDef_Slot {
+        slot: ffi::Py_mod_multiple_interpreters,
+        value: ffi::Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED,
+    },
+    ffi::PyModuleDef_Slot { slot: 0, value: ptr::null_mut() },
+];
+
+static mut STACKLESS_DEF: ffi::PyModuleDef = ffi::PyModuleDef {
+    m_base: ffi::PyModuleDef_HEAD_INIT,
+    m_name: c"stackless".as_ptr(),
+    m_doc: ptr::null(),
+    m_size: 0,
+    m_methods: ptr::null_mut(),
+    m_slots: (&raw mut STACKLESS_SLOTS).cast(),
+    m_traverse: None,
+    m_clear: None,
+    m_free: None,
+};
+
+extern "C" fn init_core() -> *mut ffi::PyObject {
+    // SAFETY: a valid 'static module definition.
+    unsafe { ffi::PyModuleDef_Init(&raw mut CORE_DEF) }
+}
+
+extern "C" fn init_stackless() -> *mut ffi::PyObject {
+    // SAFETY: a valid 'static module definition.
+    unsafe { ffi::PyModuleDef_Init(&raw mut STACKLESS_DEF) }
+}
+
+unsafe extern "C" fn exec_core(module: *mut ffi::PyObject) -> c_int {
+    std::panic::catch_unwind(|| {
+        // SAFETY: GIL held during module execution.
+        unsafe {
+            let tp = fiber::create_fiber_type(module);
+            if tp.is_null() {
+                return -1;
+            }
+            let rc = ffi::PyModule_AddObjectRef(module, c"Fiber".as_ptr(), tp);
+            ffi::Py_DECREF(tp);
+            rc
+        }
+    })
+    .unwrap_or(-1)
+}
+
+unsafe extern "C" fn exec_stackless(module: *mut ffi::PyObject) -> c_int {
+    std::panic::catch_unwind(|| {
+        // SAFETY: GIL held; the dict is borrowed; the code object is released.
+        unsafe {
+            let globals = ffi::PyModule_GetDict(module);
+            let code = ffi::Py_CompileString(
+                STACKLESS_SOURCE.as_ptr(),
+                c"<stackless engine>".as_ptr(),
+                ffi::Py_file_input,
+            );
+            if code.is_null() {
+                return -1;
+            }
+            let result = ffi::PyEval_EvalCode(code, globals, globals);
+            ffi::Py_DECREF(code);
+            if result.is_null() {
+                return -1;
+            }
+            ffi::Py_DECREF(result);
+            0
+        }
+    })
+    .unwrap_or(-1)
+}

@@ -1,0 +1,884 @@
+"""Stackless Python's `stackless` module on stock CPython 3.13 (pyhost's stackless engine).
+
+Tasklets are microthreads, each running on its own C stack (a `_stackless_core.Fiber`, whose
+switch carries CPython's per-thread interpreter state); channels pass values between them; each
+OS thread has its own main tasklet and run queue. Semantics follow Stackless 3.7 (see
+tests/python/stackless/SEMANTICS.md); switching is always "hard" (no soft switching).
+"""
+
+import _stackless_core as _core
+import _thread
+import atexit as _atexit
+import builtins as _builtins
+import contextvars as _contextvars
+import sys as _sys
+
+__all__ = [
+    "tasklet", "channel", "TaskletExit", "run", "schedule", "schedule_remove", "getcurrent",
+    "getmain", "getruncount", "atomic", "set_schedule_callback", "get_schedule_callback",
+    "set_channel_callback", "get_channel_callback", "enable_softswitch", "switch_trap",
+    "get_thread_info",
+]
+
+
+class TaskletExit(SystemExit):
+    """Raised in a tasklet to end it (tasklet.kill); ends the tasklet silently if uncaught."""
+
+
+# Stackless makes TaskletExit a builtin.
+if not hasattr(_builtins, "TaskletExit"):
+    _builtins.TaskletExit = TaskletExit
+
+_DEADLOCK = "Deadlock: the last runnable tasklet cannot be blocked."
+_CLOSED = "Send/receive operation on a closed channel"
+
+_MAIN_THREAD = _thread.get_ident()
+_schedule_callback = None
+_channel_callback = None
+_softswitch = False
+_threads = {}  # OS thread ident -> _ThreadState
+
+
+class _ThreadState:
+    """One OS thread's scheduler: its main tasklet, the current tasklet and the run queue (a
+    ring threaded through tasklet._next/_prev, starting at `head`)."""
+
+    __slots__ = ("ident", "main", "current", "head", "runcount", "watchdogs", "trap", "started",
+                 "wakeup", "waiting")
+
+    def __init__(self, ident):
+        self.ident = ident
+        self.wakeup = _thread.allocate_lock()  # held; released by another thread to wake us
+        self.wakeup.acquire()
+        self.waiting = False
+        self.head = None
+        self.runcount = 0
+        self.watchdogs = 0  # nesting of run() calls in progress on the main tasklet
+        self.trap = 0
+        self.started = set()  # alive tasklets that have a fiber running or suspended
+        main = object.__new__(tasklet)
+        main._init_state(self)
+        main._is_main = True
+        main._alive = True
+        main._context = _core.current_context()
+        self.main = main
+        self.current = main
+        self.insert(main)
+
+    # -- the ring --
+    def insert(self, t):
+        if self.head is None:
+            self.head = t._next = t._prev = t
+        else:
+            last = self.head._prev
+            t._prev, t._next = last, self.head
+            last._next = t
+            self.head._prev = t
+        t._in_ring = True
+        self.runcount += 1
+
+    def insert_after(self, anchor, t):
+        t._prev, t._next = anchor, anchor._next
+        anchor._next._prev = t
+        anchor._next = t
+        t._in_ring = True
+        self.runcount += 1
+
+    def remove(self, t):
+        if t._next is t:
+            self.head = None
+        else:
+            t._prev._next = t._next
+            t._next._prev = t._prev
+            if self.head is t:
+                self.head = t._next
+        t._next = t._prev = None
+        t._in_ring = False
+        self.runcount -= 1
+
+    def make_first(self, t):
+        """Rotate/insert so that `t` runs next."""
+        if not t._in_ring:
+            if self.head is None:
+                self.insert(t)
+            else:
+                self.insert_after(self.head._prev, t)
+        self.head = t
+
+
+def _wake(th):
+    """Another thread made one of `th`'s tasklets runnable: wake `th` if it waits."""
+    if th.waiting:
+        th.waiting = False
+        th.wakeup.release()
+
+
+def _others_may_act():
+    """Whether another Python thread exists that could still wake a blocked tasklet."""
+    return _thread._count() > 0 or _thread.get_ident() != _MAIN_THREAD
+
+
+class _ThreadEnd:
+    """Kept in a thread-local: released when its thread ends, it retires the thread's
+    scheduler. The thread's tasklets lose their thread (thread_id -1, not alive). Tasklets
+    still suspended there are not killed (their `finally` blocks do not run) and their stacks
+    are leaked: switching stacks while CPython tears the thread state down is not safe."""
+
+    __slots__ = ("th",)
+
+    def __init__(self, th):
+        self.th = th
+
+    def __del__(self):
+        th = self.th
+        if _threads.get(th.ident) is th:
+            del _threads[th.ident]
+        queued = []
+        while th.head is not None:
+            queued.append(th.head)
+            th.remove(th.head)
+        for t in queued + list(th.started) + [th.main]:
+            t._dead_thread = True
+        th.started.clear()
+
+
+_thread_end = _thread._local()
+
+
+def _thread_state():
+    ident = _thread.get_ident()
+    th = _threads.get(ident)
+    if th is None:
+        th = _threads[ident] = _ThreadState(ident)
+        if ident != _MAIN_THREAD:
+            _thread_end.sentinel = _ThreadEnd(th)
+    return th
+
+
+def _switch(th, target, value=None):
+    """Make `target` the running tasklet of this thread; return what the caller gets back
+    when it resumes, or raise the exception aimed at it."""
+    me = th.current
+    if target is me:
+        return value
+    if th.trap:
+        raise RuntimeError("switch_trap")
+    if _schedule_callback is not None:
+        _schedule_callback(me, target)
+    th.current = target
+    try:
+        value = _core.switch(target._fiber, value)
+    finally:
+        # Running again: the current tasklet is always at the head of the run queue.
+        th.current = me
+        if not me._in_ring and me._alive:
+            th.make_first(me)
+        elif th.head is not me and me._in_ring:
+            th.head = me
+    bomb = me._bomb
+    if bomb is not None:
+        me._bomb = None
+        raise bomb
+    return value
+
+
+def _next_runnable(th, me):
+    """Whom to run when `me` leaves the run queue: the head of the ring, or the main tasklet
+    if it waits in run() or is paused; None means nobody (a deadlock)."""
+    if th.head is not None:
+        return th.head
+    main = th.main
+    if me is not main and main._blocked_on is None:
+        return main
+    return None
+
+
+class tasklet:
+    """A microthread: `tasklet(func)(*args, **kwargs)` binds it and puts it in the run queue."""
+
+    def __new__(cls, *args, **kwargs):
+        self = object.__new__(cls)
+        self._init_state(_thread_state())
+        return self
+
+    def _init_state(self, th):
+        self._thread = th
+        self._func = None
+        self._args = None
+        self._kwargs = None
+        self._fiber = None
+        self._alive = False
+        self._dead_thread = False
+        self._is_main = False
+        self._in_ring = False
+        self._next = self._prev = None
+        self._blocked_on = None
+        self._bomb = None
+        self.tempval = None
+        self.atomic = False
+        self.block_trap = False
+        self.ignore_nesting = False
+        self._context = None
+
+    def __init__(self, func=None, args=None, kwargs=None):
+        if func is not None or args is not None or kwargs is not None:
+            self.bind(func, args, kwargs)
+
+    # -- binding --
+    def bind(self, func=None, args=None, kwargs=None):
+        if func is not None and not callable(func):
+            raise TypeError("tasklet function must be a callable")
+        if self is self._thread.current:
+            raise RuntimeError("cannot bind the current tasklet")
+        if self._in_ring:
+            raise RuntimeError("cannot bind a scheduled tasklet")
+        if self._blocked_on is not None:
+            raise RuntimeError("cannot bind a blocked tasklet")
+        if self._fiber is not None and not self._fiber.dead and self._fiber.started:
+            raise RuntimeError("cannot bind a tasklet that is running")
+        if func is not None:
+            self._func = func
+        # A new tasklet shares its creator's current Context object (Stackless 3.7.6+).
+        self._context = _core.current_context()
+        self._fiber = None
+        self._alive = False
+        if args is not None or kwargs is not None:
+            if self._func is None:
+                raise RuntimeError("the tasklet has no function to bind arguments to")
+            self._args = tuple(args) if args is not None else ()
+            self._kwargs = dict(kwargs) if kwargs is not None else {}
+            self._make_fiber()
+        return self
+
+    def _make_fiber(self):
+        self._fiber = _core.Fiber(self._body, self._context)
+        self._alive = True
+
+    def setup(self, *args, **kwargs):
+        if self._alive:
+            raise RuntimeError("the tasklet is already alive (setup on an alive tasklet)")
+        if self._func is None:
+            raise RuntimeError("the tasklet has no function (bind one first)")
+        self._args, self._kwargs = args, kwargs
+        self._make_fiber()
+        self._thread.insert(self)
+        return self
+
+    __call__ = setup
+
+    def set_context(self, context):
+        if not isinstance(context, _contextvars.Context):
+            raise TypeError("set_context needs a contextvars.Context")
+        if self is self._thread.current:
+            if _core.current_context() is not self._context:
+                raise RuntimeError("cannot set the context of a tasklet inside Context.run()")
+            _core.set_context(self._fiber, context)
+        elif self._fiber is not None and not self._fiber.dead:
+            _core.set_context(self._fiber, context)
+        self._context = context
+        return self
+
+    def context_run(self, callable, *args, **kwargs):
+        return self._context_object().run(callable, *args, **kwargs)
+
+    def _context_object(self):
+        if self is self._thread.current:
+            return _core.current_context()
+        if self._context is None:
+            self._context = _core.current_context()
+        return self._context
+
+    @property
+    def context_id(self):
+        return id(self._context_object())
+
+    # -- the body, on the tasklet's own stack --
+    def _body(self, _value):
+        th = self._thread
+        th.started.add(self)
+        error = None
+        try:
+            bomb, self._bomb = self._bomb, None
+            if bomb is not None:
+                raise bomb
+            func, args, kwargs = self._func, self._args, self._kwargs
+            self._args = self._kwargs = None
+            func(*args, **kwargs)
+        except TaskletExit:
+            pass
+        except BaseException as exc:
+            error = exc
+        th.started.discard(self)
+        self._alive = False
+        self._bomb = None
+        if self._in_ring:
+            th.remove(self)
+        main = th.main
+        target = th.head
+        if error is None and target is None and main._blocked_on is not None:
+            what = "sending without a receiver" if main._blocked_on._balance > 0 else "receiving without a sender"
+            error = RuntimeError(f"the main tasklet is {what} available.")
+        if error is not None:
+            th.current = main
+            if _schedule_callback is not None:
+                _schedule_callback(self, main)
+            raise error
+        if target is None:
+            target = main
+        th.current = target
+        if _schedule_callback is not None:
+            _schedule_callback(self, target)
+        return (target._fiber, None)
+
+    # -- scheduling --
+    def insert(self):
+        if self._blocked_on is not None:
+            raise RuntimeError("You cannot insert a blocked tasklet")
+        if not self.alive:
+            raise RuntimeError("You cannot run an unbound(dead) tasklet")
+        if not self._in_ring:
+            self._thread.insert(self)
+        return self
+
+    def remove(self):
+        th = self._thread
+        if self._blocked_on is not None:
+            raise RuntimeError("You cannot remove a blocked tasklet.")
+        if self is th.current:
+            raise RuntimeError("The current tasklet cannot be removed.")
+        if self._in_ring:
+            th.remove(self)
+        return self
+
+    def _check_runnable(self):
+        if self._dead_thread:
+            raise RuntimeError("the tasklet's thread has ended")
+        th = _thread_state()
+        if self._thread is not th:
+            raise RuntimeError("can't switch to a different thread.")
+        if not self.alive:
+            raise RuntimeError("You cannot run an unbound(dead) tasklet")
+        if self._blocked_on is not None:
+            raise RuntimeError("You cannot run a blocked tasklet")
+        return th
+
+    def run(self):
+        th = self._check_runnable()
+        if self is th.current:
+            return None
+        th.make_first(self)
+        return _switch(th, self)
+
+    def switch(self):
+        th = self._check_runnable()
+        me = th.current
+        if self is me:
+            return None
+        th.make_first(self)
+        if me._in_ring:
+            th.remove(me)
+        return _switch(th, self)
+
+    # -- exceptions into tasklets --
+    def kill(self, pending=False):
+        if not self.alive:
+            return None
+        return self.throw(TaskletExit, pending=pending)
+
+    def raise_exception(self, exc_class, *args):
+        if not (isinstance(exc_class, type) and issubclass(exc_class, BaseException)):
+            raise TypeError("raise_exception needs an exception class")
+        return self._deliver(exc_class(*args), pending=False)
+
+    def throw(self, exc=None, val=None, tb=None, pending=False):
+        return self._deliver(_make_exception(exc, val, tb), pending)
+
+    def _deliver(self, exc, pending):
+        th = _thread_state()
+        if self is th.current:
+            raise exc
+        if not self.alive:
+            if isinstance(exc, TaskletExit):
+                return None
+            raise RuntimeError("You cannot throw to a dead tasklet")
+        if self._thread is not th:
+            raise RuntimeError("can't switch to a different thread.")
+        chan = self._blocked_on
+        if chan is not None:
+            chan._unblock(self)
+        # A never-run tasklet raises it before its function starts.
+        self._bomb = exc
+        if pending:
+            if not self._in_ring:
+                th.insert(self)
+            return None
+        th.make_first(self)
+        return _switch(th, self)
+
+    # -- state --
+    @property
+    def alive(self):
+        return self._alive and not self._dead_thread
+
+    @property
+    def blocked(self):
+        return self._blocked_on is not None
+
+    @property
+    def scheduled(self):
+        return self._in_ring or self._blocked_on is not None
+
+    @property
+    def paused(self):
+        return self.alive and not self.scheduled
+
+    @property
+    def is_main(self):
+        return self._is_main
+
+    @property
+    def is_current(self):
+        return self._thread.current is self
+
+    @property
+    def thread_id(self):
+        return -1 if self._dead_thread else self._thread.ident
+
+    @property
+    def next(self):
+        if self._in_ring:
+            return self._next
+        if self._blocked_on is not None:
+            return self._blocked_on._neighbour(self, 1)
+        return None
+
+    @property
+    def prev(self):
+        if self._in_ring:
+            return self._prev
+        if self._blocked_on is not None:
+            return self._blocked_on._neighbour(self, -1)
+        return None
+
+    @property
+    def frame(self):
+        if self is self._thread.current:
+            return _sys._getframe(1)
+        return None
+
+    @property
+    def restorable(self):
+        return False
+
+    def set_atomic(self, flag):
+        previous, self.atomic = self.atomic, bool(flag)
+        return previous
+
+    def set_ignore_nesting(self, flag):
+        previous, self.ignore_nesting = self.ignore_nesting, bool(flag)
+        return previous
+
+    def bind_thread(self, thread_id=None):
+        """Move a tasklet that has not started to another thread (default: this one)."""
+        if self._fiber is not None and self._fiber.started and not self._fiber.dead:
+            raise RuntimeError("cannot move a started tasklet to another thread")
+        if self._in_ring or self._blocked_on is not None:
+            raise RuntimeError("cannot move a scheduled tasklet to another thread")
+        ident = _thread.get_ident() if thread_id is None or thread_id == -1 else thread_id
+        th = _threads.get(ident)
+        if th is None:
+            raise RuntimeError("no such thread (it has no stackless scheduler)")
+        self._thread = th
+        self._dead_thread = False
+        if self._fiber is not None:
+            self._fiber = None
+            self._alive = False
+            if self._args is not None:
+                self._make_fiber()
+        return self
+
+    def __repr__(self):
+        state = "main" if self._is_main else ("alive" if self.alive else "dead")
+        return f"<stackless.tasklet {state} at {id(self):#x}>"
+
+
+def _make_exception(exc, val, tb):
+    if exc is None:
+        raise TypeError("throw() needs an exception")
+    if isinstance(exc, BaseException):
+        if val is not None:
+            raise TypeError("instance exception may not have a separate value")
+        instance = exc
+    elif isinstance(exc, type) and issubclass(exc, BaseException):
+        if val is None:
+            instance = exc()
+        elif isinstance(val, exc):
+            instance = val
+        elif isinstance(val, tuple):
+            instance = exc(*val)
+        else:
+            instance = exc(val)
+    else:
+        raise TypeError("exceptions must be classes or instances deriving from BaseException")
+    if tb is not None:
+        if not hasattr(tb, "tb_frame"):
+            raise TypeError("throw() third argument must be a traceback object")
+        instance = instance.with_traceback(tb)
+    return instance
+
+
+def _wait_for_other_threads(th, me, chan):
+    """Nothing in this thread can run, but another thread may act on `chan`: wait (GIL
+    released) until `me` is made runnable, or another tasklet of this thread is; return that
+    tasklet, or None if `me` itself was woken."""
+    while me._blocked_on is chan:
+        if th.head is not None:
+            return th.head
+        if not _others_may_act():
+            chan._deadlock(me)
+        th.waiting = True
+        th.wakeup.acquire(timeout=0.1)
+        th.waiting = False
+    if th.head is not None and th.head is not me:
+        return th.head if not me._in_ring else None
+    return None
+
+
+class channel:
+    """A rendezvous between tasklets: send() blocks until a receiver takes the value."""
+
+    def __new__(cls, *args, **kwargs):
+        self = object.__new__(cls)
+        self._queue = []
+        self._balance = 0
+        self._preference = -1
+        self._schedule_all = 0
+        self._closing = False
+        return self
+
+    def __init__(self):
+        pass
+
+    # -- state --
+    @property
+    def balance(self):
+        return self._balance
+
+    @property
+    def preference(self):
+        return self._preference
+
+    @preference.setter
+    def preference(self, value):
+        if not isinstance(value, int):
+            raise TypeError("preference must be an integer")
+        self._preference = (value > 0) - (value < 0)
+
+    @property
+    def schedule_all(self):
+        return self._schedule_all
+
+    @schedule_all.setter
+    def schedule_all(self, value):
+        self._schedule_all = 1 if value else 0
+
+    @property
+    def queue(self):
+        return self._queue[0] if self._queue else None
+
+    @property
+    def closing(self):
+        return self._closing
+
+    @property
+    def closed(self):
+        return self._closing and self._balance == 0
+
+    def close(self):
+        self._closing = True
+
+    def open(self):
+        self._closing = False
+
+    def _neighbour(self, t, step):
+        index = self._queue.index(t) + step
+        return self._queue[index] if 0 <= index < len(self._queue) else None
+
+    def _unblock(self, t):
+        """Take a blocked tasklet out of the queue (it was killed or thrown into)."""
+        self._queue.remove(t)
+        self._balance += -1 if t._blocked_sending else 1
+        t._blocked_on = None
+
+    # -- actions --
+    def _action(self, sending, value, bomb):
+        th = _thread_state()
+        me = th.current
+        partner_waiting = (self._balance < 0) if sending else (self._balance > 0)
+        if _channel_callback is not None:
+            me.tempval = value
+            _channel_callback(self, me, int(sending), int(not partner_waiting))
+        if partner_waiting:
+            partner = self._queue.pop(0)
+            self._balance += 1 if sending else -1
+            partner._blocked_on = None
+            if sending:
+                partner.tempval, partner._bomb = value, bomb
+                result = None
+            else:
+                result, bomb = partner.tempval, partner._chan_bomb
+                partner.tempval = partner._chan_bomb = None
+            pref = self._preference
+            partner_first = (pref < 0 and sending) or (pref > 0 and not sending)
+            if partner._thread is not th:
+                # The partner belongs to another thread: it becomes runnable there.
+                partner._thread.insert(partner)
+                _wake(partner._thread)
+            elif self.schedule_all:
+                th.insert(partner)
+                schedule()
+            elif partner_first:
+                th.insert_after(me, partner)
+                th.head = partner
+                _switch(th, partner)
+            else:
+                th.insert(partner)
+            if not sending and bomb is not None:
+                raise bomb
+            return result
+        # Nobody waiting: block.
+        if self._closing:
+            raise ValueError(_CLOSED)
+        if me.block_trap:
+            raise RuntimeError("this tasklet does not like to be blocked.")
+        if me._in_ring:
+            th.remove(me)
+        target = _next_runnable(th, me)
+        if target is None and not _others_may_act():
+            if not me._in_ring and me._alive:
+                th.make_first(me)
+            raise RuntimeError(_DEADLOCK)
+        me._blocked_on = self
+        me._blocked_sending = sending
+        if sending:
+            me.tempval, me._chan_bomb = value, bomb
+        self._queue.append(me)
+        self._balance += 1 if sending else -1
+        try:
+            if target is None:
+                target = _wait_for_other_threads(th, me, self)
+            if target is not None:
+                _switch(th, target)
+        except BaseException:
+            if me._blocked_on is self:
+                self._unblock(me)
+            if not me._in_ring:
+                th.make_first(me)
+            raise
+        if not me._in_ring:
+            th.make_first(me)
+        if sending:
+            return None
+        result, me.tempval = me.tempval, None
+        bomb, me._bomb = me._bomb, None
+        if bomb is not None:
+            raise bomb
+        return result
+
+    def send(self, value):
+        return self._action(True, value, None)
+
+    def _deadlock(self, me):
+        self._unblock(me)
+        raise RuntimeError(_DEADLOCK)
+
+    def receive(self):
+        return self._action(False, None, None)
+
+    def send_exception(self, exc_class, *args):
+        if not (isinstance(exc_class, type) and issubclass(exc_class, BaseException)):
+            raise TypeError("send_exception needs an exception class")
+        return self._action(True, None, exc_class(*args))
+
+    def send_throw(self, exc, val=None, tb=None):
+        return self._action(True, None, _make_exception(exc, val, tb))
+
+    def send_sequence(self, iterable):
+        count = 0
+        for item in iterable:
+            self.send(item)
+            count += 1
+        return count
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._closing and self._balance <= 0:
+            raise StopIteration
+        return self.receive()
+
+
+tasklet._blocked_sending = False
+tasklet._chan_bomb = None
+
+
+# ----- module functions -----
+
+def getcurrent():
+    return _thread_state().current
+
+
+def getmain():
+    return _thread_state().main
+
+
+def getruncount():
+    return _thread_state().runcount
+
+
+def schedule(retval=None):
+    th = _thread_state()
+    me = th.current
+    if retval is None:
+        retval = me
+    if me._in_ring:
+        if me._next is me:
+            return retval
+        th.head = me._next
+        _switch(th, th.head)
+        return retval
+    th.insert(me)
+    return schedule(retval)
+
+
+def schedule_remove(retval=None):
+    th = _thread_state()
+    me = th.current
+    if retval is None:
+        retval = me
+    me.tempval = retval
+    if me._in_ring:
+        th.remove(me)
+    target = _next_runnable(th, me)
+    if target is None:
+        th.make_first(me)
+        result, me.tempval = me.tempval, None
+        return result
+    _switch(th, target)
+    if not me._in_ring:
+        th.make_first(me)
+    result, me.tempval = me.tempval, None
+    return result
+
+
+def run(timeout=0, threadblock=False, soft=False, ignore_nesting=False, totaltimeout=False):
+    """Run the queued tasklets until none is runnable. Preemption (timeout) is not yet
+    implemented by this engine: tasklets run until they block, yield or end."""
+    th = _thread_state()
+    me = th.current
+    if me is not th.main:
+        schedule()
+        return None
+    if me._in_ring:
+        th.remove(me)
+    if th.head is None:
+        th.make_first(me)
+        return None
+    th.watchdogs += 1
+    try:
+        _switch(th, th.head)
+    finally:
+        th.watchdogs -= 1
+        if not me._in_ring:
+            th.make_first(me)
+    return None
+
+
+class atomic:
+    """`with stackless.atomic():` marks the current tasklet atomic for the block."""
+
+    def __enter__(self):
+        self._tasklet = getcurrent()
+        self._previous = self._tasklet.set_atomic(True)
+        return self
+
+    def __exit__(self, *exc_info):
+        self._tasklet.set_atomic(self._previous)
+        return False
+
+
+def set_schedule_callback(callback):
+    global _schedule_callback
+    if callback is not None and not callable(callback):
+        raise TypeError("schedule callback must be callable or None")
+    previous, _schedule_callback = _schedule_callback, callback
+    return previous
+
+
+def get_schedule_callback():
+    return _schedule_callback
+
+
+def set_channel_callback(callback):
+    global _channel_callback
+    if callback is not None and not callable(callback):
+        raise TypeError("channel callback must be callable or None")
+    previous, _channel_callback = _channel_callback, callback
+    return previous
+
+
+def get_channel_callback():
+    return _channel_callback
+
+
+def enable_softswitch(flag):
+    """This engine always switches C stacks ("hard" switching); soft switching is never used,
+    so the answer is always False, whatever is asked."""
+    if flag is not None and not isinstance(flag, (bool, int)):
+        raise TypeError("enable_softswitch takes a bool or None")
+    return False
+
+
+def switch_trap(delta):
+    th = _thread_state()
+    previous = th.trap
+    th.trap += delta
+    return previous
+
+
+def get_thread_info(thread_id):
+    th = _threads.get(thread_id)
+    if th is None:
+        raise ValueError("unknown thread id")
+    return (th.main, th.current, th.runcount)
+
+
+def __getattr__(name):
+    if name == "current":
+        return getcurrent()
+    if name == "main":
+        return getmain()
+    if name == "runcount":
+        return getruncount()
+    if name == "threads":
+        return list(_threads)
+    raise AttributeError(f"module 'stackless' has no attribute {name!r}")
+
+
+def _kill_all_at_exit():
+    """At interpreter exit, kill this thread's tasklets that still have frames (their finally
+    blocks run); never-run tasklets are not started."""
+    th = _threads.get(_thread.get_ident())
+    if th is None or th.current is not th.main:
+        return
+    for t in list(th.started):
+        if t.alive and t._fiber is not None and t._fiber.started and not t._fiber.dead:
+            try:
+                t.kill()
+            except BaseException:
+                pass
+
+
+_atexit.register(_kill_all_at_exit)
+_thread_state()

@@ -1,0 +1,73 @@
+//! The stackless engine through the real binary: its Python-level test suite
+//! (tests/python/stackless/, written from Stackless's documentation) and its absence elsewhere.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn stackless_python_tests_pass_under_the_stackless_engine() {
+    let dir = workspace_root().join("tests/python/stackless");
+    let mut scripts: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/python/stackless exists")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("test_") && n.ends_with(".py"))
+        })
+        .collect();
+    scripts.sort();
+    assert!(scripts.len() >= 7, "{scripts:?}");
+    let mut failures = Vec::new();
+    for script in &scripts {
+        let out = run(pyhost().args(["--engine", "stackless"]).arg(script));
+        let stderr = text(&out.stderr);
+        if !out.status.success() || !stderr.contains("\nOK") {
+            failures.push(format!("{}:\n{stderr}", script.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn importing_stackless_under_another_engine_names_the_stackless_engine() {
+    let out = run(pyhost().args(["--engine", "stock", "-c", "import stackless"]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "ModuleNotFoundError: No module named 'stackless': it is provided by the 'stackless' engine"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn tasklets_left_at_exit_are_killed_and_the_exit_status_is_kept() {
+    let program = r#"
+import stackless, sys
+ch = stackless.channel()
+def blocked():
+    try:
+        ch.receive()
+    finally:
+        print("finally ran", flush=True)
+stackless.tasklet(blocked)()
+stackless.run()
+sys.exit(3)
+"#;
+    let out = run(pyhost().args(["--engine", "stackless", "-c", program]));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "finally ran\n");
+}
+
+#[test]
+fn engine_statistics_count_switches() {
+    let program = "import stackless, pyhost\nfor _ in range(10):\n    stackless.tasklet(lambda: None)()\nstackless.run()\nprint(pyhost.engine_statistics())";
+    let out = run(pyhost().args(["--engine", "stackless", "-c", program]));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("'tasklets_started': 10.0"), "{stdout}");
+    assert!(stdout.contains("'tasklets_leaked': 0.0"), "{stdout}");
+}
