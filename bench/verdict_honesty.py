@@ -32,9 +32,12 @@ PROGRAM = "sum(range(2_500_000))"
 VERDICT = re.compile(r"→ (no significant difference|significantly slower|significantly faster)")
 
 
+AFFINITY: list[str] = []
+
+
 def bench(pyhost: Path, engines: list[str], runs: int, env: dict[str, str] | None = None,
           json_out: Path | None = None) -> str:
-    cmd = [str(pyhost), "bench", "--runs", str(runs), "--warmup", "1"]
+    cmd = [str(pyhost), "bench", "--runs", str(runs), "--warmup", "1", *AFFINITY]
     for engine in engines:
         cmd += ["-e", engine]
     if json_out:
@@ -60,7 +63,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--slowdown", type=float, default=0.05, help="fraction added by engine B")
     parser.add_argument("--json", type=Path, help="write the measured rates here")
+    parser.add_argument("--affinity", help="pass --affinity CPUS to pyhost bench")
     args = parser.parse_args()
+    if args.affinity:
+        AFFINITY[:] = ["--affinity", args.affinity]
     if not args.pyhost.is_file():
         sys.exit(f"verdict_honesty: no pyhost at {args.pyhost}; build it with `cargo build --release`")
     if not FIXTURE_LIB.is_file():
