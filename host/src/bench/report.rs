@@ -3,7 +3,7 @@
 //! then warnings about unstable measurements, as first-class output.
 
 use super::results::{BenchmarkResult, EngineResults, Metric};
-use super::stats::{self, Comparison, Summary, Verdict};
+use super::stats::{self, Summary, Verdict};
 
 /// Formats seconds with a unit that keeps 3–4 significant digits.
 pub fn format_seconds(seconds: f64) -> String {
@@ -42,17 +42,55 @@ pub fn verdict_text(verdict: Verdict) -> &'static str {
     }
 }
 
+/// An engine against the baseline: the ratio (above 1: slower), its 95% interval, the test
+/// behind the verdict and its p-value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Versus {
+    pub ratio: f64,
+    pub ratio_ci95: (f64, f64),
+    pub test: &'static str,
+    pub p_value: f64,
+    pub verdict: Verdict,
+}
+
+/// Compares an engine with the baseline. When both have one value per interleaved block (the
+/// usual case), the runs are paired by block, so that drift of the machine between blocks
+/// cancels out: Wilcoxon signed-rank test on the log ratios, geometric mean ratio. Otherwise
+/// (e.g. several in-process values per run) the samples are compared as independent ones:
+/// Mann–Whitney U and the ratio of means with a bootstrap interval.
+pub fn versus(baseline: &EngineResults, other: &EngineResults, metric: Metric, alpha: f64) -> Option<Versus> {
+    let (paired_a, paired_b) = (baseline.per_run_values(metric), other.per_run_values(metric));
+    if paired_a.len() == paired_b.len() && paired_a.len() == baseline.runs.len() {
+        if let Some(c) = stats::compare_paired(&paired_a, &paired_b, alpha) {
+            return Some(Versus {
+                ratio: c.ratio,
+                ratio_ci95: c.ratio_ci95,
+                test: "paired Wilcoxon signed-rank",
+                p_value: c.signed_rank.p_two_sided,
+                verdict: c.verdict,
+            });
+        }
+    }
+    let c = stats::compare(&baseline.values(metric), &other.values(metric), alpha)?;
+    Some(Versus {
+        ratio: c.ratio,
+        ratio_ci95: c.ratio_ci95,
+        test: "Mann–Whitney U",
+        p_value: c.mann_whitney.p_two_sided,
+        verdict: c.verdict,
+    })
+}
+
 /// Summary and comparison (against the baseline) of every engine.
 pub struct Analysis<'a> {
     pub engine: &'a EngineResults,
     pub values: Vec<f64>,
     pub summary: Option<Summary>,
     /// `None` for the baseline itself, or when either side has too few values.
-    pub comparison: Option<Comparison>,
+    pub comparison: Option<Versus>,
 }
 
 pub fn analyze(result: &BenchmarkResult, alpha: f64) -> Vec<Analysis<'_>> {
-    let baseline = result.engines.first().map(|e| e.values(result.metric)).unwrap_or_default();
     result
         .engines
         .iter()
@@ -60,7 +98,10 @@ pub fn analyze(result: &BenchmarkResult, alpha: f64) -> Vec<Analysis<'_>> {
         .map(|(i, engine)| {
             let values = engine.values(result.metric);
             let summary = stats::summarize(&values);
-            let comparison = if i == 0 { None } else { stats::compare(&baseline, &values, alpha) };
+            let comparison = match (i, result.engines.first()) {
+                (0, _) | (_, None) => None,
+                (_, Some(baseline)) => versus(baseline, engine, result.metric, alpha),
+            };
             Analysis { engine, values, summary, comparison }
         })
         .collect()
@@ -129,12 +170,13 @@ pub fn print(result: &BenchmarkResult, alpha: f64, seed: u64) {
             let label = &analysis.engine.engine.label;
             match &analysis.comparison {
                 Some(c) => println!(
-                    "  {label:width$}  {}   ratio {:.3} [95% CI {:.3} … {:.3}]   Mann–Whitney p = {:.4}   → {}",
+                    "  {label:width$}  {}   ratio {:.3} [95% CI {:.3} … {:.3}]   {} p = {:.4}   → {}",
                     format_ratio(c.ratio),
                     c.ratio,
                     c.ratio_ci95.0,
                     c.ratio_ci95.1,
-                    c.mann_whitney.p_two_sided,
+                    c.test,
+                    c.p_value,
                     verdict_text(c.verdict)
                 ),
                 None => println!("  {label:width$}  too few values to compare"),

@@ -45,6 +45,20 @@ impl EngineResults {
         }
     }
 
+    /// One value per measured run, in block order: the wall time, or the mean of the run's
+    /// in-process values (runs that reported none are skipped).
+    pub fn per_run_values(&self, metric: Metric) -> Vec<f64> {
+        match metric {
+            Metric::Wall => self.runs.iter().map(|m| m.wall).collect(),
+            Metric::InProcess => self
+                .runs
+                .iter()
+                .filter(|m| !m.in_process.is_empty())
+                .map(|m| m.in_process.iter().map(|v| v.value).sum::<f64>() / m.in_process.len() as f64)
+                .collect(),
+        }
+    }
+
     /// Mean of a per-run quantity.
     pub fn mean_of(&self, quantity: impl Fn(&Measurement) -> f64) -> f64 {
         if self.runs.is_empty() {

@@ -340,6 +340,109 @@ pub fn compare_with(
     ratio.is_finite().then_some(Comparison { ratio, ratio_ci95, mann_whitney, welch, verdict })
 }
 
+/// Result of the two-sided Wilcoxon signed-rank test on paired differences.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SignedRank {
+    /// Sum of the ranks of the positive differences (scipy's `r_plus`).
+    pub w_plus: f64,
+    /// Number of non-zero differences that were ranked.
+    pub n: usize,
+    /// Tie- and continuity-corrected z score; positive when the differences tend to be positive.
+    pub z: f64,
+    /// Two-sided p-value.
+    pub p_two_sided: f64,
+}
+
+/// Two-sided Wilcoxon signed-rank test of `differences` against 0, as
+/// `scipy.stats.wilcoxon(d, zero_method="wilcox", correction=True, method="approx")`: zero
+/// differences are dropped, ties get average ranks (and the variance its tie correction), and a
+/// continuity correction of 0.5 applies.
+///
+/// Distribution-free for differences that are symmetric around 0, which is exactly the case of
+/// an A-vs-A comparison whose two runs of each pair ran in random order.
+/// Returns `None` for empty input or a non-finite value; `z = 0`, `p = 1` when every difference
+/// is 0.
+pub fn wilcoxon_signed_rank(differences: &[f64]) -> Option<SignedRank> {
+    if differences.is_empty() || !all_finite(differences) {
+        return None;
+    }
+    let mut nonzero: Vec<f64> = differences.iter().copied().filter(|d| *d != 0.0).collect();
+    let n = nonzero.len();
+    if n == 0 {
+        return Some(SignedRank { w_plus: 0.0, n: 0, z: 0.0, p_two_sided: 1.0 });
+    }
+    nonzero.sort_unstable_by(|a, b| a.abs().total_cmp(&b.abs()));
+    let mut w_plus = 0.0;
+    let mut tie_term = 0.0;
+    let mut start = 0;
+    while start < n {
+        let mut end = start + 1;
+        while end < n && nonzero[end].abs() == nonzero[start].abs() {
+            end += 1;
+        }
+        let count = (end - start) as f64;
+        let average_rank = (start + end + 1) as f64 / 2.0;
+        w_plus += average_rank * nonzero[start..end].iter().filter(|d| **d > 0.0).count() as f64;
+        tie_term += count * count * count - count;
+        start = end;
+    }
+    let nf = n as f64;
+    let mean = nf * (nf + 1.0) / 4.0;
+    let variance = nf * (nf + 1.0) * (2.0 * nf + 1.0) / 24.0 - tie_term / 48.0;
+    let deviation = (w_plus - mean).abs() - 0.5;
+    if variance.is_nan() || variance <= 0.0 || deviation <= 0.0 {
+        return Some(SignedRank { w_plus, n, z: 0.0, p_two_sided: 1.0 });
+    }
+    let z_abs = deviation / variance.sqrt();
+    let z = if w_plus > mean { z_abs } else { -z_abs };
+    let p_two_sided = erfc(z_abs / std::f64::consts::SQRT_2).clamp(0.0, 1.0);
+    Some(SignedRank { w_plus, n, z, p_two_sided })
+}
+
+/// An engine compared against the baseline run by run: value `i` of each side ran in the same
+/// interleaved block, so slow drift of the machine cancels out in the pair.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairedComparison {
+    /// Geometric mean of the per-pair ratios other/baseline: above 1 means `other` is slower.
+    pub ratio: f64,
+    /// 95% confidence interval of `ratio` (Student t on the log ratios).
+    pub ratio_ci95: (f64, f64),
+    /// Wilcoxon signed-rank test of the log ratios.
+    pub signed_rank: SignedRank,
+    pub verdict: Verdict,
+}
+
+/// Compares paired samples (`baseline[i]` and `other[i]` measured in the same block) at level
+/// `alpha`: significant only if the signed-rank test's p-value is below `alpha` *and* the 95%
+/// interval of the ratio excludes 1, both pointing the same way.
+///
+/// Returns `None` unless both samples have the same length of at least 2, and all values are
+/// finite and positive.
+pub fn compare_paired(baseline: &[f64], other: &[f64], alpha: f64) -> Option<PairedComparison> {
+    if !in_open_unit_interval(alpha) || baseline.len() != other.len() || baseline.len() < 2 {
+        return None;
+    }
+    if !all_finite(baseline) || !all_finite(other) || baseline.iter().chain(other).any(|v| *v <= 0.0) {
+        return None;
+    }
+    let logs: Vec<f64> = baseline.iter().zip(other).map(|(b, o)| (o / b).ln()).collect();
+    let n = logs.len() as f64;
+    let mean = logs.iter().sum::<f64>() / n;
+    let variance = logs.iter().map(|d| (d - mean) * (d - mean)).sum::<f64>() / (n - 1.0);
+    let half_width = t_quantile(0.975, n - 1.0)? * (variance / n).sqrt();
+    let ratio_ci95 = ((mean - half_width).exp(), (mean + half_width).exp());
+    let signed_rank = wilcoxon_signed_rank(&logs)?;
+    let significant = signed_rank.p_two_sided < alpha;
+    let verdict = if significant && ratio_ci95.0 > 1.0 && signed_rank.z > 0.0 {
+        Verdict::Slower
+    } else if significant && ratio_ci95.1 < 1.0 && signed_rank.z < 0.0 {
+        Verdict::Faster
+    } else {
+        Verdict::NoSignificantDifference
+    };
+    Some(PairedComparison { ratio: mean.exp(), ratio_ci95, signed_rank, verdict })
+}
+
 /// Modified z-scores (Iglewicz and Hoaglin): 0.6745 · (x − median) / MAD, where MAD is the median
 /// absolute deviation from the median.
 ///
@@ -1084,6 +1187,96 @@ mod tests {
             .count();
         let rate = detected as f64 / trials as f64;
         println!("5% slower, 3% noise, n=20: {detected}/{trials} detected ({:.2}%)", rate * 100.0);
+        assert!(rate >= 0.90, "detection rate {rate}");
+    }
+
+    // --- paired comparison -----------------------------------------------------------------
+
+    #[test]
+    fn wilcoxon_signed_rank_matches_scipy() {
+        // scipy.stats.wilcoxon(d, zero_method="wilcox", correction=True, method="approx"):
+        // statistic = min(r_plus, r_minus), pvalue, zstatistic = -|z|.
+        let cases: [(&[f64], f64, f64, f64); 3] = [
+            (&[0.1, -0.2, 0.3, 0.05, 0.4, -0.1, 0.25, 0.15], 7.5, 0.16091546335226525, 1.4019992744655632),
+            (
+                &[1.0, 2.0, -1.0, 2.0, 3.0, -2.0, 1.0, 1.0, 0.0, 4.0],
+                8.5,
+                0.10537146470912194,
+                1.6193523885409815,
+            ),
+            (&[0.5, 0.5, -0.5, 0.5, 0.5], 3.0, 0.23303798227390538, 1.1925695879998879),
+        ];
+        for (d, statistic, p, z) in cases {
+            let r = wilcoxon_signed_rank(d).expect("result");
+            let total = (r.n * (r.n + 1)) as f64 / 2.0;
+            assert_eq!(r.w_plus.min(total - r.w_plus), statistic, "{d:?}");
+            assert!((r.p_two_sided - p).abs() < 1e-9, "{d:?}: {} vs {p}", r.p_two_sided);
+            assert!((r.z.abs() - z).abs() < 1e-9, "{d:?}");
+            assert!(r.z > 0.0, "mostly positive differences give z > 0");
+        }
+        assert_eq!(wilcoxon_signed_rank(&[0.0, 0.0]).map(|r| r.p_two_sided), Some(1.0));
+        assert_eq!(wilcoxon_signed_rank(&[]), None);
+        assert_eq!(wilcoxon_signed_rank(&[1.0, f64::NAN]), None);
+    }
+
+    #[test]
+    fn paired_comparison_ratio_interval_and_refusals() {
+        let baseline = [1.0, 2.0, 4.0, 8.0];
+        let other = [1.1, 2.2, 4.4, 8.8];
+        let c = compare_paired(&baseline, &other, DEFAULT_ALPHA).expect("comparison");
+        assert!((c.ratio - 1.1).abs() < 1e-12);
+        assert!((c.ratio_ci95.0 - 1.1).abs() < 1e-9 && (c.ratio_ci95.1 - 1.1).abs() < 1e-9);
+        assert_eq!(compare_paired(&baseline, &other[..3], DEFAULT_ALPHA), None);
+        assert_eq!(compare_paired(&[1.0], &[1.0], DEFAULT_ALPHA), None);
+        assert_eq!(compare_paired(&[1.0, 0.0], &[1.0, 1.0], DEFAULT_ALPHA), None);
+    }
+
+    /// Pairs measured on a drifting machine: each block has its own speed factor (`drift` cv),
+    /// shared by both runs of the pair, on top of independent per-run noise (`noise` cv).
+    fn drifting_pairs(
+        rng: &mut SplitMix64,
+        n: usize,
+        slowdown: f64,
+        drift: f64,
+        noise: f64,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let blocks = lognormal_sample(rng, n, 1.0, drift);
+        let a = lognormal_sample(rng, n, 1.0, noise);
+        let b = lognormal_sample(rng, n, slowdown, noise);
+        (
+            blocks.iter().zip(&a).map(|(k, x)| k * x).collect(),
+            blocks.iter().zip(&b).map(|(k, x)| k * x).collect(),
+        )
+    }
+
+    #[test]
+    fn paired_rule_false_positive_rate_a_vs_a_under_drift() {
+        let mut rng = SplitMix64::new(99);
+        let trials = 400;
+        let significant = (0..trials)
+            .filter(|_| {
+                let (a, b) = drifting_pairs(&mut rng, 20, 1.0, 0.15, 0.04);
+                compare_paired(&a, &b, DEFAULT_ALPHA).expect("comparison").verdict
+                    != Verdict::NoSignificantDifference
+            })
+            .count();
+        let rate = significant as f64 / trials as f64;
+        println!("paired A-vs-A under drift: {significant}/{trials} significant ({:.2}%)", rate * 100.0);
+        assert!(rate <= 0.05, "false-positive rate {rate}");
+    }
+
+    #[test]
+    fn paired_rule_detects_five_percent_slowdown_under_drift() {
+        let mut rng = SplitMix64::new(5);
+        let trials = 200;
+        let detected = (0..trials)
+            .filter(|_| {
+                let (a, b) = drifting_pairs(&mut rng, 20, 1.05, 0.15, 0.04);
+                compare_paired(&a, &b, DEFAULT_ALPHA).expect("comparison").verdict == Verdict::Slower
+            })
+            .count();
+        let rate = detected as f64 / trials as f64;
+        println!("paired, 5% slower, 15% drift + 4% noise, n=20: {detected}/{trials} ({:.2}%)", rate * 100.0);
         assert!(rate >= 0.90, "detection rate {rate}");
     }
 
