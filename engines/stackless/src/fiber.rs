@@ -280,6 +280,7 @@ unsafe fn switch_to(
     if target == current {
         return deliver(transfer);
     }
+    crate::watchdog::on_switch();
     let target = if target.is_null() { target } else { ffi::Py_NewRef(target) };
     let ts = state::current_thread_state();
     if current.is_null() {
@@ -579,6 +580,45 @@ pub unsafe extern "C" fn py_set_context(
         }
         ffi::Py_NewRef(ffi::Py_None())
     })
+}
+
+/// `arm_watchdog(ticks, signal, restart_on_switch)`: see `watchdog::arm`.
+pub unsafe extern "C" fn py_arm_watchdog(
+    _module: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        if nargs != 3 {
+            return set_error(
+                ffi::PyExc_TypeError,
+                c"arm_watchdog(ticks, signal, restart_on_switch) takes 3 arguments",
+            );
+        }
+        let ticks = ffi::PyLong_AsUnsignedLongLong(*args);
+        let signal = ffi::PyLong_AsLong(*args.offset(1));
+        let restart = ffi::PyObject_IsTrue(*args.offset(2));
+        if !ffi::PyErr_Occurred().is_null() || restart < 0 {
+            return ptr::null_mut();
+        }
+        match crate::watchdog::arm(ticks, signal as i32, restart != 0) {
+            Ok(()) => ffi::Py_NewRef(ffi::Py_None()),
+            Err(message) => {
+                let message = std::ffi::CString::new(message).unwrap_or_default();
+                ffi::PyErr_SetString(ffi::PyExc_RuntimeError, message.as_ptr());
+                ptr::null_mut()
+            }
+        }
+    })
+}
+
+/// `disarm_watchdog()`.
+pub unsafe extern "C" fn py_disarm_watchdog(
+    _module: *mut ffi::PyObject,
+    _args: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    crate::watchdog::disarm();
+    ffi::Py_NewRef(ffi::Py_None())
 }
 
 /// `stats()`: the engine's counters as a dict.

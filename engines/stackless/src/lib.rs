@@ -17,6 +17,8 @@ mod cpython_state;
 mod fiber;
 #[cfg(stackless_supported)]
 mod modules;
+#[cfg(stackless_supported)]
+mod watchdog;
 
 pub struct StacklessEngine;
 

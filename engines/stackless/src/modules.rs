@@ -30,7 +30,19 @@ pub fn register() -> Result<(), String> {
 }
 
 // SAFETY (statics below): read by CPython; only PyModuleDef_Init writes the base, under the GIL.
-static mut CORE_METHODS: [ffi::PyMethodDef; 6] = [
+static mut CORE_METHODS: [ffi::PyMethodDef; 8] = [
+    ffi::PyMethodDef {
+        ml_name: c"arm_watchdog".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: fiber::py_arm_watchdog },
+        ml_flags: ffi::METH_FASTCALL,
+        ml_doc: c"arm_watchdog(ticks, signal, restart_on_switch)\n--\n\nTrip `signal` after `ticks` microseconds of CPU time.".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"disarm_watchdog".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunction: fiber::py_disarm_watchdog },
+        ml_flags: ffi::METH_NOARGS,
+        ml_doc: c"disarm_watchdog()\n--\n\nStop the run(timeout) watchdog.".as_ptr(),
+    },
     ffi::PyMethodDef {
         ml_name: c"current_context".as_ptr(),
         ml_meth: ffi::PyMethodDefPointer { PyCFunction: fiber::py_current_context },

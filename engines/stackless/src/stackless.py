@@ -11,6 +11,7 @@ import _thread
 import atexit as _atexit
 import builtins as _builtins
 import contextvars as _contextvars
+import signal as _signal
 import sys as _sys
 
 __all__ = [
@@ -44,13 +45,17 @@ class _ThreadState:
     ring threaded through tasklet._next/_prev, starting at `head`)."""
 
     __slots__ = ("ident", "main", "current", "head", "runcount", "watchdogs", "trap", "started",
-                 "wakeup", "waiting")
+                 "wakeup", "waiting", "preempt", "interrupted", "soft_stop", "interrupt_pending")
 
     def __init__(self, ident):
         self.ident = ident
         self.wakeup = _thread.allocate_lock()  # held; released by another thread to wake us
         self.wakeup.acquire()
         self.waiting = False
+        self.preempt = None  # the run(timeout) in progress: (soft,) or None
+        self.interrupted = None  # the tasklet a watchdog interrupt took out of the queue
+        self.soft_stop = False  # soft timeout expired: return to run() at the next switch
+        self.interrupt_pending = False  # expired inside an atomic section
         self.head = None
         self.runcount = 0
         self.watchdogs = 0  # nesting of run() calls in progress on the main tasklet
@@ -163,6 +168,10 @@ def _switch(th, target, value=None):
         return value
     if th.trap:
         raise RuntimeError("switch_trap")
+    if th.soft_stop and me is not th.main:
+        # A soft timeout expired: this cooperative switch goes back to run() instead.
+        th.soft_stop = False
+        target = th.main
     if _schedule_callback is not None:
         _schedule_callback(me, target)
     th.current = target
@@ -472,6 +481,9 @@ class tasklet:
 
     def set_atomic(self, flag):
         previous, self.atomic = self.atomic, bool(flag)
+        th = self._thread
+        if previous and not self.atomic and th.interrupt_pending and self is th.current:
+            _interrupt(th)  # the slice ran out inside the atomic section
         return previous
 
     def set_ignore_nesting(self, flag):
@@ -744,6 +756,8 @@ def schedule(retval=None):
         retval = me
     if me._in_ring:
         if me._next is me:
+            if th.soft_stop and me is not th.main:
+                _switch(th, th.main)  # a soft timeout expired: back to run()
             return retval
         th.head = me._next
         _switch(th, th.head)
@@ -772,9 +786,49 @@ def schedule_remove(retval=None):
     return result
 
 
+# Preemption is delivered through the signal machinery (see watchdog.rs): a real-time signal
+# number that this module claims while run(timeout) runs on the main thread.
+_PREEMPT_SIGNAL = _signal.SIGRTMAX - 3 if hasattr(_signal, "SIGRTMAX") else None
+
+
+def _interrupt(th):
+    """Take the running tasklet out of the queue and return it from run()."""
+    me = th.current
+    preempt = th.preempt
+    if preempt is None or me is th.main or not me._alive:
+        return
+    if me.atomic:
+        th.interrupt_pending = True
+        return
+    th.interrupt_pending = False
+    if preempt[0]:  # soft
+        th.soft_stop = True
+        return
+    if me._in_ring:
+        th.remove(me)
+    th.interrupted = me
+    th.current = th.main
+    try:
+        _core.switch(None, None)
+    finally:
+        th.current = me
+        if not me._in_ring and me._alive:
+            th.make_first(me)
+
+
+def _on_preempt_signal(signum, frame):
+    th = _threads.get(_MAIN_THREAD)
+    if th is not None:
+        _interrupt(th)
+
+
 def run(timeout=0, threadblock=False, soft=False, ignore_nesting=False, totaltimeout=False):
-    """Run the queued tasklets until none is runnable. Preemption (timeout) is not yet
-    implemented by this engine: tasklets run until they block, yield or end."""
+    """Run the queued tasklets until none is runnable and return None; with `timeout` > 0
+    (main thread only), a tasklet that runs `timeout` ticks without switching (a tick is one
+    microsecond of CPU time) is taken out of the queue and returned. `soft`: return None at the
+    next switch instead, leaving the tasklet queued. `totaltimeout`: the ticks count over the
+    whole run. `ignore_nesting` and `threadblock` are accepted; every nesting level can be
+    interrupted here."""
     th = _thread_state()
     me = th.current
     if me is not th.main:
@@ -785,14 +839,26 @@ def run(timeout=0, threadblock=False, soft=False, ignore_nesting=False, totaltim
     if th.head is None:
         th.make_first(me)
         return None
+    preempting = timeout > 0 and th.ident == _MAIN_THREAD and _PREEMPT_SIGNAL is not None
+    previous_handler = None
+    if preempting:
+        previous_handler = _signal.signal(_PREEMPT_SIGNAL, _on_preempt_signal)
+        th.preempt = (bool(soft),)
+        _core.arm_watchdog(int(timeout), _PREEMPT_SIGNAL, not totaltimeout)
     th.watchdogs += 1
     try:
         _switch(th, th.head)
     finally:
         th.watchdogs -= 1
+        if preempting:
+            _core.disarm_watchdog()
+            th.preempt = None
+            th.soft_stop = th.interrupt_pending = False
+            _signal.signal(_PREEMPT_SIGNAL, previous_handler if previous_handler is not None else _signal.SIG_DFL)
         if not me._in_ring:
             th.make_first(me)
-    return None
+    interrupted, th.interrupted = th.interrupted, None
+    return interrupted
 
 
 class atomic:

@@ -278,8 +278,6 @@ class AtomicTest(StacklessTestCase):
         self.assertEqual(seen, [(True, False)])
 
 
-@unittest.skip("not implemented by the engine yet: run(timeout) preemption (the watchdog); "
-               "run() accepts the arguments but lets tasklets run until they switch")
 class PreemptionTest(StacklessTestCase):
     def test_run_timeout_interrupts_a_busy_tasklet(self):
         state = {"n": 0}
