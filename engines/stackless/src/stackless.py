@@ -221,8 +221,10 @@ class tasklet:
         self._is_main = False
         self._in_ring = False
         self._next = self._prev = None
-        self._blocked_on = None
-        self._bomb = None
+        self._blocked_on = None  # the channel this tasklet waits on
+        self._blocked_sending = False  # whether it waits to send (else to receive)
+        self._chan_bomb = None  # exception a blocked sender hands to its receiver
+        self._bomb = None  # exception to raise when this tasklet resumes
         self.tempval = None
         self.atomic = False
         self.block_trap = False
@@ -729,10 +731,6 @@ class channel:
         if self._closing and self._balance <= 0:
             raise StopIteration
         return self.receive()
-
-
-tasklet._blocked_sending = False
-tasklet._chan_bomb = None
 
 
 # ----- module functions -----
