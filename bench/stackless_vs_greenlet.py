@@ -398,6 +398,20 @@ def read_int(path):
         return None
 
 
+def stackless_engine(pyhost):
+    """(path, built) of the stackless engine library pyhost finds, or a reason it has none."""
+    try:
+        r = subprocess.run([pyhost, "engines", "--json"], capture_output=True, text=True,
+                           timeout=60)
+        for e in json.loads(r.stdout):
+            if e.get("name") == "stackless":
+                built = _dt.datetime.fromtimestamp(os.stat(e["path"]).st_mtime)
+                return e["path"], built.isoformat(sep=" ", timespec="seconds")
+    except (OSError, ValueError, subprocess.SubprocessError) as e:
+        return None, f"`pyhost engines --json` failed: {e}"
+    return None, "pyhost lists no stackless engine (cargo build --release)"
+
+
 def ensure_greenlet(args) -> str:
     """Return an interpreter with greenlet; create the venv (once) when needed."""
     if args.greenlet_python:
@@ -706,7 +720,8 @@ def report(s, meta, args, header, load_end):
                    f"at N = {s['many_fallback']['n']:,}, a count the stackless engine reaches "
                    f"(fallback, because N = {m['n']:,} failed):")
     w("")
-    w("Summary (medians; ratio = stackless/other, < 1 means stackless is faster or smaller)")
+    w("Summary (medians; ratio = stackless/other, < 1 means stackless is faster or smaller;"
+      " round trip times include the Python for-loop, the same on both sides)")
     rows = [("measurement", "stackless", "other", "ratio", "target", "verdict")]
     rows.append(("switch round trip", f"{sw['stackless_ns']:.0f} ns",
                  f"{sw['greenlet_ns']:.0f} ns (greenlet)", f"{sw['ratio']:.2f}x",
@@ -745,10 +760,15 @@ def report(s, meta, args, header, load_end):
     w("")
     w(f"load average at start: {meta['load_start']}, at end: {load_end} "
       f"({os.cpu_count()} CPUs)")
-    if max(float(x) for x in (meta["load_start"].split()[0], load_end.split()[0])) \
-            > (os.cpu_count() or 1) / 2:
-        w("  note: the machine was busy; times are noisy (compare wall with cpu, and the "
-          "per-round ranges)")
+    w("  (the benchmark itself keeps about one CPU busy, so it adds about 1 to the load)")
+    try:
+        busy = float(meta["load_start"].split()[0]) > (os.cpu_count() or 1) / 2 \
+            or float(load_end.split()[0]) > (os.cpu_count() or 1) / 2 + 1
+    except ValueError:
+        busy = False
+    if busy:
+        w("  note: other jobs were running; times are noisy (compare wall with cpu time and "
+          "look at the per-round ranges)")
     return "\n".join(out)
 
 
@@ -761,6 +781,10 @@ def main(argv=None):
         print(f"pyhost binary not found: {pyhost} (cargo build --release)", file=sys.stderr)
         return 2
     load_start = loadavg()
+    engine_path, engine_built = stackless_engine(str(pyhost))
+    if engine_path is None:
+        print(f"stackless_vs_greenlet: {engine_built}", file=sys.stderr)
+        return 2
     try:
         greenlet_python = ensure_greenlet(args)
         runner = Runner(args, greenlet_python)
@@ -774,6 +798,7 @@ def main(argv=None):
     meta["load_start"] = load_start
     meta["max_map_count"] = read_int("/proc/sys/vm/max_map_count")
     meta["greenlet"] = gv["greenlet"]
+    meta["stackless_engine"] = {"path": engine_path, "built": engine_built}
     meta["greenlet_python"] = greenlet_python
     sl_py = raw["switch"]["stackless"][0]["python"] if raw["switch"]["stackless"] else "?"
     header = "\n".join([
@@ -781,7 +806,8 @@ def main(argv=None):
         f"  date {_dt.datetime.now().isoformat(timespec='seconds')}, host {platform.node()}, "
         f"{platform.machine()}, {os.cpu_count()} CPUs, load average {load_start} at start"
         + (f", pinned to CPU {args.pin}" if args.pin is not None else ""),
-        f"  stackless: {args.pyhost} --engine stackless (CPython {sl_py})",
+        f"  stackless: {args.pyhost} --engine stackless (CPython {sl_py}),",
+        f"             engine {engine_path}, built {engine_built}",
         f"  greenlet:  greenlet {gv['greenlet']} on {greenlet_python} (CPython {gv['python']})",
         f"  asyncio:   {args.python}",
         f"  {args.runs} run(s) per side, each a fresh process, sides interleaved in random "
