@@ -47,6 +47,19 @@ impl Engine for StacklessEngine {
         }
     }
 
+    fn at_exit(_host: &HostServices) -> Result<(), String> {
+        // As in Stackless: tasklets still suspended are killed after the program's own atexit
+        // functions (the host calls this hook after them), so their finally blocks run.
+        #[cfg(stackless_supported)]
+        {
+            modules::kill_tasklets_at_exit()
+        }
+        #[cfg(not(stackless_supported))]
+        {
+            Ok(())
+        }
+    }
+
     fn statistics() -> Vec<(String, f64)> {
         #[cfg(stackless_supported)]
         {

@@ -16,6 +16,32 @@ const STACKLESS_SOURCE: &CStr = {
     }
 };
 
+/// Calls `stackless._kill_all_at_exit()` if the program imported `stackless`.
+pub fn kill_tasklets_at_exit() -> Result<(), String> {
+    // SAFETY: called from the host's at-exit hook, GIL held; references are released.
+    unsafe {
+        let name = ffi::PyUnicode_FromString(c"stackless".as_ptr());
+        if name.is_null() {
+            ffi::PyErr_Clear();
+            return Err("cannot build the module name".into());
+        }
+        let module = ffi::PyImport_GetModule(name);
+        ffi::Py_DECREF(name);
+        if module.is_null() {
+            ffi::PyErr_Clear(); // not imported: nothing to kill
+            return Ok(());
+        }
+        let result = ffi::PyObject_CallMethod(module, c"_kill_all_at_exit".as_ptr(), ptr::null());
+        ffi::Py_DECREF(module);
+        if result.is_null() {
+            ffi::PyErr_Print();
+            return Err("killing the remaining tasklets failed (traceback above)".into());
+        }
+        ffi::Py_DECREF(result);
+    }
+    Ok(())
+}
+
 /// Registers both modules; called before `Py_InitializeFromConfig`.
 pub fn register() -> Result<(), String> {
     // SAFETY: PyImport_AppendInittab may be called before initialization; names are static.

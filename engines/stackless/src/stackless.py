@@ -8,7 +8,6 @@ tests/python/stackless/SEMANTICS.md); switching is always "hard" (no soft switch
 
 import _stackless_core as _core
 import _thread
-import atexit as _atexit
 import builtins as _builtins
 import contextvars as _contextvars
 import signal as _signal
@@ -944,5 +943,4 @@ def _kill_all_at_exit():
                 pass
 
 
-_atexit.register(_kill_all_at_exit)
 _thread_state()
