@@ -116,15 +116,10 @@ fn guarded(body: impl FnOnce() -> *mut ffi::PyObject) -> *mut ffi::PyObject {
 
 /// Releases references deferred during a dispatch; runs with a thread state installed.
 unsafe fn release_deferred() {
-    loop {
-        let batch: Vec<*mut ffi::PyObject> =
-            CORE.with(|c| std::mem::take(&mut *c.deferred_decrefs.borrow_mut()));
-        if batch.is_empty() {
-            return;
-        }
-        for object in batch {
-            ffi::Py_DECREF(object);
-        }
+    // Pop one at a time: a decref may run a deallocator that defers more; the vector keeps its
+    // capacity, so a switch allocates nothing.
+    while let Some(object) = CORE.with(|c| c.deferred_decrefs.borrow_mut().pop()) {
+        ffi::Py_DECREF(object);
     }
 }
 
