@@ -10,6 +10,7 @@ import _stackless_core as _core
 import _thread
 import builtins as _builtins
 import contextvars as _contextvars
+from collections import deque as _deque
 import signal as _signal
 import sys as _sys
 
@@ -562,7 +563,7 @@ class channel:
 
     def __new__(cls, *args, **kwargs):
         self = object.__new__(cls)
-        self._queue = []
+        self._queue = _deque()  # blocked tasklets, first come first served
         self._balance = 0
         self._preference = -1
         self._schedule_all = 0
@@ -632,7 +633,7 @@ class channel:
             me.tempval = value
             _channel_callback(self, me, int(sending), int(not partner_waiting))
         if partner_waiting:
-            partner = self._queue.pop(0)
+            partner = self._queue.popleft()
             self._balance += 1 if sending else -1
             partner._blocked_on = None
             if sending:
