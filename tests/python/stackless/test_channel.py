@@ -12,36 +12,19 @@ import traceback
 import unittest
 
 import stackless
+import stackless_support
 
 
-def kill_runnables():
-    """Kill every tasklet left in this thread's run queue (besides main).
-
-    They are taken out of the queue first: killing a queued tasklet switches to it, and once it
-    has died the scheduler carries on with the tasklet that followed it in the queue.
-    """
-    main = stackless.getmain()
-    queued = []
-    t = main.next
-    while t is not None and t is not main:
-        queued.append(t)
-        t = t.next
-    for t in queued:
-        t.remove()
-    for t in queued:
-        t.kill()
 
 
-class StacklessTestCase(unittest.TestCase):
+class StacklessTestCase(stackless_support.StacklessTestCase):
     def setUp(self):
-        self.assertIs(stackless.getcurrent(), stackless.getmain())
-        self.assertEqual(stackless.getruncount(), 1, "runnable tasklets left by an earlier test")
+        super().setUp()
         self.current_block_trap = stackless.getcurrent().block_trap
 
     def tearDown(self):
         stackless.getcurrent().block_trap = self.current_block_trap
-        kill_runnables()
-        self.assertEqual(stackless.getruncount(), 1)
+        super().tearDown()
 
     def kill_later(self, *tasklets):
         self.addCleanup(lambda: [t.kill() for t in tasklets])

@@ -9,52 +9,16 @@ Variables"). See SEMANTICS.md.
 Run standalone: `pyhost --engine stackless tests/python/stackless/test_python_semantics.py`.
 """
 
-import builtins
 import contextvars
 import sys
 import traceback
 import unittest
 
 import stackless
+from stackless_support import StacklessTestCase, TaskletExit
 
 
-def _find_tasklet_exit():
-    found = [getattr(owner, "TaskletExit", None) for owner in (builtins, stackless)]
-    found = [exc for exc in found if exc is not None]
-    if not found:
-        raise AssertionError("TaskletExit is neither a builtin nor stackless.TaskletExit")
-    return found[0]
 
-
-TaskletExit = _find_tasklet_exit()
-
-
-def kill_runnables():
-    """Kill every tasklet left in this thread's run queue (besides main).
-
-    They are taken out of the queue first: killing a queued tasklet switches to it, and once it
-    has died the scheduler carries on with the tasklet that followed it in the queue.
-    """
-    main = stackless.getmain()
-    queued = []
-    t = main.next
-    while t is not None and t is not main:
-        queued.append(t)
-        t = t.next
-    for t in queued:
-        t.remove()
-    for t in queued:
-        t.kill()
-
-
-class StacklessTestCase(unittest.TestCase):
-    def setUp(self):
-        self.assertIs(stackless.getcurrent(), stackless.getmain())
-        self.assertEqual(stackless.getruncount(), 1, "runnable tasklets left by an earlier test")
-
-    def tearDown(self):
-        kill_runnables()
-        self.assertEqual(stackless.getruncount(), 1)
 
 
 def recurse(n, at_bottom):

@@ -7,7 +7,6 @@ Budget: well under 60 s on a working engine.
 Run standalone: `pyhost --engine stackless tests/python/stackless/test_reliability.py`.
 """
 
-import builtins
 import gc
 import os
 import subprocess
@@ -17,6 +16,7 @@ import threading
 import unittest
 
 import stackless
+from stackless_support import StacklessTestCase, TaskletExit
 
 CHANNEL_TRANSFERS = 1_000_000  # each one is a send in one tasklet met by a receive in another
 WARMUP_TRANSFERS = 50_000
@@ -25,16 +25,6 @@ BULK = 10_000
 JOIN_TIMEOUT = 30.0
 
 
-def _find_tasklet_exit():
-    found = [getattr(owner, "TaskletExit", None) for owner in (builtins, stackless)]
-    found = [exc for exc in found if exc is not None]
-    if not found:
-        raise AssertionError("TaskletExit is neither a builtin nor stackless.TaskletExit")
-    return found[0]
-
-
-TaskletExit = _find_tasklet_exit()
-
 
 def rss_bytes():
     with open("/proc/self/statm") as f:
@@ -42,32 +32,6 @@ def rss_bytes():
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def kill_runnables():
-    """Kill every tasklet left in this thread's run queue (besides main).
-
-    They are taken out of the queue first: killing a queued tasklet switches to it, and once it
-    has died the scheduler carries on with the tasklet that followed it in the queue.
-    """
-    main = stackless.getmain()
-    queued = []
-    t = main.next
-    while t is not None and t is not main:
-        queued.append(t)
-        t = t.next
-    for t in queued:
-        t.remove()
-    for t in queued:
-        t.kill()
-
-
-class StacklessTestCase(unittest.TestCase):
-    def setUp(self):
-        self.assertIs(stackless.getcurrent(), stackless.getmain())
-        self.assertEqual(stackless.getruncount(), 1, "runnable tasklets left by an earlier test")
-
-    def tearDown(self):
-        kill_runnables()
-        self.assertEqual(stackless.getruncount(), 1)
 
 
 def pump(transfers):

@@ -7,10 +7,10 @@ preemption rules come from Stackless/module/scheduling.c and stacklessmodule.c (
 Run standalone: `pyhost --engine stackless tests/python/stackless/test_scheduler.py`.
 """
 
-import builtins
 import unittest
 
 import stackless
+import stackless_support
 
 DEADLOCK_MESSAGE = "Deadlock: the last runnable tasklet cannot be blocked."
 # A busy loop long enough (seconds) that a scheduler which never preempts makes run() return
@@ -18,45 +18,14 @@ DEADLOCK_MESSAGE = "Deadlock: the last runnable tasklet cannot be blocked."
 BUSY_ITERATIONS = 20_000_000
 
 
-def _find_tasklet_exit():
-    found = [getattr(owner, "TaskletExit", None) for owner in (builtins, stackless)]
-    found = [exc for exc in found if exc is not None]
-    if not found:
-        raise AssertionError("TaskletExit is neither a builtin nor stackless.TaskletExit")
-    return found[0]
 
 
-TaskletExit = _find_tasklet_exit()
 
-
-def kill_runnables():
-    """Kill every tasklet left in this thread's run queue (besides main).
-
-    They are taken out of the queue first: killing a queued tasklet switches to it, and once it
-    has died the scheduler carries on with the tasklet that followed it in the queue.
-    """
-    main = stackless.getmain()
-    queued = []
-    t = main.next
-    while t is not None and t is not main:
-        queued.append(t)
-        t = t.next
-    for t in queued:
-        t.remove()
-    for t in queued:
-        t.kill()
-
-
-class StacklessTestCase(unittest.TestCase):
-    def setUp(self):
-        self.assertIs(stackless.getcurrent(), stackless.getmain())
-        self.assertEqual(stackless.getruncount(), 1, "runnable tasklets left by an earlier test")
-
+class StacklessTestCase(stackless_support.StacklessTestCase):
     def tearDown(self):
         stackless.set_schedule_callback(None)
         stackless.set_channel_callback(None)
-        kill_runnables()
-        self.assertEqual(stackless.getruncount(), 1)
+        super().tearDown()
 
 
 class CooperativeRunTest(StacklessTestCase):

@@ -12,26 +12,11 @@ import time
 import unittest
 
 import stackless
+from stackless_support import StacklessTestCase
 
 JOIN_TIMEOUT = 10.0
 
 
-def kill_runnables():
-    """Kill every tasklet left in this thread's run queue (besides main).
-
-    They are taken out of the queue first: killing a queued tasklet switches to it, and once it
-    has died the scheduler carries on with the tasklet that followed it in the queue.
-    """
-    main = stackless.getmain()
-    queued = []
-    t = main.next
-    while t is not None and t is not main:
-        queued.append(t)
-        t = t.next
-    for t in queued:
-        t.remove()
-    for t in queued:
-        t.kill()
 
 
 class ThreadResult:
@@ -58,16 +43,6 @@ class ThreadResult:
         if self.error is not None:
             raise self.error
         return self.value
-
-
-class StacklessTestCase(unittest.TestCase):
-    def setUp(self):
-        self.assertIs(stackless.getcurrent(), stackless.getmain())
-        self.assertEqual(stackless.getruncount(), 1, "runnable tasklets left by an earlier test")
-
-    def tearDown(self):
-        kill_runnables()
-        self.assertEqual(stackless.getruncount(), 1)
 
 
 class PerThreadSchedulerTest(StacklessTestCase):
