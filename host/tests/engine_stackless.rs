@@ -7,17 +7,7 @@ use common::*;
 
 #[test]
 fn stackless_python_tests_pass_under_the_stackless_engine() {
-    let dir = workspace_root().join("tests/python/stackless");
-    let mut scripts: Vec<_> = std::fs::read_dir(&dir)
-        .expect("tests/python/stackless exists")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("test_") && n.ends_with(".py"))
-        })
-        .collect();
-    scripts.sort();
+    let scripts = python_test_scripts("tests/python/stackless");
     assert!(scripts.len() >= 7, "{scripts:?}");
     let mut failures = Vec::new();
     for script in &scripts {

@@ -22,17 +22,7 @@ fn shipped_engines() -> Vec<String> {
 fn python_test_scripts_pass_under_every_engine() {
     let engines = shipped_engines();
     assert!(engines.contains(&"stock".to_string()), "{engines:?}");
-    let dir = workspace_root().join("tests/python");
-    let mut scripts: Vec<_> = std::fs::read_dir(&dir)
-        .expect("tests/python exists")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("test_") && n.ends_with(".py"))
-        })
-        .collect();
-    scripts.sort();
+    let scripts = python_test_scripts("tests/python");
     assert!(!scripts.is_empty());
     let mut failures = Vec::new();
     for engine in &engines {

@@ -20,6 +20,22 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
 }
 
+/// The Python test scripts (`test_*.py`) directly in `dir` below the workspace root, sorted.
+pub fn python_test_scripts(dir: &str) -> Vec<PathBuf> {
+    let dir = workspace_root().join(dir);
+    let mut scripts: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|err| panic!("cannot list {}: {err}", dir.display()))
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("test_") && n.ends_with(".py"))
+        })
+        .collect();
+    scripts.sort();
+    scripts
+}
+
 /// A `pyhost` command with a clean pyhost environment.
 pub fn pyhost() -> Command {
     let mut cmd = Command::new(pyhost_bin());
