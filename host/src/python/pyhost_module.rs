@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 static ENGINE: OnceLock<LoadedEngine> = OnceLock::new();
 static AT_EXIT_FAILED: AtomicBool = AtomicBool::new(false);
 
-/// The part of the module written in Python (`pyhost.bench`, the engine-module import hint).
+/// The part of the module written in Python (`pyhost.bench`).
 const PYTHON_PART: &std::ffi::CStr = {
     const SOURCE: &str = concat!(include_str!("pyhost_python.py"), "\0");
     match std::ffi::CStr::from_bytes_with_nul(SOURCE.as_bytes()) {
@@ -259,41 +259,116 @@ unsafe extern "C" fn run_at_exit_hook(
 }
 
 /// Prepares the main interpreter before the program runs: registers the engine's `at_exit` hook
-/// with the `atexit` module (so it runs after the program's own handlers) and installs the
-/// import hint for other engines' modules.
+/// with the `atexit` module (so it runs after the program's own handlers) and appends the
+/// engine-module import hint to `sys.meta_path`. Nothing here compiles Python code: it runs at
+/// every start-up.
 pub fn prepare_main_interpreter() -> Result<(), String> {
     // SAFETY: GIL held (called between initialization and Py_RunMain on the main thread);
-    // every new reference is released.
+    // every new reference is released; sys.meta_path is a borrowed reference.
     unsafe {
         let function = ffi::PyCFunction_New(&raw mut AT_EXIT_DEF, ptr::null_mut());
         let atexit = ffi::PyImport_ImportModule(c"atexit".as_ptr());
-        let pyhost = ffi::PyImport_ImportModule(c"pyhost".as_ptr());
-        let mut ok = !function.is_null() && !atexit.is_null() && !pyhost.is_null();
-        for (object, method, arg) in
-            [(atexit, c"register", function), (pyhost, c"_install_engine_module_hint", ptr::null_mut())]
-        {
-            if !ok {
-                break;
-            }
-            let name = ffi::PyUnicode_FromString(method.as_ptr());
-            let result = if name.is_null() {
-                ptr::null_mut()
-            } else if arg.is_null() {
-                ffi::PyObject_CallMethodNoArgs(object, name)
-            } else {
-                ffi::PyObject_CallMethodOneArg(object, name, arg)
-            };
+        let register = c"register";
+        let mut ok = !function.is_null() && !atexit.is_null();
+        if ok {
+            let result = ffi::PyObject_CallMethod(atexit, register.as_ptr(), c"O".as_ptr(), function);
             ok = !result.is_null();
             ffi::Py_XDECREF(result);
-            ffi::Py_XDECREF(name);
         }
-        ffi::Py_XDECREF(pyhost);
         ffi::Py_XDECREF(atexit);
         ffi::Py_XDECREF(function);
+        if ok {
+            ok = install_engine_module_hint();
+        }
         if !ok {
             ffi::PyErr_Print();
             return Err("preparing the interpreter failed (traceback above)".to_string());
         }
     }
     Ok(())
+}
+
+static mut HINT_FIND_SPEC_DEF: ffi::PyMethodDef = ffi::PyMethodDef {
+    ml_name: c"find_spec".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: hint_find_spec },
+    ml_flags: ffi::METH_FASTCALL,
+    ml_doc: c"find_spec(name, path=None, target=None)\n--\n\nRaise ModuleNotFoundError naming the engine that provides `name`, if one does.".as_ptr(),
+};
+
+/// Appends to `sys.meta_path` a finder (a small module object with a `find_spec` function) that
+/// is asked only when no other finder found a top-level module. A module named like an installed
+/// engine other than the running one is that engine's module (an engine's Python module carries
+/// the engine's name; `stock` has none), so it raises an error saying which engine provides it.
+///
+/// SAFETY: GIL held.
+unsafe fn install_engine_module_hint() -> bool {
+    let module = ffi::PyModule_New(c"pyhost._engine_module_hint".as_ptr());
+    if module.is_null() {
+        return false;
+    }
+    let function = ffi::PyCFunction_NewEx(&raw mut HINT_FIND_SPEC_DEF, module, ptr::null_mut());
+    let ok =
+        !function.is_null() && ffi::PyModule_AddObjectRef(module, c"find_spec".as_ptr(), function) == 0 && {
+            let meta_path = ffi::PySys_GetObject(c"meta_path".as_ptr());
+            !meta_path.is_null() && ffi::PyList_Append(meta_path, module) == 0
+        };
+    ffi::Py_XDECREF(function);
+    ffi::Py_DECREF(module);
+    ok
+}
+
+unsafe extern "C" fn hint_find_spec(
+    _module: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        let name = if nargs >= 1 { *args } else { ptr::null_mut() };
+        let path = if nargs >= 2 { *args.offset(1) } else { ffi::Py_None() };
+        let mut size: ffi::Py_ssize_t = 0;
+        let utf8 = if name.is_null() || path != ffi::Py_None() || ffi::PyUnicode_Check(name) == 0 {
+            ptr::null()
+        } else {
+            ffi::PyUnicode_AsUTF8AndSize(name, &mut size)
+        };
+        if utf8.is_null() {
+            ffi::PyErr_Clear();
+            return ffi::Py_NewRef(ffi::Py_None());
+        }
+        let requested = String::from_utf8_lossy(std::slice::from_raw_parts(utf8.cast::<u8>(), size as usize));
+        let running = ENGINE.get().map(|e| e.name().to_string()).unwrap_or_default();
+        if requested == running
+            || requested == crate::loader::DEFAULT_ENGINE
+            || !crate::loader::available_engine_names().iter().any(|n| *n == requested)
+        {
+            return ffi::Py_NewRef(ffi::Py_None());
+        }
+        let message = format!(
+            "No module named '{requested}': it is provided by the '{requested}' engine, and this program \
+             runs under '{running}'; run it with `pyhost --engine {requested} ...`"
+        );
+        // ModuleNotFoundError(message, name=name), as `import` raises it.
+        let text = py_str(&message);
+        let call_args = ffi::PyTuple_New(1);
+        let kwargs = ffi::PyDict_New();
+        if text.is_null() || call_args.is_null() || kwargs.is_null() {
+            ffi::Py_XDECREF(text);
+            ffi::Py_XDECREF(call_args);
+            ffi::Py_XDECREF(kwargs);
+            return ptr::null_mut();
+        }
+        ffi::PyTuple_SetItem(call_args, 0, text); // steals `text`
+        let exc = if ffi::PyDict_SetItemString(kwargs, c"name".as_ptr(), name) == 0 {
+            ffi::PyObject_Call(ffi::PyExc_ModuleNotFoundError, call_args, kwargs)
+        } else {
+            ptr::null_mut()
+        };
+        ffi::Py_DECREF(call_args);
+        ffi::Py_DECREF(kwargs);
+        if !exc.is_null() {
+            ffi::PyErr_SetObject(ffi::PyExc_ModuleNotFoundError, exc);
+            ffi::Py_DECREF(exc);
+        }
+        ptr::null_mut()
+    })
 }

@@ -1,8 +1,7 @@
 # Python part of the built-in `pyhost` module, executed into its namespace when it is imported.
-# - `pyhost.bench` times a function inside the running process, so that `pyhost bench
-#   --metric in-process` measures the work and not interpreter start-up.
-# - `_install_engine_module_hint` adds the last-resort import finder that turns `import
-#   stackless` under another engine into an error naming the engine to use.
+# `pyhost.bench` times a function inside the running process, so that `pyhost bench
+# --metric in-process` measures the work and not interpreter start-up. (It is compiled only
+# when a program imports pyhost; nothing here runs at start-up.)
 
 
 def bench(func, loops=None, *, repeat=1, name=None):
@@ -51,27 +50,3 @@ def bench(func, loops=None, *, repeat=1, name=None):
                 out.write(json.dumps({"name": label, "value": value, "loops": loops}) + "\n")
     return values
 
-
-class _EngineModuleHint:
-    """Last entry of sys.meta_path: a top-level module that no finder found, named like an
-    installed engine other than the running one, is that engine's module (an engine's Python
-    module carries the engine's name; `stock` has none): say which engine provides it."""
-
-    def __init__(self, running, available):
-        self._running = running
-        self._available = available  # () -> list of engine names; called on a miss only
-
-    def find_spec(self, name, path=None, target=None):
-        if path is not None or name in (self._running, "stock") or name not in self._available():
-            return None
-        raise ModuleNotFoundError(
-            f"No module named {name!r}: it is provided by the {name!r} engine, and this "
-            f"program runs under {self._running!r}; run it with `pyhost --engine {name} ...`",
-            name=name,
-        )
-
-
-def _install_engine_module_hint():
-    import sys
-
-    sys.meta_path.append(_EngineModuleHint(engine, engines))
