@@ -384,11 +384,14 @@ impl SavedThreadState {
     /// * `current_frame` NULL — its frame chain starts afresh: the `entry_frame` of its first
     ///   `_PyEval_EvalFrameDefault` (on the tasklet's own C stack) gets `previous = NULL`, like a
     ///   new thread; tracebacks and `f_back` end at the tasklet's bottom frame.
-    /// * data stack NULL/NULL/NULL — as greenlet does. The first frame push then finds no space
-    ///   (`_PyThreadState_HasStackSpace` is false for a NULL top) and `push_chunk` allocates a
-    ///   fresh 16 KiB *root* chunk (`previous == NULL`, never popped) from the object arena
-    ///   allocator. Nothing is allocated until the tasklet runs Python code; when it ends,
-    ///   [`retire_current`] frees the chain (greenlet's `did_finish`).
+    /// * data stack: a 16 KiB root chunk left by a finished tasklet if one is cached (see
+    ///   [`CACHED_ROOT_CHUNKS`]), installed as `push_chunk` leaves a new root chunk (`top` at
+    ///   `data[1]`, so it is never popped); else NULL/NULL/NULL, as greenlet does: the first
+    ///   frame push then finds no space (`_PyThreadState_HasStackSpace` is false for a NULL top)
+    ///   and `push_chunk` allocates a fresh 16 KiB *root* chunk (`previous == NULL`, never
+    ///   popped) from the object arena allocator. When the tasklet ends, [`retire_current`]
+    ///   frees the chain (greenlet's `did_finish`), keeping the root chunk for reuse if the
+    ///   cache has room.
     /// * Python depth 0 — 3.13 runs Python-to-Python calls inside one C activation, so Python
     ///   depth costs data stack, not C stack; a tasklet gets the full `sys.getrecursionlimit()`.
     ///   (greenlet instead copies the creator's depth: its C stack *continues* the creator's.)
@@ -403,13 +406,23 @@ impl SavedThreadState {
     /// # Safety
     /// `context` is NULL or a strong reference to a `contextvars.Context`, which is stolen.
     pub unsafe fn fresh_for_new_tasklet(c_recursion_budget: c_int, context: *mut PyObject) -> Self {
+        let (datastack_chunk, datastack_top, datastack_limit) = match take_cached_root_chunk() {
+            // As `push_chunk` leaves a new root chunk once its first frame is popped again: the
+            // first slot is skipped so that `_PyThreadState_PopFrame` never frees the root.
+            Some(chunk) => (
+                chunk,
+                ptr::addr_of_mut!((*chunk).data).cast::<*mut PyObject>().add(1),
+                chunk.cast::<u8>().add((*chunk).size).cast::<*mut PyObject>(),
+            ),
+            None => (ptr::null_mut(), ptr::null_mut(), ptr::null_mut()),
+        };
         Self {
             current_frame: ptr::null_mut(),
             py_recursion_depth: 0,
             c_recursion_remaining: c_recursion_budget.min(PY_C_RECURSION_LIMIT),
-            datastack_chunk: ptr::null_mut(),
-            datastack_top: ptr::null_mut(),
-            datastack_limit: ptr::null_mut(),
+            datastack_chunk,
+            datastack_top,
+            datastack_limit,
             exc_info: ptr::null_mut(),
             exc_state: PyErrStackItem313::EMPTY,
             context,
@@ -470,6 +483,50 @@ pub unsafe fn retire_current(ts: *mut PyThreadState313) {
     (*ts).datastack_chunk = ptr::null_mut();
     (*ts).datastack_top = ptr::null_mut();
     (*ts).datastack_limit = ptr::null_mut();
+    recycle_chunk_chain(chunk);
+}
+
+/// CPython 3.13's `DATA_STACK_CHUNK_SIZE` (`Python/pystate.c`): the size of a root chunk that
+/// `push_chunk` allocates for a first frame of ordinary size.
+pub const DATA_STACK_CHUNK_SIZE: usize = 16 * 1024;
+
+/// Root data-stack chunks of finished tasklets kept for new ones (at most this many, all
+/// threads): each saves an arena `mmap` + `munmap` pair per tasklet. Chunks are plain memory
+/// from the object arena allocator, not tied to a thread.
+pub const CACHED_ROOT_CHUNKS: usize = 32;
+
+/// Addresses of cached root chunks (`previous` NULL, `size` = [`DATA_STACK_CHUNK_SIZE`]).
+static ROOT_CHUNK_CACHE: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+fn root_chunk_cache() -> std::sync::MutexGuard<'static, Vec<usize>> {
+    ROOT_CHUNK_CACHE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn take_cached_root_chunk() -> Option<*mut PyStackChunk313> {
+    root_chunk_cache().pop().map(|address| address as *mut PyStackChunk313)
+}
+
+/// Frees a retired tasklet's chunk chain, keeping its root chunk for reuse when it has the
+/// standard size and the cache has room.
+unsafe fn recycle_chunk_chain(mut chunk: *mut PyStackChunk313) {
+    while !chunk.is_null() && !(*chunk).previous.is_null() {
+        // Chunks above the root (normally already freed by `_PyThreadState_PopFrame`).
+        let previous = (*chunk).previous;
+        (*chunk).previous = ptr::null_mut();
+        free_chunk_chain(chunk);
+        chunk = previous;
+    }
+    if chunk.is_null() {
+        return;
+    }
+    if (*chunk).size == DATA_STACK_CHUNK_SIZE {
+        let mut cache = root_chunk_cache();
+        if cache.len() < CACHED_ROOT_CHUNKS {
+            (*chunk).top = 0;
+            cache.push(chunk as usize);
+            return;
+        }
+    }
     free_chunk_chain(chunk);
 }
 

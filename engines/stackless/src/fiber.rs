@@ -13,7 +13,7 @@
 //! deallocators are deferred until a state is installed).
 
 use crate::cpython_state::{self as state, SavedThreadState};
-use corosensei::stack::DefaultStack;
+use crate::stack::{self, StackError, TaskletStack};
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 use pyo3_ffi as ffi;
 use std::cell::{Cell, RefCell};
@@ -46,7 +46,7 @@ struct Request {
     transfer: Transfer,
 }
 
-type FiberCoroutine = Coroutine<Transfer, Request, Request, DefaultStack>;
+type FiberCoroutine = Coroutine<Transfer, Request, Request, TaskletStack>;
 
 /// Rust-side state of a fiber, boxed and owned by the Python object.
 struct FiberInner {
@@ -59,6 +59,10 @@ struct FiberInner {
     yielder: *const Yielder<Transfer, Request>,
     /// The fiber's thread state while it is suspended.
     saved: Option<SavedThreadState>,
+    /// Bytes of C stack the C-recursion budget is sized from.
+    stack_bytes: usize,
+    /// Red zone of a pooled (unguarded) stack, checked whenever the fiber leaves its stack.
+    red_zone: Option<(usize, usize)>,
     thread_id: u64,
     started: bool,
     dead: bool,
@@ -156,7 +160,8 @@ unsafe fn fiber_body(
     let inner = inner(fiber);
     inner.yielder = yielder;
     let context = std::mem::replace(&mut inner.context, ptr::null_mut());
-    let budget = state::c_recursion_budget_for_stack(STACK_SIZE).unwrap_or(state::MIN_C_RECURSION_BUDGET);
+    let budget =
+        state::c_recursion_budget_for_stack(inner.stack_bytes).unwrap_or(state::MIN_C_RECURSION_BUDGET);
     SavedThreadState::fresh_for_new_tasklet(budget, context).restore(ts);
     release_deferred();
     let func = std::mem::replace(&mut inner.func, ptr::null_mut());
@@ -225,6 +230,11 @@ unsafe fn dispatch(mut target: *mut ffi::PyObject, mut transfer: Transfer) -> Tr
         SWITCHES.fetch_add(1, Ordering::Relaxed);
         let outcome = coroutine.resume(transfer);
         SWITCHES.fetch_add(1, Ordering::Relaxed);
+        if let Some((start, len)) = fiber.red_zone {
+            if !stack::red_zone_intact(start, len) {
+                stack_overflow_abort();
+            }
+        }
         let left = target;
         let request = match outcome {
             CoroutineResult::Yield(request) => request,
@@ -244,9 +254,23 @@ unsafe fn dispatch(mut target: *mut ffi::PyObject, mut transfer: Transfer) -> Tr
     }
 }
 
+/// A tasklet on a pooled (unguarded) stack overflowed into its red zone: other tasklets'
+/// stacks may be damaged, so the process stops here (see `stack`).
+fn stack_overflow_abort() -> ! {
+    use std::io::Write;
+    // Not eprintln!: it panics if stderr is gone, and a panic would be caught and carry on.
+    let _ = writeln!(
+        std::io::stderr(),
+        "Fatal error in the stackless engine: a tasklet overflowed its C stack (a pooled stack \
+         without guard page, used beyond the first {} tasklets); aborting.",
+        stack::guarded_limit()
+    );
+    std::process::abort()
+}
+
 /// `switch(target, value=None, exc=None)`: transfer control to `target` (a fiber, or None for
 /// the thread's main context), returning what is sent back when control returns here.
-unsafe fn switch_to(
+pub(crate) unsafe fn switch_to(
     target: *mut ffi::PyObject,
     value: *mut ffi::PyObject,
     exc: *mut ffi::PyObject,
@@ -319,13 +343,39 @@ unsafe extern "C" fn fiber_new(
         if context != ffi::Py_None() && ffi::PyContext_CheckExact(context) == 0 {
             return set_error(ffi::PyExc_TypeError, c"context must be a contextvars.Context or None");
         }
-        let stack = match DefaultStack::new(STACK_SIZE) {
-            Ok(stack) => stack,
-            Err(_) => return set_error(
-                ffi::PyExc_MemoryError,
-                c"cannot map a C stack for a new tasklet (too many tasklets, or vm.max_map_count reached)",
-            ),
+        let warn = || {
+            // SAFETY: GIL held (a tp_new); PyErr_WarnEx may run Python code (warning filters),
+            // which is fine here: nothing is half-built yet.
+            let rc = ffi::PyErr_WarnEx(
+                ffi::PyExc_RuntimeWarning,
+                c"stackless: this many tasklets exceed the budget of C stacks with a guard page \
+                  (vm.max_map_count); further tasklets get pooled stacks without one, where a C \
+                  stack overflow is detected only at the next switch and aborts the process"
+                    .as_ptr(),
+                // The user's frame: Fiber() <- tasklet._make_fiber <- setup/bind <- user.
+                3,
+            );
+            if rc < 0 {
+                Err(())
+            } else {
+                Ok(())
+            }
         };
+        let stack = match TaskletStack::new(STACK_SIZE, warn) {
+            Ok(stack) => stack,
+            Err(StackError::Warning) => return ptr::null_mut(),
+            Err(StackError::Os(error)) => {
+                let message = std::ffi::CString::new(format!(
+                    "cannot map a C stack for a new tasklet ({error}): too many tasklets, or vm.max_map_count reached"
+                ))
+                .unwrap_or_default();
+                ffi::PyErr_SetString(ffi::PyExc_MemoryError, message.as_ptr());
+                return ptr::null_mut();
+            }
+        };
+        let red_zone = stack.red_zone();
+        // Both kinds of stack have STACK_SIZE usable bytes (a pooled one's red zone is extra).
+        let stack_bytes = STACK_SIZE;
         let alloc = (*subtype).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
         let object = alloc(subtype, 0);
         if object.is_null() {
@@ -343,6 +393,8 @@ unsafe extern "C" fn fiber_new(
             coroutine: Some(Box::new(coroutine)),
             yielder: ptr::null(),
             saved: None,
+            stack_bytes,
+            red_zone,
             thread_id: thread_ident(),
             started: false,
             dead: false,
@@ -636,5 +688,12 @@ pub unsafe extern "C" fn py_stats(
         }
         ffi::Py_DECREF(value);
     }
+    let pooled = ffi::PyLong_FromSize_t(stack::POOLED_STACKS_USED.load(Ordering::Relaxed));
+    if pooled.is_null() || ffi::PyDict_SetItemString(dict, c"pooled_stacks".as_ptr(), pooled) < 0 {
+        ffi::Py_XDECREF(pooled);
+        ffi::Py_DECREF(dict);
+        return ptr::null_mut();
+    }
+    ffi::Py_DECREF(pooled);
     dict
 }

@@ -3,6 +3,10 @@
 //! - [`cpython_state`]: the CPython 3.13 thread-state fields a tasklet switch carries.
 //! - [`fiber`]: `_stackless_core.Fiber`, a callable on its own C stack (corosensei), and the
 //!   switch between the fibers of one OS thread.
+//! - [`stack`]: the tasklets' C stacks: guarded mappings up to a budget of VMAs, then pooled
+//!   slabs with checked red zones (the trade-off is documented there).
+//! - [`sched`]: the scheduler's data (tasklet, thread-state and channel slots, the run queue)
+//!   and the Rust fast paths of `schedule()`, `channel.send()` and `channel.receive()`.
 //! - `stackless.py`: the `stackless` module (tasklet, channel, scheduler) built on fibers.
 //! - this file: the engine (descriptor, hooks: register both built-in modules before init) and
 //!   the two module definitions.
@@ -17,6 +21,10 @@ mod cpython_state;
 mod fiber;
 #[cfg(stackless_supported)]
 mod modules;
+#[cfg(stackless_supported)]
+mod sched;
+#[cfg(stackless_supported)]
+mod stack;
 #[cfg(stackless_supported)]
 mod watchdog;
 

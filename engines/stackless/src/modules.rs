@@ -1,9 +1,9 @@
 //! The two built-in modules the engine registers before the interpreter starts:
-//! `_stackless_core` (Fiber, switch, current, stats) and `stackless` (the Python-level API in
+//! `_stackless_core` (Fiber, switch, current, stats; the scheduler's base types and fast paths) and `stackless` (the Python-level API in
 //! stackless.py, executed into the module). Both refuse sub-interpreters: tasklets live in the
 //! main interpreter.
 
-use crate::fiber;
+use crate::{fiber, sched};
 use pyo3_ffi as ffi;
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
@@ -56,7 +56,7 @@ pub fn register() -> Result<(), String> {
 }
 
 // SAFETY (statics below): read by CPython; only PyModuleDef_Init writes the base, under the GIL.
-static mut CORE_METHODS: [ffi::PyMethodDef; 8] = [
+static mut CORE_METHODS: [ffi::PyMethodDef; 14] = [
     ffi::PyMethodDef {
         ml_name: c"arm_watchdog".as_ptr(),
         ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: fiber::py_arm_watchdog },
@@ -98,6 +98,42 @@ static mut CORE_METHODS: [ffi::PyMethodDef; 8] = [
         ml_meth: ffi::PyMethodDefPointer { PyCFunction: fiber::py_stats },
         ml_flags: ffi::METH_NOARGS,
         ml_doc: c"stats()\n--\n\nSwitch and fiber counters.".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"schedule".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunctionFastWithKeywords: sched::py_schedule },
+        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        ml_doc: c"schedule(retval=None)\n--\n\nstackless.schedule(): run the next tasklet (fast path in Rust).".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"_install".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: sched::py_install },
+        ml_flags: ffi::METH_FASTCALL,
+        ml_doc: c"_install(schedule, send, receive)\n--\n\nThe Python implementations the fast paths fall back to.".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"set_callback_flags".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: sched::py_set_callback_flags },
+        ml_flags: ffi::METH_FASTCALL,
+        ml_doc: c"set_callback_flags(schedule_set, channel_set)\n--\n\nWhether schedule/channel callbacks are installed.".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"thread_state".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunction: sched::py_thread_state },
+        ml_flags: ffi::METH_NOARGS,
+        ml_doc: c"thread_state()\n--\n\nThis OS thread's scheduler object, or None.".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"set_thread_state".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunction: sched::py_set_thread_state },
+        ml_flags: ffi::METH_O,
+        ml_doc: c"set_thread_state(th)\n--\n\nRemember th as this OS thread's scheduler object.".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"clear_thread_state".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunction: sched::py_clear_thread_state },
+        ml_flags: ffi::METH_O,
+        ml_doc: c"clear_thread_state(th)\n--\n\nForget this OS thread's scheduler object if it is th.".as_ptr(),
     },
     ffi::PyMethodDef::zeroed(),
 ];
@@ -164,7 +200,10 @@ unsafe extern "C" fn exec_core(module: *mut ffi::PyObject) -> c_int {
             }
             let rc = ffi::PyModule_AddObjectRef(module, c"Fiber".as_ptr(), tp);
             ffi::Py_DECREF(tp);
-            rc
+            if rc < 0 {
+                return rc;
+            }
+            sched::add_types(module)
         }
     })
     .unwrap_or(-1)
@@ -175,6 +214,11 @@ unsafe extern "C" fn exec_stackless(module: *mut ffi::PyObject) -> c_int {
         // SAFETY: GIL held; the dict is borrowed; the code object is released.
         unsafe {
             let globals = ffi::PyModule_GetDict(module);
+            // As `exec()` does (PyEval_EvalCode does not): code that inspects this module's
+            // frames (the warnings machinery, for one) expects `__builtins__` in its globals.
+            if ffi::PyDict_SetItemString(globals, c"__builtins__".as_ptr(), ffi::PyEval_GetBuiltins()) < 0 {
+                return -1;
+            }
             let code = ffi::Py_CompileString(
                 STACKLESS_SOURCE.as_ptr(),
                 c"<stackless engine>".as_ptr(),

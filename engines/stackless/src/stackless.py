@@ -10,7 +10,6 @@ import _stackless_core as _core
 import _thread
 import builtins as _builtins
 import contextvars as _contextvars
-from collections import deque as _deque
 import signal as _signal
 import sys as _sys
 
@@ -40,12 +39,13 @@ _softswitch = False
 _threads = {}  # OS thread ident -> _ThreadState
 
 
-class _ThreadState:
+class _ThreadState(_core.ThreadStateBase):
     """One OS thread's scheduler: its main tasklet, the current tasklet and the run queue (a
-    ring threaded through tasklet._next/_prev, starting at `head`)."""
+    ring threaded through tasklet._next/_prev, starting at `head`). The base type (sched.rs)
+    holds `main`, `current`, `head`, `runcount`, `trap`, `soft_stop`, `preempt` and `ident`,
+    and implements the ring operations `insert`, `insert_after`, `remove` and `make_first`."""
 
-    __slots__ = ("ident", "main", "current", "head", "runcount", "watchdogs", "trap", "started",
-                 "wakeup", "waiting", "preempt", "interrupted", "soft_stop", "interrupt_pending")
+    __slots__ = ("watchdogs", "started", "wakeup", "waiting", "interrupted", "interrupt_pending")
 
     def __init__(self, ident):
         self.ident = ident
@@ -69,46 +69,6 @@ class _ThreadState:
         self.main = main
         self.current = main
         self.insert(main)
-
-    # -- the ring --
-    def insert(self, t):
-        if self.head is None:
-            self.head = t._next = t._prev = t
-        else:
-            last = self.head._prev
-            t._prev, t._next = last, self.head
-            last._next = t
-            self.head._prev = t
-        t._in_ring = True
-        self.runcount += 1
-
-    def insert_after(self, anchor, t):
-        t._prev, t._next = anchor, anchor._next
-        anchor._next._prev = t
-        anchor._next = t
-        t._in_ring = True
-        self.runcount += 1
-
-    def remove(self, t):
-        if t._next is t:
-            self.head = None
-        else:
-            t._prev._next = t._next
-            t._next._prev = t._prev
-            if self.head is t:
-                self.head = t._next
-        t._next = t._prev = None
-        t._in_ring = False
-        self.runcount -= 1
-
-    def make_first(self, t):
-        """Rotate/insert so that `t` runs next."""
-        if not t._in_ring:
-            if self.head is None:
-                self.insert(t)
-            else:
-                self.insert_after(self.head._prev, t)
-        self.head = t
 
 
 def _wake(th):
@@ -138,6 +98,7 @@ class _ThreadEnd:
         th = self.th
         if _threads.get(th.ident) is th:
             del _threads[th.ident]
+        _core.clear_thread_state(th)
         queued = []
         while th.head is not None:
             queued.append(th.head)
@@ -150,13 +111,19 @@ class _ThreadEnd:
 _thread_end = _thread._local()
 
 
+_current_thread_state = _core.thread_state  # a per-OS-thread pointer kept in Rust
+
+
 def _thread_state():
-    ident = _thread.get_ident()
-    th = _threads.get(ident)
+    th = _current_thread_state()
     if th is None:
-        th = _threads[ident] = _ThreadState(ident)
-        if ident != _MAIN_THREAD:
-            _thread_end.sentinel = _ThreadEnd(th)
+        ident = _thread.get_ident()
+        th = _threads.get(ident)
+        if th is None:
+            th = _threads[ident] = _ThreadState(ident)
+            if ident != _MAIN_THREAD:
+                _thread_end.sentinel = _ThreadEnd(th)
+        _core.set_thread_state(th)
     return th
 
 
@@ -202,8 +169,9 @@ def _next_runnable(th, me):
     return None
 
 
-class tasklet:
-    """A microthread: `tasklet(func)(*args, **kwargs)` binds it and puts it in the run queue."""
+class tasklet(_core.TaskletBase):
+    """A microthread: `tasklet(func)(*args, **kwargs)` binds it and puts it in the run queue.
+    Its state lives in the slots of the base type (sched.rs)."""
 
     def __new__(cls, *args, **kwargs):
         self = object.__new__(cls)
@@ -558,12 +526,15 @@ def _wait_for_other_threads(th, me, chan):
     return None
 
 
-class channel:
-    """A rendezvous between tasklets: send() blocks until a receiver takes the value."""
+class channel(_core.ChannelBase):
+    """A rendezvous between tasklets: send() blocks until a receiver takes the value.
+
+    The base type (sched.rs) keeps the queue of blocked tasklets (first come first served;
+    `_q_*` methods) and implements `send` and `receive`: a fast path for the common case, and
+    `_send_py` / `_receive_py` below otherwise."""
 
     def __new__(cls, *args, **kwargs):
         self = object.__new__(cls)
-        self._queue = _deque()  # blocked tasklets, first come first served
         self._balance = 0
         self._preference = -1
         self._schedule_all = 0
@@ -598,7 +569,7 @@ class channel:
 
     @property
     def queue(self):
-        return self._queue[0] if self._queue else None
+        return self._q_item(0) if self._q_len() else None
 
     @property
     def closing(self):
@@ -615,12 +586,12 @@ class channel:
         self._closing = False
 
     def _neighbour(self, t, step):
-        index = self._queue.index(t) + step
-        return self._queue[index] if 0 <= index < len(self._queue) else None
+        index = self._q_index(t) + step
+        return self._q_item(index) if 0 <= index < self._q_len() else None
 
     def _unblock(self, t):
         """Take a blocked tasklet out of the queue (it was killed or thrown into)."""
-        self._queue.remove(t)
+        self._q_remove(t)
         self._balance += -1 if t._blocked_sending else 1
         t._blocked_on = None
 
@@ -633,7 +604,7 @@ class channel:
             me.tempval = value
             _channel_callback(self, me, int(sending), int(not partner_waiting))
         if partner_waiting:
-            partner = self._queue.popleft()
+            partner = self._q_popleft()
             self._balance += 1 if sending else -1
             partner._blocked_on = None
             if sending:
@@ -676,7 +647,7 @@ class channel:
         me._blocked_sending = sending
         if sending:
             me.tempval, me._chan_bomb = value, bomb
-        self._queue.append(me)
+        self._q_append(me)
         self._balance += 1 if sending else -1
         try:
             if target is None:
@@ -699,14 +670,14 @@ class channel:
             raise bomb
         return result
 
-    def send(self, value):
+    def _send_py(self, value):
         return self._action(True, value, None)
 
     def _deadlock(self, me):
         self._unblock(me)
         raise RuntimeError(_DEADLOCK)
 
-    def receive(self):
+    def _receive_py(self):
         return self._action(False, None, None)
 
     def send_exception(self, exc_class, *args):
@@ -747,7 +718,7 @@ def getruncount():
     return _thread_state().runcount
 
 
-def schedule(retval=None):
+def _schedule_py(retval=None):
     th = _thread_state()
     me = th.current
     if retval is None:
@@ -761,7 +732,10 @@ def schedule(retval=None):
         _switch(th, th.head)
         return retval
     th.insert(me)
-    return schedule(retval)
+    return _schedule_py(retval)
+
+
+schedule = _core.schedule  # Rust fast path; _schedule_py otherwise
 
 
 def schedule_remove(retval=None):
@@ -877,6 +851,7 @@ def set_schedule_callback(callback):
     if callback is not None and not callable(callback):
         raise TypeError("schedule callback must be callable or None")
     previous, _schedule_callback = _schedule_callback, callback
+    _core.set_callback_flags(_schedule_callback is not None, _channel_callback is not None)
     return previous
 
 
@@ -889,6 +864,7 @@ def set_channel_callback(callback):
     if callback is not None and not callable(callback):
         raise TypeError("channel callback must be callable or None")
     previous, _channel_callback = _channel_callback, callback
+    _core.set_callback_flags(_schedule_callback is not None, _channel_callback is not None)
     return previous
 
 
@@ -944,4 +920,5 @@ def _kill_all_at_exit():
                 pass
 
 
+_core._install(_schedule_py, channel._send_py, channel._receive_py)
 _thread_state()

@@ -1,0 +1,1202 @@
+//! The scheduler's data in Rust, and the fast paths of `stackless.schedule()`,
+//! `channel.send()` and `channel.receive()`.
+//!
+//! stackless.py still implements every operation in Python; what lives here is
+//!
+//! * three base types the Python classes subclass, holding the state the hot paths touch in
+//!   C-struct slots instead of instance dicts: `TaskletBase` (tasklet), `ThreadStateBase`
+//!   (a thread's scheduler: main/current tasklet and the run-queue ring) and `ChannelBase`
+//!   (a channel, whose queue of blocked tasklets is a Rust `VecDeque`);
+//! * the run-queue ring operations (`insert`, `insert_after`, `remove`, `make_first`), used by
+//!   stackless.py and by the fast paths alike;
+//! * a per-OS-thread pointer to the thread's scheduler object (no `_threads[get_ident()]`
+//!   lookup on a switch);
+//! * fast paths for the common case of `schedule()` / `send()` / `receive()`: no schedule or
+//!   channel callback, no switch trap, no `run(timeout)` preemption in progress, partner in the
+//!   same thread, no `schedule_all`, and (for a blocking operation) another tasklet of this
+//!   thread to run. Anything else is handed, untouched, to the Python implementation
+//!   (`_schedule_py`, `_send_py`, `_receive_py` in stackless.py), which stays the reference
+//!   for the semantics; the fast paths do exactly what it does in those cases.
+//!
+//! Typed slots. The slots the Rust code dereferences as tasklets (`_next`/`_prev` of a tasklet,
+//! `main`/`current`/`head` of a thread state) are get/set descriptors whose setter accepts only
+//! a tasklet or None (stored as NULL), so Python code cannot make Rust read a foreign object
+//! as a tasklet. The channel queue accepts only tasklets. The other slots are plain object
+//! members (`Py_T_OBJECT_EX`) read by identity (`True`, `False`, `None`, the small int 0) only.
+//!
+//! Reference releases. A `Py_DECREF` can run arbitrary Python code (a `__del__`). The ring
+//! operations collect the references they let go of and release them once the ring is
+//! consistent again ([`Drops`]); the fast paths hold strong references to the tasklets they
+//! work on.
+//!
+//! # Safety (the CPython 3.13 rules this file relies on)
+//!
+//! * Every entry point (`PyCFunction`s, methods, slots) is called by CPython with the GIL held
+//!   on the calling OS thread; nothing here releases it, except a fiber switch, which keeps it
+//!   (same OS thread, see `fiber`).
+//! * Instances of the base types and of their Python subclasses are allocated by
+//!   `PyType_GenericAlloc`, which zero-fills the whole object (`_PyType_AllocNoTrack`): every
+//!   slot starts NULL, and `ChannelObject::queue` starts `None`. No `tp_new` is defined, so
+//!   `object.__new__(cls)` (what stackless.py calls) stays allowed for the subclasses.
+//! * A heap type whose base is a heap type with its own `tp_dealloc`, `tp_traverse` and
+//!   `tp_clear` delegates to them (`subtype_dealloc`/`subtype_traverse`/`subtype_clear`) after
+//!   handling its own `__dict__`/`__slots__`; the base's functions must then clear the base's
+//!   slots, visit the object's type (heap types' instances own a reference to their type) and,
+//!   in `tp_dealloc`, release the type reference (`subtype_dealloc` only does that when the
+//!   base is a static type).
+//! * A method descriptor checks that `self` is an instance of the type that defines the method,
+//!   and a get/set descriptor that the object is an instance of its type (`descr_check`), so the
+//!   casts of `self` to the base type's layout are valid.
+//! * The error indicator is not part of a tasklet (see `cpython_state`): no exception may be
+//!   pending when `fiber::switch_to` is called (the fast paths only switch from a clean state),
+//!   and an exception raised by a switch is fetched (`PyErr_GetRaisedException`) before the
+//!   fix-ups that follow it and set again afterwards.
+
+use crate::fiber;
+use pyo3_ffi as ffi;
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::ffi::{c_int, c_void, CStr};
+use std::mem::offset_of;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+type Obj = *mut ffi::PyObject;
+
+// ----- layouts -----
+
+/// Tasklet slots: the typed ones first, then plain object members.
+const T_NEXT: usize = 0;
+const T_PREV: usize = 1;
+const T_TYPED: usize = 2;
+const T_IN_RING: usize = 2;
+const T_ALIVE: usize = 3;
+const T_THREAD: usize = 4;
+const T_FIBER: usize = 5;
+const T_BLOCKED_ON: usize = 6;
+const T_BLOCKED_SENDING: usize = 7;
+const T_CHAN_BOMB: usize = 8;
+const T_BOMB: usize = 9;
+const T_TEMPVAL: usize = 10;
+const T_BLOCK_TRAP: usize = 11;
+const TASKLET_NAMES: [&CStr; 20] = [
+    c"_next",
+    c"_prev",
+    c"_in_ring",
+    c"_alive",
+    c"_thread",
+    c"_fiber",
+    c"_blocked_on",
+    c"_blocked_sending",
+    c"_chan_bomb",
+    c"_bomb",
+    c"tempval",
+    c"block_trap",
+    c"_func",
+    c"_args",
+    c"_kwargs",
+    c"_dead_thread",
+    c"_is_main",
+    c"atomic",
+    c"ignore_nesting",
+    c"_context",
+];
+
+#[repr(C)]
+pub struct TaskletObject {
+    ob_base: ffi::PyObject,
+    f: [Obj; 20],
+}
+
+/// Thread-state slots: typed ones first.
+const S_MAIN: usize = 0;
+const S_CURRENT: usize = 1;
+const S_HEAD: usize = 2;
+const S_TYPED: usize = 3;
+const S_TRAP: usize = 3;
+const S_SOFT_STOP: usize = 4;
+const S_PREEMPT: usize = 5;
+const THREAD_NAMES: [&CStr; 7] = [c"main", c"current", c"head", c"trap", c"soft_stop", c"preempt", c"ident"];
+
+#[repr(C)]
+pub struct ThreadStateObject {
+    ob_base: ffi::PyObject,
+    f: [Obj; 7],
+    runcount: ffi::Py_ssize_t,
+}
+
+const C_CLOSING: usize = 0;
+const CHANNEL_NAMES: [&CStr; 1] = [c"_closing"];
+
+#[repr(C)]
+pub struct ChannelObject {
+    ob_base: ffi::PyObject,
+    f: [Obj; 1],
+    balance: ffi::Py_ssize_t,
+    preference: ffi::Py_ssize_t,
+    schedule_all: ffi::Py_ssize_t,
+    /// Blocked tasklets (strong references), first come first served; None until first used.
+    /// Instances are zero-filled by the allocator (no `tp_new` runs Rust code): all-zero bytes
+    /// are a valid `Option<Box<_>>` (None), which is not guaranteed for a bare `VecDeque`.
+    #[allow(clippy::box_collection)]
+    queue: Option<Box<VecDeque<Obj>>>,
+}
+
+static TASKLET_TYPE: AtomicPtr<ffi::PyTypeObject> = AtomicPtr::new(ptr::null_mut());
+static THREAD_TYPE: AtomicPtr<ffi::PyTypeObject> = AtomicPtr::new(ptr::null_mut());
+static CHANNEL_TYPE: AtomicPtr<ffi::PyTypeObject> = AtomicPtr::new(ptr::null_mut());
+
+/// Python fallbacks (strong references, set once by `_install`).
+static SCHEDULE_PY: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
+static SEND_PY: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
+static RECEIVE_PY: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
+
+/// Whether a schedule / channel callback is installed (then only Python runs).
+static SCHEDULE_CALLBACK: AtomicBool = AtomicBool::new(false);
+static CHANNEL_CALLBACK: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// This OS thread's scheduler object (a strong reference), or NULL. Set by stackless.py when
+    /// it creates the thread's state, cleared when the thread ends. No destructor: if a thread
+    /// ends without clearing it, the reference is leaked (it cannot be released without the GIL).
+    static THREAD_STATE: Cell<Obj> = const { Cell::new(ptr::null_mut()) };
+}
+
+// ----- small helpers -----
+
+#[inline]
+unsafe fn tasklet<'a>(o: Obj) -> &'a mut TaskletObject {
+    &mut *o.cast::<TaskletObject>()
+}
+
+#[inline]
+unsafe fn thread<'a>(o: Obj) -> &'a mut ThreadStateObject {
+    &mut *o.cast::<ThreadStateObject>()
+}
+
+#[inline]
+unsafe fn is_instance(o: Obj, tp: &AtomicPtr<ffi::PyTypeObject>) -> bool {
+    let tp = tp.load(Ordering::Relaxed);
+    !tp.is_null() && (ffi::Py_TYPE(o) == tp || ffi::PyType_IsSubtype(ffi::Py_TYPE(o), tp) != 0)
+}
+
+unsafe fn set_error(kind: Obj, message: &CStr) -> Obj {
+    ffi::PyErr_SetString(kind, message.as_ptr());
+    ptr::null_mut()
+}
+
+fn guarded(body: impl FnOnce() -> Obj) -> Obj {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|_| {
+        // SAFETY: called from a CPython entry point, GIL held.
+        unsafe { set_error(ffi::PyExc_SystemError, c"internal error in the stackless engine (panic)") }
+    })
+}
+
+#[inline]
+unsafe fn none_if_null(o: Obj) -> Obj {
+    ffi::Py_NewRef(if o.is_null() { ffi::Py_None() } else { o })
+}
+
+/// References to release once the data structures are consistent again.
+struct Drops {
+    items: [Obj; 16],
+    len: usize,
+}
+
+impl Drops {
+    fn new() -> Self {
+        Drops { items: [ptr::null_mut(); 16], len: 0 }
+    }
+
+    unsafe fn push(&mut self, o: Obj) {
+        if o.is_null() {
+            return;
+        }
+        if self.len == self.items.len() {
+            // Not reached by the operations here (each lets go of fewer than 16 references).
+            ffi::Py_DECREF(o);
+            return;
+        }
+        self.items[self.len] = o;
+        self.len += 1;
+    }
+
+    /// # Safety
+    /// GIL held; may run arbitrary Python code.
+    unsafe fn release(&mut self) {
+        while self.len > 0 {
+            self.len -= 1;
+            ffi::Py_DECREF(self.items[self.len]);
+        }
+    }
+}
+
+impl Drop for Drops {
+    fn drop(&mut self) {
+        // SAFETY: every Drops lives inside an entry point called with the GIL held (CPython
+        // calls C functions and slots with an attached thread state); normally already empty.
+        unsafe { self.release() }
+    }
+}
+
+/// Stores a new strong reference to `value` (NULL allowed) into `slot`; the old value goes to
+/// `drops`.
+#[inline]
+unsafe fn store(slot: &mut Obj, value: Obj, drops: &mut Drops) {
+    let old = std::mem::replace(slot, if value.is_null() { value } else { ffi::Py_NewRef(value) });
+    drops.push(old);
+}
+
+#[inline]
+unsafe fn store_bool(slot: &mut Obj, value: bool, drops: &mut Drops) {
+    store(slot, if value { ffi::Py_True() } else { ffi::Py_False() }, drops);
+}
+
+/// Takes the value out of `slot`, leaving None; returns a strong reference (None if empty).
+#[inline]
+unsafe fn take(slot: &mut Obj) -> Obj {
+    let old = std::mem::replace(slot, ffi::Py_NewRef(ffi::Py_None()));
+    if old.is_null() {
+        ffi::Py_NewRef(ffi::Py_None())
+    } else {
+        old
+    }
+}
+
+#[inline]
+unsafe fn is_true(o: Obj) -> bool {
+    o == ffi::Py_True()
+}
+
+#[inline]
+unsafe fn is_none(o: Obj) -> bool {
+    o.is_null() || o == ffi::Py_None()
+}
+
+// ----- the run-queue ring (same algorithms as the Python version had) -----
+
+unsafe fn ring_insert(th: Obj, t: Obj, drops: &mut Drops) {
+    let state = thread(th);
+    let head = state.f[S_HEAD];
+    if head.is_null() {
+        store(&mut state.f[S_HEAD], t, drops);
+        store(&mut tasklet(t).f[T_NEXT], t, drops);
+        store(&mut tasklet(t).f[T_PREV], t, drops);
+    } else {
+        let last = tasklet(head).f[T_PREV];
+        store(&mut tasklet(t).f[T_PREV], last, drops);
+        store(&mut tasklet(t).f[T_NEXT], head, drops);
+        store(&mut tasklet(last).f[T_NEXT], t, drops);
+        store(&mut tasklet(head).f[T_PREV], t, drops);
+    }
+    store_bool(&mut tasklet(t).f[T_IN_RING], true, drops);
+    state.runcount += 1;
+}
+
+/// Fails (without changing anything) if `anchor` is not in a ring.
+unsafe fn ring_insert_after(th: Obj, anchor: Obj, t: Obj, drops: &mut Drops) -> Result<(), ()> {
+    let after = tasklet(anchor).f[T_NEXT];
+    if after.is_null() {
+        set_error(ffi::PyExc_RuntimeError, c"insert_after: the anchor tasklet is not in the run queue");
+        return Err(());
+    }
+    store(&mut tasklet(t).f[T_PREV], anchor, drops);
+    store(&mut tasklet(t).f[T_NEXT], after, drops);
+    store(&mut tasklet(after).f[T_PREV], t, drops);
+    store(&mut tasklet(anchor).f[T_NEXT], t, drops);
+    store_bool(&mut tasklet(t).f[T_IN_RING], true, drops);
+    thread(th).runcount += 1;
+    Ok(())
+}
+
+/// Fails (without changing anything) if `t` is not in a ring.
+unsafe fn ring_remove(th: Obj, t: Obj, drops: &mut Drops) -> Result<(), ()> {
+    let state = thread(th);
+    let (next, prev) = (tasklet(t).f[T_NEXT], tasklet(t).f[T_PREV]);
+    if next.is_null() || prev.is_null() {
+        set_error(ffi::PyExc_RuntimeError, c"remove: the tasklet is not in the run queue");
+        return Err(());
+    }
+    if next == t {
+        store(&mut state.f[S_HEAD], ptr::null_mut(), drops);
+    } else {
+        store(&mut tasklet(prev).f[T_NEXT], next, drops);
+        store(&mut tasklet(next).f[T_PREV], prev, drops);
+        if state.f[S_HEAD] == t {
+            store(&mut state.f[S_HEAD], next, drops);
+        }
+    }
+    store(&mut tasklet(t).f[T_NEXT], ptr::null_mut(), drops);
+    store(&mut tasklet(t).f[T_PREV], ptr::null_mut(), drops);
+    store_bool(&mut tasklet(t).f[T_IN_RING], false, drops);
+    state.runcount -= 1;
+    Ok(())
+}
+
+/// Rotates/inserts so that `t` runs next.
+unsafe fn ring_make_first(th: Obj, t: Obj, drops: &mut Drops) -> Result<(), ()> {
+    if !is_true(tasklet(t).f[T_IN_RING]) {
+        let head = thread(th).f[S_HEAD];
+        if head.is_null() {
+            ring_insert(th, t, drops);
+        } else {
+            ring_insert_after(th, tasklet(head).f[T_PREV], t, drops)?;
+        }
+    }
+    store(&mut thread(th).f[S_HEAD], t, drops);
+    Ok(())
+}
+
+// ----- the switch -----
+
+/// Whether this thread's scheduler is in a state where the fast paths apply: no switch trap,
+/// no soft stop pending, no `run(timeout)` preemption in progress.
+#[inline]
+unsafe fn plain_state(th: Obj) -> bool {
+    let state = thread(th);
+    let trap = state.f[S_TRAP];
+    !trap.is_null()
+        && ffi::PyLong_CheckExact(trap) != 0
+        && trap == small_zero()
+        && state.f[S_SOFT_STOP] == ffi::Py_False()
+        && state.f[S_PREEMPT] == ffi::Py_None()
+}
+
+#[inline]
+unsafe fn small_zero() -> Obj {
+    // CPython 3.13 caches the small ints (-5..=256) as immortal singletons; int arithmetic
+    // that yields 0 returns this object. Anything else (a subclass, a big 0) only means the
+    // fast path is not taken.
+    static ZERO: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
+    let zero = ZERO.load(Ordering::Relaxed);
+    if !zero.is_null() {
+        return zero;
+    }
+    let zero = ffi::PyLong_FromLong(0);
+    ZERO.store(zero, Ordering::Relaxed);
+    zero
+}
+
+/// `_switch(th, target)` of stackless.py for the case it has no trap, no soft stop and no
+/// schedule callback to consider, with `target` not the current tasklet `me`. Returns the
+/// value `me` is resumed with (a strong reference), or NULL with an exception set.
+///
+/// # Safety
+/// GIL held; `th` is this thread's scheduler, `me` its current tasklet, `target` a tasklet of
+/// this thread; the caller holds strong references to all three.
+unsafe fn switch_fast(th: Obj, me: Obj, target: Obj) -> Obj {
+    let mut drops = Drops::new();
+    store(&mut thread(th).f[S_CURRENT], target, &mut drops);
+    let fiber = ffi::Py_NewRef(none_if_null(tasklet(target).f[T_FIBER]));
+    drops.release();
+    let value = fiber::switch_to(fiber, ptr::null_mut(), ptr::null_mut());
+    // Running again (the same fix-ups as the `finally` of the Python `_switch`). SAFETY: the
+    // exception (if any) is fetched first, as a `finally` block runs: the ring operations below
+    // may fail and raise their own, and their decrefs may run Python code (a `__del__`).
+    let exc = if value.is_null() { ffi::PyErr_GetRaisedException() } else { ptr::null_mut() };
+    ffi::Py_DECREF(fiber);
+    store(&mut thread(th).f[S_CURRENT], me, &mut drops);
+    let me_t = tasklet(me);
+    let mut failed = false;
+    if !is_true(me_t.f[T_IN_RING]) && is_true(me_t.f[T_ALIVE]) {
+        failed = ring_make_first(th, me, &mut drops).is_err();
+    } else if thread(th).f[S_HEAD] != me && is_true(me_t.f[T_IN_RING]) {
+        store(&mut thread(th).f[S_HEAD], me, &mut drops);
+    }
+    drops.release();
+    if failed {
+        ffi::Py_XDECREF(value);
+        ffi::Py_XDECREF(exc);
+        return ptr::null_mut();
+    }
+    if value.is_null() {
+        ffi::PyErr_SetRaisedException(exc);
+        return value;
+    }
+    let bomb = tasklet(me).f[T_BOMB];
+    if !is_none(bomb) {
+        let bomb = take(&mut tasklet(me).f[T_BOMB]);
+        ffi::Py_DECREF(value);
+        raise(bomb);
+        return ptr::null_mut();
+    }
+    value
+}
+
+/// `raise bomb` (with the implicit `__context__` chaining of a Python `raise`); steals `bomb`.
+unsafe fn raise(bomb: Obj) {
+    if ffi::PyExceptionInstance_Check(bomb) != 0 {
+        ffi::PyErr_SetObject(ffi::Py_TYPE(bomb).cast(), bomb);
+    } else if ffi::PyExceptionClass_Check(bomb) != 0 {
+        ffi::PyErr_SetNone(bomb);
+    } else {
+        ffi::PyErr_SetString(ffi::PyExc_TypeError, c"exceptions must derive from BaseException".as_ptr());
+    }
+    ffi::Py_DECREF(bomb);
+}
+
+/// This thread's scheduler if the fast paths may run (borrowed), else NULL.
+#[inline]
+unsafe fn fast_thread_state() -> Obj {
+    let th = THREAD_STATE.with(|c| c.get());
+    if th.is_null() || !plain_state(th) {
+        return ptr::null_mut();
+    }
+    let me = thread(th).f[S_CURRENT];
+    if me.is_null() {
+        return ptr::null_mut();
+    }
+    th
+}
+
+/// `schedule(retval)` fast path; None means "use the Python implementation".
+unsafe fn schedule_fast(retval: Obj) -> Option<Obj> {
+    if SCHEDULE_CALLBACK.load(Ordering::Relaxed) {
+        return None;
+    }
+    let th = fast_thread_state();
+    if th.is_null() {
+        return None;
+    }
+    let me = thread(th).f[S_CURRENT];
+    if !is_true(tasklet(me).f[T_IN_RING]) {
+        return None;
+    }
+    let retval = ffi::Py_NewRef(if is_none(retval) { me } else { retval });
+    let target = tasklet(me).f[T_NEXT];
+    if target == me {
+        return Some(retval);
+    }
+    let th = ffi::Py_NewRef(th);
+    let me = ffi::Py_NewRef(me);
+    let target = ffi::Py_NewRef(target);
+    let mut drops = Drops::new();
+    store(&mut thread(th).f[S_HEAD], target, &mut drops);
+    drops.release();
+    let value = switch_fast(th, me, target);
+    ffi::Py_DECREF(target);
+    ffi::Py_DECREF(me);
+    ffi::Py_DECREF(th);
+    if value.is_null() {
+        ffi::Py_DECREF(retval);
+        return Some(ptr::null_mut());
+    }
+    ffi::Py_DECREF(value);
+    Some(retval)
+}
+
+/// `channel._action(sending, value, None)` fast path; None means "use the Python
+/// implementation" (nothing has been changed then).
+unsafe fn action_fast(ch: Obj, sending: bool, value: Obj) -> Option<Obj> {
+    if CHANNEL_CALLBACK.load(Ordering::Relaxed) {
+        return None;
+    }
+    let th = fast_thread_state();
+    if th.is_null() {
+        return None;
+    }
+    let channel = &mut *ch.cast::<ChannelObject>();
+    let me = thread(th).f[S_CURRENT];
+    let partner_waiting = if sending { channel.balance < 0 } else { channel.balance > 0 };
+    if partner_waiting {
+        let &partner = channel.queue.as_ref().and_then(|q| q.front())?;
+        let pref = channel.preference;
+        let partner_first = (pref < 0 && sending) || (pref > 0 && !sending);
+        if tasklet(partner).f[T_THREAD] != th
+            || channel.schedule_all != 0
+            || (partner_first && !is_true(tasklet(me).f[T_IN_RING]))
+        {
+            return None;
+        }
+        let th = ffi::Py_NewRef(th);
+        let me = ffi::Py_NewRef(me);
+        let mut drops = Drops::new();
+        // The queue's reference to the partner (its front) becomes ours.
+        if let Some(queue) = channel.queue.as_mut() {
+            queue.pop_front();
+        }
+        channel.balance += if sending { 1 } else { -1 };
+        let p = tasklet(partner);
+        store(&mut p.f[T_BLOCKED_ON], ffi::Py_None(), &mut drops);
+        let (result, bomb) = if sending {
+            store(&mut p.f[T_TEMPVAL], value, &mut drops);
+            store(&mut p.f[T_BOMB], ffi::Py_None(), &mut drops);
+            (ffi::Py_NewRef(ffi::Py_None()), ptr::null_mut())
+        } else {
+            (take(&mut p.f[T_TEMPVAL]), take(&mut p.f[T_CHAN_BOMB]))
+        };
+        let mut outcome = Ok(());
+        if partner_first {
+            outcome = ring_insert_after(th, me, partner, &mut drops);
+            if outcome.is_ok() {
+                store(&mut thread(th).f[S_HEAD], partner, &mut drops);
+                drops.release();
+                let back = switch_fast(th, me, partner);
+                if back.is_null() {
+                    outcome = Err(());
+                } else {
+                    ffi::Py_DECREF(back);
+                }
+            }
+        } else {
+            ring_insert(th, partner, &mut drops);
+        }
+        drops.release();
+        ffi::Py_DECREF(partner);
+        ffi::Py_DECREF(me);
+        ffi::Py_DECREF(th);
+        if outcome.is_err() {
+            ffi::Py_DECREF(result);
+            ffi::Py_XDECREF(bomb);
+            return Some(ptr::null_mut());
+        }
+        if !sending && !is_none(bomb) {
+            ffi::Py_DECREF(result);
+            raise(bomb);
+            return Some(ptr::null_mut());
+        }
+        ffi::Py_XDECREF(bomb);
+        return Some(result);
+    }
+    // Nobody waiting: block, if another tasklet of this thread can run.
+    if channel.f[C_CLOSING] != ffi::Py_False() || tasklet(me).f[T_BLOCK_TRAP] != ffi::Py_False() {
+        return None;
+    }
+    let in_ring = is_true(tasklet(me).f[T_IN_RING]);
+    let head = thread(th).f[S_HEAD];
+    let next_head = if !in_ring {
+        head
+    } else if tasklet(me).f[T_NEXT] == me {
+        ptr::null_mut()
+    } else if head == me {
+        tasklet(me).f[T_NEXT]
+    } else {
+        head
+    };
+    let target = if !next_head.is_null() {
+        next_head
+    } else {
+        let main = thread(th).f[S_MAIN];
+        if main.is_null() || main == me || !is_none(tasklet(main).f[T_BLOCKED_ON]) {
+            return None; // deadlock, or waiting for other threads: Python's business
+        }
+        main
+    };
+    let th = ffi::Py_NewRef(th);
+    let me = ffi::Py_NewRef(me);
+    let target = ffi::Py_NewRef(target);
+    let mut drops = Drops::new();
+    if in_ring && ring_remove(th, me, &mut drops).is_err() {
+        drops.release();
+        ffi::Py_DECREF(target);
+        ffi::Py_DECREF(me);
+        ffi::Py_DECREF(th);
+        return Some(ptr::null_mut());
+    }
+    let m = tasklet(me);
+    store(&mut m.f[T_BLOCKED_ON], ch, &mut drops);
+    store_bool(&mut m.f[T_BLOCKED_SENDING], sending, &mut drops);
+    if sending {
+        store(&mut m.f[T_TEMPVAL], value, &mut drops);
+        store(&mut m.f[T_CHAN_BOMB], ffi::Py_None(), &mut drops);
+    }
+    channel.queue.get_or_insert_with(Default::default).push_back(ffi::Py_NewRef(me));
+    channel.balance += if sending { 1 } else { -1 };
+    drops.release();
+    let back = switch_fast(th, me, target);
+    // Fetched before any decref (which may run Python code).
+    let exc = if back.is_null() { ffi::PyErr_GetRaisedException() } else { ptr::null_mut() };
+    ffi::Py_DECREF(target);
+    if back.is_null() && tasklet(me).f[T_BLOCKED_ON] == ch {
+        unblock(ch, me, &mut drops);
+    }
+    let mut failed = false;
+    if !is_true(tasklet(me).f[T_IN_RING]) {
+        failed = ring_make_first(th, me, &mut drops).is_err();
+    }
+    drops.release();
+    ffi::Py_DECREF(th);
+    if back.is_null() || failed {
+        ffi::Py_DECREF(me);
+        ffi::Py_XDECREF(back);
+        if !exc.is_null() {
+            if failed {
+                ffi::Py_DECREF(exc);
+            } else {
+                ffi::PyErr_SetRaisedException(exc);
+            }
+        }
+        return Some(ptr::null_mut());
+    }
+    ffi::Py_DECREF(back);
+    if sending {
+        ffi::Py_DECREF(me);
+        return Some(ffi::Py_NewRef(ffi::Py_None()));
+    }
+    let result = take(&mut tasklet(me).f[T_TEMPVAL]);
+    let bomb = take(&mut tasklet(me).f[T_BOMB]);
+    ffi::Py_DECREF(me);
+    if !is_none(bomb) {
+        ffi::Py_DECREF(result);
+        raise(bomb);
+        return Some(ptr::null_mut());
+    }
+    ffi::Py_DECREF(bomb);
+    Some(result)
+}
+
+/// `channel._unblock(t)`: takes a blocked tasklet out of the queue.
+unsafe fn unblock(ch: Obj, t: Obj, drops: &mut Drops) -> bool {
+    let channel = &mut *ch.cast::<ChannelObject>();
+    let Some(queue) = channel.queue.as_mut() else { return false };
+    let Some(index) = queue.iter().position(|&item| item == t) else { return false };
+    if let Some(item) = queue.remove(index) {
+        drops.push(item);
+    }
+    channel.balance += if is_true(tasklet(t).f[T_BLOCKED_SENDING]) { -1 } else { 1 };
+    store(&mut tasklet(t).f[T_BLOCKED_ON], ffi::Py_None(), drops);
+    true
+}
+
+// ----- Python entry points: module functions -----
+
+/// Calls a Python fallback with the arguments of a vectorcall (plus `self` first if given).
+unsafe fn call_fallback(
+    slot: &AtomicPtr<ffi::PyObject>,
+    this: Obj,
+    args: *const Obj,
+    nargs: ffi::Py_ssize_t,
+    kwnames: Obj,
+) -> Obj {
+    let func = slot.load(Ordering::Relaxed);
+    if func.is_null() {
+        return set_error(ffi::PyExc_RuntimeError, c"the stackless module is not initialised");
+    }
+    let nargs = ffi::PyVectorcall_NARGS(nargs as usize);
+    if this.is_null() {
+        return ffi::PyObject_Vectorcall(func, args, nargs as usize, kwnames);
+    }
+    let nkw = if kwnames.is_null() { 0 } else { ffi::PyTuple_GET_SIZE(kwnames) };
+    let mut all: Vec<Obj> = Vec::with_capacity((1 + nargs + nkw) as usize);
+    all.push(this);
+    for i in 0..(nargs + nkw) {
+        all.push(*args.offset(i));
+    }
+    ffi::PyObject_Vectorcall(func, all.as_ptr(), (nargs + 1) as usize, kwnames)
+}
+
+/// `schedule(retval=None)`.
+pub unsafe extern "C" fn py_schedule(
+    _module: Obj,
+    args: *const Obj,
+    nargs: ffi::Py_ssize_t,
+    kwnames: Obj,
+) -> Obj {
+    guarded(|| {
+        if kwnames.is_null() && nargs <= 1 {
+            let retval = if nargs == 1 { *args } else { ptr::null_mut() };
+            if let Some(result) = schedule_fast(retval) {
+                return result;
+            }
+        }
+        call_fallback(&SCHEDULE_PY, ptr::null_mut(), args, nargs, kwnames)
+    })
+}
+
+/// `_install(schedule_py, send_py, receive_py)`: the Python implementations to fall back to.
+pub unsafe extern "C" fn py_install(_module: Obj, args: *mut Obj, nargs: ffi::Py_ssize_t) -> Obj {
+    guarded(|| {
+        if nargs != 3 {
+            return set_error(ffi::PyExc_TypeError, c"_install(schedule, send, receive) takes 3 arguments");
+        }
+        for (i, slot) in [&SCHEDULE_PY, &SEND_PY, &RECEIVE_PY].into_iter().enumerate() {
+            let func = *args.add(i);
+            if ffi::PyCallable_Check(func) == 0 {
+                return set_error(ffi::PyExc_TypeError, c"_install needs callables");
+            }
+            let old = slot.swap(ffi::Py_NewRef(func), Ordering::Relaxed);
+            ffi::Py_XDECREF(old);
+        }
+        ffi::Py_NewRef(ffi::Py_None())
+    })
+}
+
+/// `set_callback_flags(schedule_callback_set, channel_callback_set)`.
+pub unsafe extern "C" fn py_set_callback_flags(_module: Obj, args: *mut Obj, nargs: ffi::Py_ssize_t) -> Obj {
+    guarded(|| {
+        if nargs != 2 {
+            return set_error(ffi::PyExc_TypeError, c"set_callback_flags takes 2 arguments");
+        }
+        let (schedule, channel) = (ffi::PyObject_IsTrue(*args), ffi::PyObject_IsTrue(*args.add(1)));
+        if schedule < 0 || channel < 0 {
+            return ptr::null_mut();
+        }
+        SCHEDULE_CALLBACK.store(schedule != 0, Ordering::Relaxed);
+        CHANNEL_CALLBACK.store(channel != 0, Ordering::Relaxed);
+        ffi::Py_NewRef(ffi::Py_None())
+    })
+}
+
+/// `thread_state()`: this OS thread's scheduler object, or None.
+pub unsafe extern "C" fn py_thread_state(_module: Obj, _args: Obj) -> Obj {
+    guarded(|| none_if_null(THREAD_STATE.with(|c| c.get())))
+}
+
+/// `set_thread_state(th)`: remember `th` (a ThreadStateBase) as this OS thread's scheduler.
+pub unsafe extern "C" fn py_set_thread_state(_module: Obj, th: Obj) -> Obj {
+    guarded(|| {
+        if !is_instance(th, &THREAD_TYPE) {
+            return set_error(ffi::PyExc_TypeError, c"set_thread_state needs a ThreadStateBase");
+        }
+        let old = THREAD_STATE.with(|c| c.replace(ffi::Py_NewRef(th)));
+        ffi::Py_XDECREF(old);
+        ffi::Py_NewRef(ffi::Py_None())
+    })
+}
+
+/// `clear_thread_state(th)`: forget this OS thread's scheduler object if it is `th`.
+pub unsafe extern "C" fn py_clear_thread_state(_module: Obj, th: Obj) -> Obj {
+    guarded(|| {
+        let current = THREAD_STATE.with(|c| c.get());
+        if !current.is_null() && current == th {
+            THREAD_STATE.with(|c| c.set(ptr::null_mut()));
+            ffi::Py_DECREF(current);
+        }
+        ffi::Py_NewRef(ffi::Py_None())
+    })
+}
+
+// ----- Python entry points: ThreadStateBase methods (the ring) -----
+
+unsafe fn check_tasklet(o: Obj) -> bool {
+    if is_instance(o, &TASKLET_TYPE) {
+        return true;
+    }
+    set_error(ffi::PyExc_TypeError, c"a tasklet is required");
+    false
+}
+
+unsafe extern "C" fn th_insert(th: Obj, t: Obj) -> Obj {
+    guarded(|| {
+        if !check_tasklet(t) {
+            return ptr::null_mut();
+        }
+        let mut drops = Drops::new();
+        ring_insert(th, t, &mut drops);
+        drops.release();
+        ffi::Py_NewRef(ffi::Py_None())
+    })
+}
+
+unsafe extern "C" fn th_remove(th: Obj, t: Obj) -> Obj {
+    guarded(|| {
+        if !check_tasklet(t) {
+            return ptr::null_mut();
+        }
+        let t = ffi::Py_NewRef(t);
+        let mut drops = Drops::new();
+        let outcome = ring_remove(th, t, &mut drops);
+        drops.release();
+        ffi::Py_DECREF(t);
+        match outcome {
+            Ok(()) => ffi::Py_NewRef(ffi::Py_None()),
+            Err(()) => ptr::null_mut(),
+        }
+    })
+}
+
+unsafe extern "C" fn th_make_first(th: Obj, t: Obj) -> Obj {
+    guarded(|| {
+        if !check_tasklet(t) {
+            return ptr::null_mut();
+        }
+        let mut drops = Drops::new();
+        let outcome = ring_make_first(th, t, &mut drops);
+        drops.release();
+        match outcome {
+            Ok(()) => ffi::Py_NewRef(ffi::Py_None()),
+            Err(()) => ptr::null_mut(),
+        }
+    })
+}
+
+unsafe extern "C" fn th_insert_after(th: Obj, args: *mut Obj, nargs: ffi::Py_ssize_t) -> Obj {
+    guarded(|| {
+        if nargs != 2 {
+            return set_error(ffi::PyExc_TypeError, c"insert_after(anchor, t) takes 2 arguments");
+        }
+        let (anchor, t) = (*args, *args.add(1));
+        if !check_tasklet(anchor) || !check_tasklet(t) {
+            return ptr::null_mut();
+        }
+        let mut drops = Drops::new();
+        let outcome = ring_insert_after(th, anchor, t, &mut drops);
+        drops.release();
+        match outcome {
+            Ok(()) => ffi::Py_NewRef(ffi::Py_None()),
+            Err(()) => ptr::null_mut(),
+        }
+    })
+}
+
+// ----- Python entry points: ChannelBase methods -----
+
+unsafe extern "C" fn ch_send(ch: Obj, args: *const Obj, nargs: ffi::Py_ssize_t, kwnames: Obj) -> Obj {
+    guarded(|| {
+        if kwnames.is_null() && nargs == 1 {
+            if let Some(result) = action_fast(ch, true, *args) {
+                return result;
+            }
+        }
+        call_fallback(&SEND_PY, ch, args, nargs, kwnames)
+    })
+}
+
+unsafe extern "C" fn ch_receive(ch: Obj, args: *const Obj, nargs: ffi::Py_ssize_t, kwnames: Obj) -> Obj {
+    guarded(|| {
+        if kwnames.is_null() && nargs == 0 {
+            if let Some(result) = action_fast(ch, false, ptr::null_mut()) {
+                return result;
+            }
+        }
+        call_fallback(&RECEIVE_PY, ch, args, nargs, kwnames)
+    })
+}
+
+unsafe fn queue<'a>(ch: Obj) -> &'a mut VecDeque<Obj> {
+    (*ch.cast::<ChannelObject>()).queue.get_or_insert_with(Default::default)
+}
+
+unsafe extern "C" fn ch_q_append(ch: Obj, t: Obj) -> Obj {
+    guarded(|| {
+        if !check_tasklet(t) {
+            return ptr::null_mut();
+        }
+        queue(ch).push_back(ffi::Py_NewRef(t));
+        ffi::Py_NewRef(ffi::Py_None())
+    })
+}
+
+unsafe extern "C" fn ch_q_popleft(ch: Obj, _args: Obj) -> Obj {
+    guarded(|| match queue(ch).pop_front() {
+        Some(t) => t,
+        None => set_error(ffi::PyExc_IndexError, c"pop from an empty channel queue"),
+    })
+}
+
+unsafe extern "C" fn ch_q_remove(ch: Obj, t: Obj) -> Obj {
+    guarded(|| {
+        let queue = queue(ch);
+        match queue.iter().position(|&item| item == t) {
+            Some(index) => {
+                if let Some(item) = queue.remove(index) {
+                    ffi::Py_DECREF(item);
+                }
+                ffi::Py_NewRef(ffi::Py_None())
+            }
+            None => set_error(ffi::PyExc_ValueError, c"tasklet not in the channel queue"),
+        }
+    })
+}
+
+unsafe extern "C" fn ch_q_index(ch: Obj, t: Obj) -> Obj {
+    guarded(|| match queue(ch).iter().position(|&item| item == t) {
+        Some(index) => ffi::PyLong_FromSsize_t(index as ffi::Py_ssize_t),
+        None => set_error(ffi::PyExc_ValueError, c"tasklet not in the channel queue"),
+    })
+}
+
+unsafe extern "C" fn ch_q_len(ch: Obj, _args: Obj) -> Obj {
+    guarded(|| ffi::PyLong_FromSsize_t(queue(ch).len() as ffi::Py_ssize_t))
+}
+
+unsafe extern "C" fn ch_q_item(ch: Obj, index: Obj) -> Obj {
+    guarded(|| {
+        let index = ffi::PyLong_AsSsize_t(index);
+        if index == -1 && !ffi::PyErr_Occurred().is_null() {
+            return ptr::null_mut();
+        }
+        let queue = queue(ch);
+        match usize::try_from(index).ok().and_then(|i| queue.get(i)) {
+            Some(&t) => ffi::Py_NewRef(t),
+            None => set_error(ffi::PyExc_IndexError, c"channel queue index out of range"),
+        }
+    })
+}
+
+// ----- type plumbing -----
+
+/// Get/set descriptor of a typed tasklet slot; `closure` is the slot's byte offset.
+/// SAFETY: CPython checks that `object` is an instance of the descriptor's type before calling
+/// (`descr_check`), so the offset (taken from that type's layout) is inside the object.
+unsafe extern "C" fn get_tasklet_slot(object: Obj, closure: *mut c_void) -> Obj {
+    none_if_null(*object.cast::<u8>().add(closure as usize).cast::<Obj>())
+}
+
+unsafe extern "C" fn set_tasklet_slot(object: Obj, value: Obj, closure: *mut c_void) -> c_int {
+    let value = if value.is_null() {
+        ffi::PyErr_SetString(ffi::PyExc_AttributeError, c"this attribute cannot be deleted".as_ptr());
+        return -1;
+    } else if value == ffi::Py_None() {
+        ptr::null_mut()
+    } else if is_instance(value, &TASKLET_TYPE) {
+        ffi::Py_NewRef(value)
+    } else {
+        ffi::PyErr_SetString(ffi::PyExc_TypeError, c"a tasklet or None is required".as_ptr());
+        return -1;
+    };
+    let slot = &mut *object.cast::<u8>().add(closure as usize).cast::<Obj>();
+    let old = std::mem::replace(slot, value);
+    ffi::Py_XDECREF(old);
+    0
+}
+
+unsafe fn slots(object: Obj, offset: usize, count: usize) -> &'static mut [Obj] {
+    std::slice::from_raw_parts_mut(object.cast::<u8>().add(offset).cast::<Obj>(), count)
+}
+
+/// Object slots of each type: (offset of the array, length).
+unsafe fn object_slots(object: Obj) -> &'static mut [Obj] {
+    let tp = ffi::Py_TYPE(object);
+    if is_instance(object, &TASKLET_TYPE) {
+        slots(object, offset_of!(TaskletObject, f), TASKLET_NAMES.len())
+    } else if is_instance(object, &THREAD_TYPE) {
+        slots(object, offset_of!(ThreadStateObject, f), THREAD_NAMES.len())
+    } else if is_instance(object, &CHANNEL_TYPE) {
+        slots(object, offset_of!(ChannelObject, f), CHANNEL_NAMES.len())
+    } else {
+        let _ = tp;
+        &mut []
+    }
+}
+
+// SAFETY (the three slots below): GIL held; `object` is an instance of one of the three base
+// types or a subclass (CPython calls a type's slots only on its instances), and for a subclass
+// instance CPython has already handled the subclass's own `__dict__`/`__slots__` (see the
+// module's Safety section). They cannot panic: no allocation, no indexing, no unwrap.
+unsafe extern "C" fn base_traverse(object: Obj, visit: ffi::visitproc, arg: *mut c_void) -> c_int {
+    for &member in object_slots(object).iter() {
+        if !member.is_null() {
+            let rc = visit(member, arg);
+            if rc != 0 {
+                return rc;
+            }
+        }
+    }
+    if is_instance(object, &CHANNEL_TYPE) {
+        if let Some(queue) = (*object.cast::<ChannelObject>()).queue.as_ref() {
+            for &t in queue.iter() {
+                let rc = visit(t, arg);
+                if rc != 0 {
+                    return rc;
+                }
+            }
+        }
+    }
+    // Heap types' instances visit their type.
+    visit(ffi::Py_TYPE(object).cast(), arg)
+}
+
+unsafe extern "C" fn base_clear(object: Obj) -> c_int {
+    for member in object_slots(object).iter_mut() {
+        ffi::Py_CLEAR(member);
+    }
+    if is_instance(object, &CHANNEL_TYPE) {
+        if let Some(queue) = (*object.cast::<ChannelObject>()).queue.as_mut() {
+            while let Some(t) = queue.pop_back() {
+                ffi::Py_DECREF(t);
+            }
+        }
+    }
+    0
+}
+
+unsafe extern "C" fn base_dealloc(object: Obj) {
+    let tp = ffi::Py_TYPE(object);
+    ffi::PyObject_GC_UnTrack(object.cast());
+    base_clear(object);
+    if is_instance(object, &CHANNEL_TYPE) {
+        drop((*object.cast::<ChannelObject>()).queue.take());
+    }
+    if let Some(free) = (*tp).tp_free {
+        free(object.cast());
+    }
+    ffi::Py_DECREF(tp.cast());
+}
+
+fn method(name: &'static CStr, meth: ffi::PyMethodDefPointer, flags: c_int) -> ffi::PyMethodDef {
+    ffi::PyMethodDef { ml_name: name.as_ptr(), ml_meth: meth, ml_flags: flags, ml_doc: ptr::null() }
+}
+
+/// What [`create_type`] needs to know about one base type.
+struct BaseType {
+    name: &'static CStr,
+    doc: &'static CStr,
+    basicsize: usize,
+    /// Names of the object slots, in order (the first `typed` are typed tasklet slots).
+    names: &'static [&'static CStr],
+    /// Byte offset of the object-slot array.
+    offset: usize,
+    typed: usize,
+    members: Vec<ffi::PyMemberDef>,
+    methods: Vec<ffi::PyMethodDef>,
+}
+
+/// Creates one base type. Its tables are leaked (they must outlive the type).
+unsafe fn create_type(module: Obj, base: BaseType) -> Obj {
+    let BaseType { name, doc, basicsize, names, offset, typed, mut members, mut methods } = base;
+    let mut getsets = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let at = offset + i * std::mem::size_of::<Obj>();
+        if i < typed {
+            getsets.push(ffi::PyGetSetDef {
+                name: name.as_ptr(),
+                get: Some(get_tasklet_slot),
+                set: Some(set_tasklet_slot),
+                doc: ptr::null(),
+                closure: at as *mut c_void,
+            });
+        } else {
+            members.push(ffi::PyMemberDef {
+                name: name.as_ptr(),
+                type_code: ffi::Py_T_OBJECT_EX,
+                offset: at as ffi::Py_ssize_t,
+                flags: 0,
+                doc: ptr::null(),
+            });
+        }
+    }
+    getsets.push(ffi::PyGetSetDef {
+        name: ptr::null(),
+        get: None,
+        set: None,
+        doc: ptr::null(),
+        closure: ptr::null_mut(),
+    });
+    members.push(ffi::PyMemberDef::default());
+    methods.push(ffi::PyMethodDef::zeroed());
+    let getsets = Box::leak(getsets.into_boxed_slice());
+    let members = Box::leak(members.into_boxed_slice());
+    let methods = Box::leak(methods.into_boxed_slice());
+    let mut slots = [
+        ffi::PyType_Slot { slot: ffi::Py_tp_dealloc, pfunc: base_dealloc as *mut c_void },
+        ffi::PyType_Slot { slot: ffi::Py_tp_traverse, pfunc: base_traverse as *mut c_void },
+        ffi::PyType_Slot { slot: ffi::Py_tp_clear, pfunc: base_clear as *mut c_void },
+        ffi::PyType_Slot { slot: ffi::Py_tp_getset, pfunc: getsets.as_mut_ptr().cast() },
+        ffi::PyType_Slot { slot: ffi::Py_tp_members, pfunc: members.as_mut_ptr().cast() },
+        ffi::PyType_Slot { slot: ffi::Py_tp_methods, pfunc: methods.as_mut_ptr().cast() },
+        ffi::PyType_Slot { slot: ffi::Py_tp_doc, pfunc: doc.as_ptr() as *mut c_void },
+        ffi::PyType_Slot { slot: 0, pfunc: ptr::null_mut() },
+    ];
+    let mut spec = ffi::PyType_Spec {
+        name: name.as_ptr(),
+        basicsize: basicsize as c_int,
+        itemsize: 0,
+        flags: (ffi::Py_TPFLAGS_DEFAULT | ffi::Py_TPFLAGS_HAVE_GC | ffi::Py_TPFLAGS_BASETYPE) as _,
+        slots: slots.as_mut_ptr(),
+    };
+    ffi::PyType_FromModuleAndSpec(module, &mut spec, ptr::null_mut())
+}
+
+fn ssize_member(name: &'static CStr, offset: usize) -> ffi::PyMemberDef {
+    ffi::PyMemberDef {
+        name: name.as_ptr(),
+        type_code: ffi::Py_T_PYSSIZET,
+        offset: offset as ffi::Py_ssize_t,
+        flags: 0,
+        doc: ptr::null(),
+    }
+}
+
+/// Adds `TaskletBase`, `ThreadStateBase` and `ChannelBase` to `_stackless_core`.
+///
+/// # Safety
+/// GIL held, during the module's execution.
+pub unsafe fn add_types(module: Obj) -> c_int {
+    use ffi::PyMethodDefPointer as P;
+    let tasklet = create_type(
+        module,
+        BaseType {
+            name: c"_stackless_core.TaskletBase",
+            doc: c"Slots of a stackless tasklet (subclassed by stackless.tasklet).",
+            basicsize: std::mem::size_of::<TaskletObject>(),
+            names: &TASKLET_NAMES,
+            offset: offset_of!(TaskletObject, f),
+            typed: T_TYPED,
+            members: Vec::new(),
+            methods: Vec::new(),
+        },
+    );
+    if tasklet.is_null() {
+        return -1;
+    }
+    TASKLET_TYPE.store(tasklet.cast(), Ordering::Relaxed);
+    let thread = create_type(
+        module,
+        BaseType {
+            name: c"_stackless_core.ThreadStateBase",
+            doc: c"One OS thread's scheduler: main and current tasklet and the run-queue ring.",
+            basicsize: std::mem::size_of::<ThreadStateObject>(),
+            names: &THREAD_NAMES,
+            offset: offset_of!(ThreadStateObject, f),
+            typed: S_TYPED,
+            members: vec![ssize_member(c"runcount", offset_of!(ThreadStateObject, runcount))],
+            methods: vec![
+                method(c"insert", P { PyCFunction: th_insert }, ffi::METH_O),
+                method(c"remove", P { PyCFunction: th_remove }, ffi::METH_O),
+                method(c"make_first", P { PyCFunction: th_make_first }, ffi::METH_O),
+                method(c"insert_after", P { PyCFunctionFast: th_insert_after }, ffi::METH_FASTCALL),
+            ],
+        },
+    );
+    if thread.is_null() {
+        return -1;
+    }
+    THREAD_TYPE.store(thread.cast(), Ordering::Relaxed);
+    let channel = create_type(
+        module,
+        BaseType {
+            name: c"_stackless_core.ChannelBase",
+            doc: c"Slots and fast send/receive of a stackless channel (subclassed by stackless.channel).",
+            basicsize: std::mem::size_of::<ChannelObject>(),
+            names: &CHANNEL_NAMES,
+            offset: offset_of!(ChannelObject, f),
+            typed: 0,
+            members: vec![
+                ssize_member(c"_balance", offset_of!(ChannelObject, balance)),
+                ssize_member(c"_preference", offset_of!(ChannelObject, preference)),
+                ssize_member(c"_schedule_all", offset_of!(ChannelObject, schedule_all)),
+            ],
+            methods: vec![
+                method(
+                    c"send",
+                    P { PyCFunctionFastWithKeywords: ch_send },
+                    ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+                ),
+                method(
+                    c"receive",
+                    P { PyCFunctionFastWithKeywords: ch_receive },
+                    ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+                ),
+                method(c"_q_append", P { PyCFunction: ch_q_append }, ffi::METH_O),
+                method(c"_q_popleft", P { PyCFunction: ch_q_popleft }, ffi::METH_NOARGS),
+                method(c"_q_remove", P { PyCFunction: ch_q_remove }, ffi::METH_O),
+                method(c"_q_index", P { PyCFunction: ch_q_index }, ffi::METH_O),
+                method(c"_q_len", P { PyCFunction: ch_q_len }, ffi::METH_NOARGS),
+                method(c"_q_item", P { PyCFunction: ch_q_item }, ffi::METH_O),
+            ],
+        },
+    );
+    if channel.is_null() {
+        return -1;
+    }
+    CHANNEL_TYPE.store(channel.cast(), Ordering::Relaxed);
+    for (name, tp) in [(c"TaskletBase", tasklet), (c"ThreadStateBase", thread), (c"ChannelBase", channel)] {
+        // The module keeps the types alive (the statics above borrow them).
+        if ffi::PyModule_AddObjectRef(module, name.as_ptr(), tp) < 0 {
+            return -1;
+        }
+        ffi::Py_DECREF(tp);
+    }
+    0
+}
