@@ -1,0 +1,115 @@
+#!/usr/bin/env python3.13
+"""Compare pyhost's `parallel` engine with sequential code, multiprocessing, ProcessPoolExecutor
+and threads, side by side, at three task sizes; and the submit() round trip.
+
+Every measurement is a fresh child process running bench/parallel_workloads.py:
+
+    sequential       pyhost --engine stock     [fn(x) for x in items]
+    parallel         pyhost --engine parallel  parallel.map(fn, items)  (automatic chunks)
+    multiprocessing  python3.13                multiprocessing.Pool(2).map(fn, items)
+    processpool      python3.13                ProcessPoolExecutor(2).map(fn, items, chunksize=...)
+    threads          python3.13                ThreadPoolExecutor(2).map(fn, items)
+
+Sizes: 200,000 trivial tasks; 4,000 tasks of ~0.1 ms; 8 tasks of ~0.1 s. The pools are started
+and warmed up before the timed map call (start-up is reported apart). Rounds run every
+(size, contender) pair in a new random order; medians over --runs rounds are reported, with
+speed-ups over sequential and the ratio to multiprocessing.
+
+    python3.13 bench/parallel_vs_multiprocessing.py [--pyhost PATH] [--runs 5] [--json FILE]
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+WORKLOADS = HERE / "parallel_workloads.py"
+SIZES = ["trivial", "small", "large"]
+CONTENDERS = ["sequential", "parallel", "multiprocessing", "processpool", "threads"]
+SUBMIT_CONTENDERS = ["parallel", "multiprocessing", "processpool"]
+TARGET_LARGE_SPEEDUP = 1.85
+TARGET_SUBMIT_SECONDS = 20e-6
+
+
+def command(contender: str, pyhost: Path, python: str) -> list[str]:
+    if contender == "sequential":
+        return [str(pyhost), "--engine", "stock"]
+    if contender == "parallel":
+        return [str(pyhost), "--engine", "parallel"]
+    return [python]
+
+
+def measure(contender: str, size: str, pyhost: Path, python: str) -> dict:
+    cmd = command(contender, pyhost, python) + [str(WORKLOADS), contender, size]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    for line in out.stdout.splitlines():
+        if line.startswith("@@RESULT "):
+            return json.loads(line[len("@@RESULT "):])
+    sys.exit(f"`{' '.join(cmd)}` failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pyhost", type=Path, default=REPO / "target" / "release" / "pyhost")
+    parser.add_argument("--python", default=sys.executable, help="interpreter for the peers")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--json", type=Path, help="write every measurement here")
+    args = parser.parse_args()
+    if not args.pyhost.is_file():
+        sys.exit(f"no pyhost at {args.pyhost}; build it with `cargo build --release`")
+
+    pairs = [(c, s) for s in SIZES for c in CONTENDERS] + [(c, "submit") for c in SUBMIT_CONTENDERS]
+    samples: dict[tuple[str, str], list[dict]] = {pair: [] for pair in pairs}
+    for round_number in range(args.runs):
+        random.shuffle(pairs)
+        for contender, size in pairs:
+            samples[(contender, size)].append(measure(contender, size, args.pyhost, args.python))
+        print(f"round {round_number + 1}/{args.runs} done", file=sys.stderr, flush=True)
+
+    def median(contender: str, size: str, key: str = "seconds") -> float:
+        return statistics.median(sample[key] for sample in samples[(contender, size)])
+
+    print(f"parallel engine vs peers: {os.cpu_count()} CPUs, {args.runs} rounds, medians "
+          f"(peers under {args.python})\n")
+    print(f"{'size':8} {'contender':16} {'seconds':>9} {'speed-up':>9} {'vs mp':>7} {'start-up':>9}")
+    verdicts = []
+    for size in SIZES:
+        base = median("sequential", size)
+        mp = median("multiprocessing", size)
+        for contender in CONTENDERS:
+            seconds = median(contender, size)
+            print(f"{size:8} {contender:16} {seconds:9.4f} {base / seconds:8.2f}x {mp / seconds:6.2f}x "
+                  f"{median(contender, size, 'startup'):8.3f}s")
+        par = median("parallel", size)
+        verdicts.append(f"{size}: parallel.map {mp / par:.2f}x multiprocessing.Pool.map "
+                        f"({'PASS' if par < mp else 'FAIL'}: faster)")
+        if size == "large":
+            verdicts.append(f"large: speed-up over sequential {base / par:.2f}x "
+                            f"({'PASS' if base / par >= TARGET_LARGE_SPEEDUP else 'FAIL'}: "
+                            f">= {TARGET_LARGE_SPEEDUP}x)")
+        print()
+    print("submit() round trip, one trivial task at a time:")
+    for contender in SUBMIT_CONTENDERS:
+        print(f"  {contender:16} {median(contender, 'submit') * 1e6:8.1f} us")
+    submit = median("parallel", "submit")
+    verdicts.append(f"submit round trip {submit * 1e6:.1f} us "
+                    f"({'PASS' if submit <= TARGET_SUBMIT_SECONDS else 'FAIL'}: <= 20 us)")
+    print("\nTargets:")
+    for verdict in verdicts:
+        print("  " + verdict)
+    if args.json:
+        args.json.write_text(json.dumps({f"{c}/{s}": v for (c, s), v in samples.items()}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

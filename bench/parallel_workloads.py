@@ -1,0 +1,116 @@
+"""The child side of bench/parallel_vs_multiprocessing.py: one contender on one task size.
+
+    <interpreter> bench/parallel_workloads.py CONTENDER SIZE
+
+prints one line "@@RESULT {json}". The pool (or process pool) is started and warmed up
+first; the timed part is the map call only, so start-up costs are reported separately.
+Workers import this file (multiprocessing's spawn, the parallel engine's workers), so it
+defines the task functions at module level and does its work under the main guard.
+"""
+
+import json
+import os
+import sys
+import time
+
+WORKERS = 2
+SIZES = {
+    # name: (number of tasks, loop iterations per task): trivial, ~0.1 ms, ~0.1 s tasks
+    "trivial": (200_000, 0),
+    "small": (4_000, 1_500),
+    "large": (8, 1_500_000),
+}
+CHUNKSIZE_FOR_EXECUTOR = {"trivial": 5_000, "small": 100, "large": 1}
+
+
+def task(n):
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+def trivial(x):
+    return x + 1
+
+
+def rss_bytes():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def prepare(size):
+    count, work = SIZES[size]
+    if work == 0:
+        return trivial, list(range(count))
+    return task, [work] * count
+
+
+def run(contender, size):
+    fn, items = prepare(size)
+    started = time.perf_counter()
+    if contender == "sequential":
+        mapper, close = (lambda f, xs: [f(x) for x in xs]), (lambda: None)
+    elif contender == "parallel":
+        import parallel
+        parallel.workers()
+        mapper, close = parallel.map, (lambda: None)
+    elif contender == "multiprocessing":
+        import multiprocessing
+        pool = multiprocessing.Pool(WORKERS)
+        mapper, close = pool.map, pool.close
+    elif contender == "processpool":
+        from concurrent.futures import ProcessPoolExecutor
+        executor = ProcessPoolExecutor(WORKERS)
+        chunksize = CHUNKSIZE_FOR_EXECUTOR[size]
+        mapper = lambda f, xs: list(executor.map(f, xs, chunksize=chunksize))  # noqa: E731
+        close = executor.shutdown
+    elif contender == "threads":
+        from concurrent.futures import ThreadPoolExecutor
+        executor = ThreadPoolExecutor(WORKERS)
+        mapper = lambda f, xs: list(executor.map(f, xs))  # noqa: E731
+        close = executor.shutdown
+    else:
+        sys.exit(f"unknown contender {contender!r}")
+    mapper(fn, items[:WORKERS * 4])  # warm-up: every worker started and running
+    warm = time.perf_counter()
+    result = mapper(fn, items)
+    elapsed = time.perf_counter() - warm
+    if result != [fn(x) for x in items[:len(result)]] or len(result) != len(items):
+        sys.exit(f"{contender} returned wrong results")
+    close()
+    return {"contender": contender, "size": size, "seconds": elapsed, "startup": warm - started,
+            "tasks": len(items)}
+
+
+def submit_round_trip(contender, count=2_000):
+    """Seconds per submit-and-wait of a trivial task, one at a time."""
+    close = lambda: None  # noqa: E731
+    if contender == "parallel":
+        import parallel
+        call = lambda: parallel.submit(trivial, 1).result()  # noqa: E731
+    elif contender == "multiprocessing":
+        import multiprocessing
+        pool = multiprocessing.Pool(WORKERS)
+        call, close = (lambda: pool.apply_async(trivial, (1,)).get()), pool.close  # noqa: E731
+    elif contender == "processpool":
+        from concurrent.futures import ProcessPoolExecutor
+        executor = ProcessPoolExecutor(WORKERS)
+        call, close = (lambda: executor.submit(trivial, 1).result()), executor.shutdown  # noqa: E731
+    else:
+        sys.exit(f"no submit round trip for {contender!r}")
+    for _ in range(200):
+        call()
+    started = time.perf_counter()
+    for _ in range(count):
+        call()
+    elapsed = time.perf_counter() - started
+    close()
+    return {"contender": contender, "size": "submit", "seconds": elapsed / count}
+
+
+if __name__ == "__main__":
+    contender, size = sys.argv[1], sys.argv[2]
+    result = submit_round_trip(contender) if size == "submit" else run(contender, size)
+    result["rss"] = rss_bytes()
+    print("@@RESULT " + json.dumps(result), flush=True)

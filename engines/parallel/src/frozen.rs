@@ -1,0 +1,120 @@
+//! `parallel.share()`: immutable data read in place by every interpreter, without copies.
+//!
+//! The object graph (None, bool, int, float, complex, str, bytes, tuple, frozenset) is made
+//! immortal (PEP 683) in the main interpreter: from then on no interpreter writes to those
+//! objects, since `Py_INCREF`/`Py_DECREF` skip immortal objects and every cache an immutable
+//! object fills lazily (str and bytes hashes, a frozenset's hash, a str's UTF-8 form) is filled
+//! beforehand. Workers then receive the root's address (checked against this registry) and
+//! read the same memory. Shared data lives until the process exits.
+
+use pyo3_ffi as ffi;
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
+
+fn roots() -> &'static Mutex<HashSet<usize>> {
+    static ROOTS: OnceLock<Mutex<HashSet<usize>>> = OnceLock::new();
+    ROOTS.get_or_init(Default::default)
+}
+
+/// What `freeze` refuses: the type name and where it was found.
+pub struct Refused {
+    pub type_name: String,
+    pub path: String,
+}
+
+/// Makes `root` and everything it contains immortal; returns how many objects were frozen.
+/// On a mutable (or unknown) object nothing is frozen. Needs the main interpreter's GIL.
+pub unsafe fn freeze(root: *mut ffi::PyObject) -> Result<Result<usize, Refused>, ()> {
+    // First pass: check every object (and fill the lazy caches), so that a refusal changes
+    // nothing; second pass: make them immortal.
+    let mut seen: HashSet<usize> = HashSet::new();
+    let mut order: Vec<*mut ffi::PyObject> = Vec::new();
+    let mut pending: Vec<(*mut ffi::PyObject, String)> = vec![(root, String::new())];
+    while let Some((object, path)) = pending.pop() {
+        if !seen.insert(object as usize) {
+            continue;
+        }
+        let kind = ffi::Py_TYPE(object);
+        let exact = |t: *mut ffi::PyTypeObject| kind == t;
+        if object == ffi::Py_None()
+            || exact(&raw mut ffi::PyBool_Type)
+            || exact(&raw mut ffi::PyLong_Type)
+            || exact(&raw mut ffi::PyFloat_Type)
+            || exact(&raw mut ffi::PyComplex_Type)
+        {
+        } else if exact(&raw mut ffi::PyUnicode_Type) {
+            if ffi::PyObject_Hash(object) == -1
+                || ffi::PyUnicode_AsUTF8AndSize(object, std::ptr::null_mut()).is_null()
+            {
+                return Err(());
+            }
+        } else if exact(&raw mut ffi::PyBytes_Type) {
+            if ffi::PyObject_Hash(object) == -1 {
+                return Err(());
+            }
+        } else if exact(&raw mut ffi::PyTuple_Type) {
+            for i in (0..ffi::PyTuple_GET_SIZE(object)).rev() {
+                pending.push((ffi::PyTuple_GET_ITEM(object, i), format!("{path}[{i}]")));
+            }
+        } else if exact(&raw mut ffi::PyFrozenSet_Type) {
+            if ffi::PyObject_Hash(object) == -1 {
+                return Err(());
+            }
+            let iterator = ffi::PyObject_GetIter(object);
+            if iterator.is_null() {
+                return Err(());
+            }
+            loop {
+                let item = ffi::PyIter_Next(iterator);
+                if item.is_null() {
+                    break;
+                }
+                // The frozenset keeps its members alive.
+                ffi::Py_DECREF(item);
+                pending.push((item, format!("{path} (a member)")));
+            }
+            ffi::Py_DECREF(iterator);
+            if !ffi::PyErr_Occurred().is_null() {
+                return Err(());
+            }
+        } else {
+            let name = ffi::PyType_GetName(kind);
+            let type_name = if name.is_null() {
+                ffi::PyErr_Clear();
+                "?".to_string()
+            } else {
+                let mut len: ffi::Py_ssize_t = 0;
+                let data = ffi::PyUnicode_AsUTF8AndSize(name, &mut len);
+                let text = if data.is_null() {
+                    "?".to_string()
+                } else {
+                    String::from_utf8_lossy(std::slice::from_raw_parts(data.cast::<u8>(), len as usize))
+                        .into_owned()
+                };
+                ffi::Py_DECREF(name);
+                text
+            };
+            return Ok(Err(Refused { type_name, path }));
+        }
+        order.push(object);
+    }
+    for &object in &order {
+        // SAFETY: CPython 3.13 (64-bit, default build) treats an object whose refcount's low
+        // 32 bits are negative as immortal (`_Py_IsImmortal`), and `_Py_IMMORTAL_REFCNT` is
+        // UINT_MAX: the value CPython gives its own immortal objects. The object is immutable
+        // and its lazy caches were filled above, so no interpreter writes to it from now on.
+        (*object).ob_refcnt.ob_refcnt = u32::MAX as ffi::Py_ssize_t;
+    }
+    roots().lock().unwrap_or_else(|p| p.into_inner()).insert(root as usize);
+    Ok(Ok(order.len()))
+}
+
+/// The shared root at `address` (a new reference: immortal, so references cost nothing), or
+/// None if nothing was shared there.
+pub unsafe fn get(address: usize) -> Option<*mut ffi::PyObject> {
+    if roots().lock().unwrap_or_else(|p| p.into_inner()).contains(&address) {
+        Some(address as *mut ffi::PyObject)
+    } else {
+        None
+    }
+}

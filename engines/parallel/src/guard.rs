@@ -1,0 +1,445 @@
+//! PyParallel's PX/PY rule inside workers: while a task runs, the main script's state (its
+//! module globals and what is reachable from them: dicts, classes, instances; lists, sets and
+//! bytearrays are retyped by parallel.py) is read-only. A write raises `ProtectionError` in
+//! the task instead of changing only this worker's copy without a word.
+//!
+//! Dicts are watched with a dict watcher (`PyDict_AddWatcher`, CPython 3.12+). A watcher
+//! cannot refuse a change, so the callback records the old value, and the task fails: a
+//! pending call raises `ProtectionError` at the task's next eval-breaker check (within a few
+//! bytecodes), and the worker reports the violation even if the task caught it. When the task
+//! ends, every recorded change is undone, so the next task sees the script's state unchanged.
+
+use pyo3_ffi as ffi;
+use std::collections::HashMap;
+use std::ffi::{c_int, c_void};
+use std::ptr;
+use std::sync::Mutex;
+
+/// `PyDict_WatchEvent` (CPython 3.12/3.13 `cpython/dictobject.h`).
+#[repr(C)]
+#[allow(dead_code)] // the values are given by CPython
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DictEvent {
+    Added = 0,
+    Modified,
+    Deleted,
+    Cloned,
+    Cleared,
+    Deallocated,
+}
+
+type DictWatchCallback =
+    unsafe extern "C" fn(DictEvent, *mut ffi::PyObject, *mut ffi::PyObject, *mut ffi::PyObject) -> c_int;
+
+extern "C" {
+    // Exported by CPython 3.12 and 3.13 (cpython/dictobject.h); pyo3-ffi skips them.
+    fn PyDict_AddWatcher(callback: DictWatchCallback) -> c_int;
+    fn PyDict_Watch(watcher_id: c_int, dict: *mut ffi::PyObject) -> c_int;
+    // Exported by CPython 3.12 and 3.13 (internal/pycore_ceval.h, "for _testinternalcapi").
+    fn _PyEval_AddPendingCall(
+        interp: *mut ffi::PyInterpreterState,
+        func: unsafe extern "C" fn(*mut c_void) -> c_int,
+        arg: *mut c_void,
+        flags: c_int,
+    ) -> c_int;
+}
+
+/// What a watched dict is, for the error message and for undoing a change.
+enum Role {
+    /// The main script's module globals.
+    Globals,
+    /// The `__dict__` of a class of the script (a strong reference to the class: undo goes
+    /// through setattr so that CPython's type caches stay right).
+    ClassDict(*mut ffi::PyObject),
+    /// The `__dict__` of an instance of a class of the script; the type's name.
+    InstanceDict(String),
+    /// The globals of another module of the program (a strong reference to the module).
+    Module(*mut ffi::PyObject),
+    /// A dict reachable from the globals.
+    Plain,
+}
+
+/// One change to undo: (dict, key, old value); NULL key means "restore the whole dict from
+/// the copy in old value" (a clear), NULL old value means "the key did not exist".
+struct Undo {
+    dict: *mut ffi::PyObject,
+    key: *mut ffi::PyObject,
+    old: *mut ffi::PyObject,
+}
+
+#[derive(Default)]
+struct Guard {
+    watcher: Option<c_int>,
+    roles: HashMap<usize, Role>,
+    in_task: bool,
+    undoing: bool,
+    violation: Option<String>,
+    raise_pending: bool,
+    undo: Vec<Undo>,
+}
+
+// SAFETY: a Guard belongs to one interpreter and is only used under that interpreter's GIL;
+// the raw pointers are references owned by that interpreter's objects.
+unsafe impl Send for Guard {}
+
+/// Guards by interpreter (address of its `PyInterpreterState`).
+static GUARDS: Mutex<Option<HashMap<usize, Guard>>> = Mutex::new(None);
+
+fn with_guard<T>(body: impl FnOnce(&mut Guard) -> T) -> T {
+    // SAFETY: PyInterpreterState_Get needs a current thread state; every caller runs Python.
+    let interp = unsafe { ffi::PyInterpreterState_Get() } as usize;
+    let mut guards = GUARDS.lock().unwrap_or_else(|p| p.into_inner());
+    body(guards.get_or_insert_with(HashMap::new).entry(interp).or_default())
+}
+
+unsafe fn text_of(object: *mut ffi::PyObject, repr: bool) -> String {
+    let text = if repr { ffi::PyObject_Repr(object) } else { ffi::PyObject_Str(object) };
+    if text.is_null() {
+        ffi::PyErr_Clear();
+        return "?".into();
+    }
+    let mut len: ffi::Py_ssize_t = 0;
+    let data = ffi::PyUnicode_AsUTF8AndSize(text, &mut len);
+    let result = if data.is_null() {
+        ffi::PyErr_Clear();
+        "?".into()
+    } else {
+        let mut s =
+            String::from_utf8_lossy(std::slice::from_raw_parts(data.cast::<u8>(), len as usize)).into_owned();
+        if s.len() > 60 {
+            s.truncate(s.char_indices().nth(57).map_or(s.len(), |(i, _)| i));
+            s.push_str("...");
+        }
+        s
+    };
+    ffi::Py_DECREF(text);
+    result
+}
+
+unsafe fn class_name(class: *mut ffi::PyObject) -> String {
+    let name = ffi::PyType_GetName(class.cast());
+    if name.is_null() {
+        ffi::PyErr_Clear();
+        return "?".into();
+    }
+    let result = text_of(name, false);
+    ffi::Py_DECREF(name);
+    result
+}
+
+unsafe fn type_name(object: *mut ffi::PyObject) -> String {
+    class_name(ffi::Py_TYPE(object).cast())
+}
+
+/// The ProtectionError message for a change of a watched dict.
+unsafe fn describe(
+    role: &Role,
+    event: DictEvent,
+    key: *mut ffi::PyObject,
+    value: *mut ffi::PyObject,
+) -> String {
+    let (key_str, key_repr) = if key.is_null() {
+        (String::new(), String::new())
+    } else {
+        (text_of(key, false), text_of(key, true))
+    };
+    let removing = event == DictEvent::Deleted;
+    let what = match role {
+        Role::Globals if removing => format!("delete the global {key_str}"),
+        Role::Globals if key.is_null() => "replace the globals".to_string(),
+        Role::Globals => format!("bind a '{}' object to the global {key_str}", type_name(value)),
+        Role::ClassDict(class) => {
+            let verb = if removing { "delete" } else { "set" };
+            format!("{verb} attribute {key_repr} of class '{}'", class_name(*class))
+        }
+        Role::Module(module) => {
+            let verb = if removing { "delete" } else { "set" };
+            let name = ffi::PyModule_GetNameObject(*module);
+            let module_name = if name.is_null() {
+                ffi::PyErr_Clear();
+                "?".to_string()
+            } else {
+                let text = text_of(name, false);
+                ffi::Py_DECREF(name);
+                text
+            };
+            format!("{verb} attribute {key_repr} of module '{module_name}'")
+        }
+        Role::InstanceDict(owner) => {
+            let verb = if removing { "delete" } else { "set" };
+            format!("{verb} attribute {key_repr} of a '{owner}' object")
+        }
+        Role::Plain => match event {
+            DictEvent::Deleted => format!("delete key {key_repr} of a 'dict'"),
+            DictEvent::Cleared => "clear a 'dict'".to_string(),
+            DictEvent::Cloned => "update a 'dict'".to_string(),
+            _ => format!("store key {key_repr} into a 'dict'"),
+        },
+    };
+    protection_message(&what)
+}
+
+/// The text of every ProtectionError: the operation, then what to do instead.
+pub fn protection_message(what: &str) -> String {
+    format!(
+        "cannot {what} of the main script from a parallel task: main-thread (PY) state is read-only \
+         in tasks; share state with parallel.protect()"
+    )
+}
+
+unsafe extern "C" fn on_dict_event(
+    event: DictEvent,
+    dict: *mut ffi::PyObject,
+    key: *mut ffi::PyObject,
+    new_value: *mut ffi::PyObject,
+) -> c_int {
+    let outcome = std::panic::catch_unwind(|| {
+        if event == DictEvent::Deallocated {
+            // SAFETY: the dict is being freed under its interpreter's GIL.
+            with_guard(|guard| guard.roles.remove(&(dict as usize)));
+            return;
+        }
+        // SAFETY: dict watchers run under the GIL of the interpreter that owns the dict,
+        // before the change, with borrowed arguments (CPython 3.12/3.13).
+        unsafe { record_change(event, dict, key, new_value) }
+    });
+    if outcome.is_err() {
+        // Nothing sensible to raise from inside a dict operation; the task will still fail
+        // if a violation was recorded.
+        return 0;
+    }
+    0
+}
+
+unsafe fn record_change(
+    event: DictEvent,
+    dict: *mut ffi::PyObject,
+    key: *mut ffi::PyObject,
+    new_value: *mut ffi::PyObject,
+) {
+    let schedule = with_guard(|guard| {
+        if !guard.in_task || guard.undoing {
+            return false;
+        }
+        let Some(role) = guard.roles.get(&(dict as usize)) else { return false };
+        if event == DictEvent::Modified && ffi::PyDict_GetItemWithError(dict, key) == new_value {
+            return false; // the same object stored again, e.g. `SHARED += 1` on a shared value
+        }
+        if guard.violation.is_none() {
+            guard.violation = Some(describe(role, event, key, new_value));
+        }
+        let undo = match event {
+            DictEvent::Cleared | DictEvent::Cloned => {
+                Undo { dict, key: ptr::null_mut(), old: ffi::PyDict_Copy(dict) }
+            }
+            _ => {
+                let old = ffi::PyDict_GetItemWithError(dict, key);
+                Undo { dict, key, old }
+            }
+        };
+        ffi::PyErr_Clear();
+        if !undo.key.is_null() {
+            ffi::Py_INCREF(undo.key);
+            if !undo.old.is_null() {
+                ffi::Py_INCREF(undo.old);
+            }
+        }
+        ffi::Py_INCREF(dict);
+        guard.undo.push(undo);
+        !std::mem::replace(&mut guard.raise_pending, true)
+    });
+    if schedule {
+        _PyEval_AddPendingCall(ffi::PyInterpreterState_Get(), raise_violation, ptr::null_mut(), 0);
+    }
+}
+
+/// Pending call: raise the recorded violation in the running task (nothing once it ended).
+unsafe extern "C" fn raise_violation(_arg: *mut c_void) -> c_int {
+    std::panic::catch_unwind(|| {
+        let message = with_guard(|guard| {
+            guard.raise_pending = false;
+            if guard.in_task {
+                guard.violation.clone()
+            } else {
+                None
+            }
+        });
+        // SAFETY: pending calls run in the interpreter's own thread with its GIL held.
+        unsafe {
+            match message {
+                Some(message) => {
+                    set_protection_error(&message);
+                    -1
+                }
+                None => 0,
+            }
+        }
+    })
+    .unwrap_or(0)
+}
+
+/// Sets `parallel.ProtectionError(message)` (a RuntimeError if the class cannot be found).
+pub unsafe fn set_protection_error(message: &str) {
+    let module = ffi::PyImport_ImportModule(c"parallel".as_ptr());
+    let class = if module.is_null() {
+        ptr::null_mut()
+    } else {
+        let class = ffi::PyObject_GetAttrString(module, c"ProtectionError".as_ptr());
+        ffi::Py_DECREF(module);
+        class
+    };
+    let text = std::ffi::CString::new(message.replace('\0', " ")).unwrap_or_default();
+    if class.is_null() {
+        ffi::PyErr_Clear();
+        ffi::PyErr_SetString(ffi::PyExc_RuntimeError, text.as_ptr());
+    } else {
+        ffi::PyErr_SetString(class, text.as_ptr());
+        ffi::Py_DECREF(class);
+    }
+}
+
+/// Watches `dict` as the given role; `owner` is the class for a class dict.
+pub unsafe fn watch(dict: *mut ffi::PyObject, role: &str, owner: *mut ffi::PyObject) -> Result<(), ()> {
+    let watcher = match with_guard(|guard| guard.watcher) {
+        Some(id) => id,
+        None => {
+            let id = PyDict_AddWatcher(on_dict_event);
+            if id < 0 {
+                return Err(());
+            }
+            with_guard(|guard| guard.watcher = Some(id));
+            id
+        }
+    };
+    let role = match role {
+        "globals" => Role::Globals,
+        "class" => {
+            ffi::Py_INCREF(owner);
+            Role::ClassDict(owner)
+        }
+        "instance" => Role::InstanceDict(type_name(owner)),
+        "module" => {
+            ffi::Py_INCREF(owner);
+            Role::Module(owner)
+        }
+        _ => Role::Plain,
+    };
+    if PyDict_Watch(watcher, dict) != 0 {
+        return Err(());
+    }
+    with_guard(|guard| guard.roles.insert(dict as usize, role));
+    Ok(())
+}
+
+/// A task starts: changes to watched dicts are violations from now on.
+pub fn begin_task() {
+    with_guard(|guard| {
+        guard.in_task = true;
+        guard.violation = None;
+    });
+}
+
+/// Records a violation found by Python code (a retyped list/set/bytearray refused a change),
+/// so that the task fails even if it catches the ProtectionError.
+pub fn record_violation(message: String) {
+    with_guard(|guard| {
+        if guard.in_task && guard.violation.is_none() {
+            guard.violation = Some(message);
+        }
+    });
+}
+
+/// The task ended: undo its changes to watched dicts; returns the first violation.
+pub unsafe fn end_task() -> Option<String> {
+    let (undo, violation) = with_guard(|guard| {
+        guard.in_task = false;
+        guard.undoing = true;
+        (std::mem::take(&mut guard.undo), guard.violation.take())
+    });
+    let saved = ffi::PyErr_GetRaisedException();
+    for change in undo.into_iter().rev() {
+        let class = with_guard(|guard| match guard.roles.get(&(change.dict as usize)) {
+            Some(Role::ClassDict(class)) => *class,
+            _ => ptr::null_mut(),
+        });
+        if change.key.is_null() {
+            ffi::PyDict_Clear(change.dict);
+            if !change.old.is_null() {
+                ffi::PyDict_Update(change.dict, change.old);
+                ffi::Py_DECREF(change.old);
+            }
+        } else {
+            let restored = if !class.is_null() {
+                ffi::PyObject_SetAttr(class, change.key, change.old) // NULL old: delete
+            } else if change.old.is_null() {
+                ffi::PyDict_DelItem(change.dict, change.key)
+            } else {
+                ffi::PyDict_SetItem(change.dict, change.key, change.old)
+            };
+            if restored != 0 {
+                ffi::PyErr_Clear();
+            }
+            ffi::Py_DECREF(change.key);
+            ffi::Py_XDECREF(change.old);
+        }
+        ffi::Py_DECREF(change.dict);
+    }
+    ffi::PyErr_SetRaisedException(saved);
+    with_guard(|guard| guard.undoing = false);
+    violation
+}
+
+/// Makes `object` an instance of `new_type`, a subclass of its exact builtin type that adds
+/// no fields (parallel.py's read-only list, set and bytearray).
+pub unsafe fn retype(object: *mut ffi::PyObject, new_type: *mut ffi::PyObject) -> Result<(), String> {
+    if ffi::PyType_Check(new_type) == 0 {
+        return Err("retype() needs a type".into());
+    }
+    let old = ffi::Py_TYPE(object);
+    let new = new_type.cast::<ffi::PyTypeObject>();
+    let extra_fields =
+        ffi::Py_TPFLAGS_MANAGED_DICT | ffi::Py_TPFLAGS_MANAGED_WEAKREF | ffi::Py_TPFLAGS_HAVE_GC;
+    // SAFETY: CPython 3.13 `compatible_for_assignment` rule, plus the GC flag (a GC object has
+    // a header before it): same base, sizes, dict/weakref offsets and GC-ness mean the same
+    // memory layout, so the object stays valid with either type. The new type (made by
+    // `make_read_only_type`) keeps its base's tp_dealloc, which never releases the type: the
+    // reference taken here keeps it alive for good.
+    if (*new).tp_base != old
+        || (*new).tp_basicsize != (*old).tp_basicsize
+        || (*new).tp_itemsize != (*old).tp_itemsize
+        || (*new).tp_dictoffset != (*old).tp_dictoffset
+        || (*new).tp_weaklistoffset != (*old).tp_weaklistoffset
+        || ((*new).tp_flags & extra_fields) != ((*old).tp_flags & extra_fields)
+    {
+        return Err(format!(
+            "cannot retype a '{}' object: the new type's layout differs",
+            class_name(old.cast())
+        ));
+    }
+    ffi::Py_INCREF(new_type);
+    (*object).ob_type = new;
+    ffi::Py_DECREF(old.cast());
+    Ok(())
+}
+
+/// A subclass of `base` (list, set or bytearray) named `name` that adds nothing: no fields,
+/// the base's dealloc, GC only if the base has it. (A class statement cannot make one for
+/// bytearray: its subclasses always become GC types, a different memory layout.)
+/// parallel.py then sets the refusing methods on it.
+pub unsafe fn make_read_only_type(base: *mut ffi::PyObject, name: &std::ffi::CStr) -> *mut ffi::PyObject {
+    if ffi::PyType_Check(base) == 0 {
+        ffi::PyErr_SetString(ffi::PyExc_TypeError, c"make_read_only_type() needs a type".as_ptr());
+        return ptr::null_mut();
+    }
+    let mut slots = [ffi::PyType_Slot { slot: 0, pfunc: ptr::null_mut() }];
+    let mut spec = ffi::PyType_Spec {
+        name: name.as_ptr(),
+        basicsize: 0, // inherited
+        itemsize: 0,
+        flags: ffi::Py_TPFLAGS_DEFAULT as std::ffi::c_uint,
+        slots: slots.as_mut_ptr(),
+    };
+    // SAFETY: PyType_FromSpecWithBases copies what it needs from the spec (name included:
+    // heap types keep their own copy of the name, CPython 3.12+).
+    ffi::PyType_FromSpecWithBases(&mut spec, base)
+}

@@ -1,0 +1,170 @@
+//! The two built-in modules the engine registers before the interpreter starts, importable in
+//! the main interpreter and in every worker (both are per-interpreter-GIL safe: they keep no
+//! Python object in process-wide state): `_parallel_core` (pools and workers, core.rs) and
+//! `parallel` (the Python-level API in parallel.py, executed into the module).
+
+use crate::{core, shared_api};
+use pyo3_ffi as ffi;
+use std::ffi::{c_int, c_void, CStr};
+use std::ptr;
+
+const PARALLEL_SOURCE: &CStr = {
+    const SOURCE: &str = concat!(include_str!("parallel.py"), "\0");
+    match CStr::from_bytes_with_nul(SOURCE.as_bytes()) {
+        Ok(source) => source,
+        Err(_) => panic!("parallel.py must not contain NUL bytes"),
+    }
+};
+
+/// Registers both modules; called before `Py_InitializeFromConfig`.
+pub fn register() -> Result<(), String> {
+    // SAFETY: PyImport_AppendInittab may be called before initialization; names are static.
+    unsafe {
+        if ffi::PyImport_AppendInittab(c"_parallel_core".as_ptr(), Some(init_core)) != 0
+            || ffi::PyImport_AppendInittab(c"parallel".as_ptr(), Some(init_parallel)) != 0
+        {
+            return Err("cannot register the parallel modules".into());
+        }
+    }
+    Ok(())
+}
+
+macro_rules! fastcall {
+    ($name:literal, $function:path, $doc:literal) => {
+        ffi::PyMethodDef {
+            ml_name: $name.as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: $function },
+            ml_flags: ffi::METH_FASTCALL,
+            ml_doc: $doc.as_ptr(),
+        }
+    };
+}
+
+// SAFETY (statics below): read by CPython; only PyModuleDef_Init writes the base, under a GIL,
+// once per process (the definition is shared by every interpreter, as for any built-in module).
+static mut CORE_METHODS: [ffi::PyMethodDef; 26] = [
+    fastcall!(c"pool_start", core::py_pool_start, c"pool_start(workers, init_payload) -> pool id"),
+    fastcall!(c"pool_submit", core::py_pool_submit, c"pool_submit(pool, payload) -> task id"),
+    fastcall!(c"batch_open", core::py_batch_open, c"batch_open(pool) -> batch id"),
+    fastcall!(c"batch_add", core::py_batch_add, c"batch_add(pool, batch, payload) -> slot"),
+    fastcall!(c"batch_next", core::py_batch_next, c"batch_next(batch) -> (slot, kind, data)"),
+    fastcall!(c"batch_close", core::py_batch_close, c"batch_close(pool, batch)"),
+    fastcall!(
+        c"pool_wait_task",
+        core::py_pool_wait_task,
+        c"pool_wait_task(pool, task, timeout) -> (kind, data) | None | False"
+    ),
+    fastcall!(
+        c"pool_next_completion",
+        core::py_pool_next_completion,
+        c"pool_next_completion(pool, timeout) -> (task, kind, data) | None | False"
+    ),
+    fastcall!(c"pool_cancel", core::py_pool_cancel, c"pool_cancel(pool, task) -> bool"),
+    fastcall!(c"pool_shutdown", core::py_pool_shutdown, c"pool_shutdown(pool, wait, cancel_pending)"),
+    fastcall!(c"guard_watch", core::py_guard_watch, c"guard_watch(dict, role, owner)"),
+    fastcall!(c"guard_begin", core::py_guard_begin, c"guard_begin()"),
+    fastcall!(c"guard_end", core::py_guard_end, c"guard_end() -> violation | None"),
+    fastcall!(c"guard_violation", core::py_guard_violation, c"guard_violation(what) -> message"),
+    fastcall!(c"guard_make_type", core::py_guard_make_type, c"guard_make_type(base, name) -> type"),
+    fastcall!(c"guard_retype", core::py_guard_retype, c"guard_retype(obj, read_only_type)"),
+    fastcall!(c"shared_new", shared_api::py_shared_new, c"shared_new(kind, contents) -> id"),
+    fastcall!(c"shared_drop", shared_api::py_shared_drop, c"shared_drop(id)"),
+    fastcall!(c"shared_op", shared_api::py_shared_op, c"shared_op(id, op, *args)"),
+    fastcall!(c"share_freeze", shared_api::py_share_freeze, c"share_freeze(obj) -> address"),
+    fastcall!(c"share_get", shared_api::py_share_get, c"share_get(address) -> obj"),
+    fastcall!(c"import_lock_acquire", core::py_import_lock_acquire, c"import_lock_acquire()"),
+    fastcall!(c"import_lock_release", core::py_import_lock_release, c"import_lock_release()"),
+    fastcall!(
+        c"pool_workers",
+        core::py_pool_workers,
+        c"pool_workers(pool) -> [(interp id, tid, done, state, error)]"
+    ),
+    fastcall!(
+        c"worker_next",
+        core::py_worker_next,
+        c"worker_next(pool, worker, done_task, kind, data) -> (task, payload) | None"
+    ),
+    ffi::PyMethodDef::zeroed(),
+];
+
+static mut CORE_SLOTS: [ffi::PyModuleDef_Slot; 2] = [
+    ffi::PyModuleDef_Slot {
+        slot: ffi::Py_mod_multiple_interpreters,
+        value: ffi::Py_MOD_PER_INTERPRETER_GIL_SUPPORTED,
+    },
+    ffi::PyModuleDef_Slot { slot: 0, value: ptr::null_mut() },
+];
+
+static mut CORE_DEF: ffi::PyModuleDef = ffi::PyModuleDef {
+    m_base: ffi::PyModuleDef_HEAD_INIT,
+    m_name: c"_parallel_core".as_ptr(),
+    m_doc: c"Worker pools of sub-interpreters: the core of the parallel engine.".as_ptr(),
+    m_size: 0,
+    m_methods: (&raw mut CORE_METHODS).cast(),
+    m_slots: (&raw mut CORE_SLOTS).cast(),
+    m_traverse: None,
+    m_clear: None,
+    m_free: None,
+};
+
+static mut PARALLEL_SLOTS: [ffi::PyModuleDef_Slot; 3] = [
+    ffi::PyModuleDef_Slot { slot: ffi::Py_mod_exec, value: exec_parallel as *mut c_void },
+    ffi::PyModuleDef_Slot {
+        slot: ffi::Py_mod_multiple_interpreters,
+        value: ffi::Py_MOD_PER_INTERPRETER_GIL_SUPPORTED,
+    },
+    ffi::PyModuleDef_Slot { slot: 0, value: ptr::null_mut() },
+];
+
+static mut PARALLEL_DEF: ffi::PyModuleDef = ffi::PyModuleDef {
+    m_base: ffi::PyModuleDef_HEAD_INIT,
+    m_name: c"parallel".as_ptr(),
+    m_doc: ptr::null(),
+    m_size: 0,
+    m_methods: ptr::null_mut(),
+    m_slots: (&raw mut PARALLEL_SLOTS).cast(),
+    m_traverse: None,
+    m_clear: None,
+    m_free: None,
+};
+
+extern "C" fn init_core() -> *mut ffi::PyObject {
+    // SAFETY: a valid 'static module definition.
+    unsafe { ffi::PyModuleDef_Init(&raw mut CORE_DEF) }
+}
+
+extern "C" fn init_parallel() -> *mut ffi::PyObject {
+    // SAFETY: a valid 'static module definition.
+    unsafe { ffi::PyModuleDef_Init(&raw mut PARALLEL_DEF) }
+}
+
+unsafe extern "C" fn exec_parallel(module: *mut ffi::PyObject) -> c_int {
+    std::panic::catch_unwind(|| {
+        // SAFETY: the GIL of the importing interpreter is held; the dict is borrowed; the
+        // code object is released.
+        unsafe {
+            let globals = ffi::PyModule_GetDict(module);
+            // PyEval_EvalCode does not add `__builtins__` to the globals (exec() does), and
+            // PyImport_Import, which pickle uses, looks it up in the calling frame's globals.
+            if ffi::PyDict_SetItemString(globals, c"__builtins__".as_ptr(), ffi::PyEval_GetBuiltins()) != 0 {
+                return -1;
+            }
+            let code = ffi::Py_CompileString(
+                PARALLEL_SOURCE.as_ptr(),
+                c"<parallel engine>".as_ptr(),
+                ffi::Py_file_input,
+            );
+            if code.is_null() {
+                return -1;
+            }
+            let result = ffi::PyEval_EvalCode(code, globals, globals);
+            ffi::Py_DECREF(code);
+            if result.is_null() {
+                return -1;
+            }
+            ffi::Py_DECREF(result);
+            0
+        }
+    })
+    .unwrap_or(-1)
+}

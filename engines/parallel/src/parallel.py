@@ -1,0 +1,1350 @@
+"""Python callables on every core (pyhost's `parallel` engine).
+
+Work runs in a pool of worker threads, each owning a sub-interpreter with its own GIL, so
+pure-Python code runs truly in parallel. Arguments and results cross by copy (pickle);
+functions defined in the main script, lambdas and closures cross by value.
+
+    import parallel
+    squares = parallel.map(lambda x: x * x, range(1000))
+    future = parallel.submit(pow, 2, 100)
+    with parallel.Executor() as pool:          # a concurrent.futures.Executor
+        print(list(pool.map(str.upper, ["a", "b"])))
+
+Workers import the main script as the module `__mp_main__` (its `if __name__ == "__main__":`
+block does not run there), as multiprocessing's spawn start method does.
+"""
+
+import sys as _sys
+import _parallel_core as _core
+
+__all__ = ["map", "submit", "Executor", "workers", "current_context", "share", "SharedData", "protect",
+           "unprotect", "protected",
+           "is_px", "is_py", "ProtectionError", "TransferError", "TaskContext", "WorkerInfo", "SharedList",
+           "SharedDict", "SharedSet", "SharedValue"]
+
+_PICKLE_PROTOCOL = 5
+# Task payload: kind byte, 4-byte length of the pickled function, the function, the data.
+_TASK_CALL = 0x53  # "S": data = pickled (args, kwargs)
+_TASK_CHUNK = 0x4D  # "M": data = pickled list of argument tuples
+_TASK_ITEMS = 0x6D  # "m": data = pickled list of single arguments
+# Outcome kinds (pool.rs OutcomeKind).
+_RETURNED, _RAISED, _NOT_RUN = 0, 1, 2
+
+_worker = None  # (pool id, index) inside a worker; None in the main interpreter
+_context = None  # the running task's TaskContext (workers only)
+_main_import_error = None  # why this worker could not import the main script
+
+
+class ProtectionError(RuntimeError):
+    """A parallel task tried to change main-thread (PY) state: the main script's globals or an
+    object reachable from them. Share mutable state with `protect()` instead."""
+
+
+class TransferError(TypeError):
+    """An object cannot cross between the main interpreter and a worker (it cannot be
+    pickled, or not rebuilt on the other side)."""
+
+
+class TaskContext:
+    """Where a task runs: returned by `current_context()` inside a task."""
+
+    __slots__ = ("worker", "interpreter_id", "thread_id", "task_id")
+
+    def __init__(self, worker, interpreter_id, thread_id, task_id):
+        self.worker = worker
+        self.interpreter_id = interpreter_id
+        self.thread_id = thread_id
+        self.task_id = task_id
+
+    def __repr__(self):
+        return (f"<parallel.TaskContext worker={self.worker} interpreter_id={self.interpreter_id} "
+                f"thread_id={self.thread_id} task_id={self.task_id}>")
+
+
+class WorkerInfo:
+    """One worker of the pool, as `workers()` reports it."""
+
+    __slots__ = ("index", "interpreter_id", "thread_id", "tasks_done", "state", "error")
+
+    def __init__(self, index, interpreter_id, thread_id, tasks_done, state, error):
+        self.index = index
+        self.interpreter_id = interpreter_id
+        self.thread_id = thread_id
+        self.tasks_done = tasks_done
+        self.state = state
+        self.error = error
+
+    def __repr__(self):
+        error = f" error={self.error!r}" if self.error else ""
+        return (f"<parallel.WorkerInfo {self.index} {self.state} interpreter_id={self.interpreter_id} "
+                f"thread_id={self.thread_id} tasks_done={self.tasks_done}{error}>")
+
+
+def current_context():
+    """The running task's TaskContext inside a worker; None in the main interpreter."""
+    return _context
+
+
+_py_ids = frozenset()  # in a worker: ids of the main script's state (the guarded objects)
+
+
+def is_py(obj):
+    """Whether `obj` is main-thread (PY) state: anything in the main interpreter; inside a task,
+    the main script's globals and what the worker guards below them."""
+    return _worker is None or id(obj) in _py_ids
+
+
+def is_px(obj):
+    """Whether `obj` belongs to a parallel context: created by a task (or sent to it by copy)."""
+    return not is_py(obj)
+
+
+# ----- transfer: pickles, with functions by value -----
+
+import pickle as _pickle  # noqa: E402  (after the names a worker needs first)
+
+
+class _EmptyCell:
+    """Stands for a closure cell that has no value yet."""
+
+
+def _global_names(code):
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, type(code)):
+            names |= _global_names(const)
+    return names
+
+
+_script_names = None
+
+
+def _script_level_names():
+    """Names the main script binds at module level outside its `if __name__ == "__main__":`
+    blocks: what a worker's import of the script defines. Empty when there is no script."""
+    global _script_names
+    if _script_names is None:
+        _script_names = frozenset()
+        path = _INIT.get("main")
+        if path is not None:
+            import ast
+            import io
+            try:
+                with io.open_code(path) as source:
+                    tree = ast.parse(source.read(), path)
+            except (OSError, SyntaxError, ValueError):
+                return _script_names
+            _script_names = frozenset(_bound_names(tree.body))
+    return _script_names
+
+
+def _is_main_guard(node):
+    import ast
+    test = node.test
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return (any(isinstance(side, ast.Name) and side.id == "__name__" for side in sides)
+            and any(isinstance(side, ast.Constant) and side.value == "__main__" for side in sides))
+
+
+def _bound_names(statements):
+    import ast
+    names = set()
+    pending = list(statements)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.If) and _is_main_guard(node):
+            pending.extend(node.orelse)
+            continue
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+            continue  # their bodies bind local names
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                names.add((alias.asname or alias.name).split(".")[0])
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.Lambda, ast.GeneratorExp, ast.ListComp, ast.SetComp, ast.DictComp)):
+            continue
+        pending.extend(ast.iter_child_nodes(node))
+    return names
+
+
+def _main_is_importable():
+    return _worker is not None or _INIT.get("main") is not None
+
+
+def _reduce_function(fn):
+    """Pickle `fn` by value: its code (marshal), closure cells, defaults and, when workers
+    cannot import its module, the globals it names."""
+    import marshal
+    module = fn.__module__
+    shipped = None
+    if module in ("__main__", "__mp_main__"):
+        module = "__main__"
+        if _worker is None:
+            # Send what the worker's import of the script does not define (all of it when
+            # there is no script file): names bound only under `if __name__ == "__main__":`.
+            defined = _script_level_names()
+            shipped = {name: fn.__globals__[name] for name in _global_names(fn.__code__)
+                       if name in fn.__globals__ and name not in defined
+                       and not (name.startswith("__") and name.endswith("__"))}
+    cells = fn.__closure__ or ()
+    values = []
+    for cell in cells:
+        try:
+            values.append(cell.cell_contents)
+        except ValueError:
+            values.append(_EmptyCell)
+    state = (fn.__defaults__, fn.__kwdefaults__, tuple(values), shipped, fn.__dict__ or None, fn.__qualname__)
+    importable = module != "__main__" or _main_is_importable()
+    return (_make_function, (marshal.dumps(fn.__code__), module if importable else None,
+                             fn.__name__, len(cells)), state, None, None, _fill_function)
+
+
+def _make_function(code_bytes, module, name, cell_count):
+    import builtins
+    import marshal
+    import types
+    code = marshal.loads(code_bytes)
+    if module is None:
+        namespace = {"__builtins__": builtins, "__name__": "__mp_main__"}
+    elif module == "__main__":
+        if _main_import_error is not None:
+            raise ImportError(f"this worker could not import the main script: {_main_import_error}")
+        namespace = _sys.modules["__main__"].__dict__
+    else:
+        import importlib
+        namespace = importlib.import_module(module).__dict__
+    cells = tuple(types.CellType() for _ in range(cell_count))
+    return types.FunctionType(code, namespace, name, None, cells)
+
+
+def _fill_function(fn, state):
+    defaults, kwdefaults, values, shipped, attributes, qualname = state
+    fn.__defaults__ = defaults
+    fn.__kwdefaults__ = kwdefaults
+    fn.__qualname__ = qualname
+    for cell, value in zip(fn.__closure__ or (), values):
+        if value is not _EmptyCell:
+            cell.cell_contents = value
+    if shipped:
+        fn.__globals__.update(shipped)
+    if attributes:
+        fn.__dict__.update(attributes)
+
+
+class _Pickler(_pickle.Pickler):
+    """Functions of the main script, lambdas and nested functions go by value; modules by
+    name; everything else as pickle does it."""
+
+    def reducer_override(self, obj):
+        import types
+        kind = type(obj)
+        if kind is types.FunctionType:
+            qualname = obj.__qualname__
+            if (obj.__module__ in ("__main__", "__mp_main__") or "<" in qualname
+                    or _lookup(obj.__module__, qualname) is not obj):
+                return _reduce_function(obj)
+        elif kind is types.ModuleType:
+            import importlib
+            return (importlib.import_module, (obj.__name__,))
+        return NotImplemented
+
+
+def _lookup(module, qualname):
+    found = _sys.modules.get(module)
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return found
+
+
+def _dumps(obj, what):
+    """Pickle with the C pickler; functions and other objects it refuses go through _Pickler."""
+    try:
+        return _pickle.dumps(obj, _PICKLE_PROTOCOL)
+    except Exception:
+        pass
+    import io
+    buffer = io.BytesIO()
+    try:
+        _Pickler(buffer, _PICKLE_PROTOCOL).dump(obj)
+    except Exception as error:
+        raise TransferError(f"cannot send {what}: {type(error).__name__}: {error}") from error
+    return buffer.getvalue()
+
+
+_IMMUTABLE_ATOMS = (type(None), bool, int, float, complex, str, bytes)
+_dumped_functions = None  # function -> its pickle, for functions whose pickle cannot go stale
+
+
+def _cacheable(fn):
+    """Whether fn's pickle stays valid as long as fn lives: no closure cells, no globals sent
+    by value, defaults made of immutable atoms only (a closure over a list must be sent again
+    each time, since the list may have changed)."""
+    if fn.__closure__ or fn.__kwdefaults__:
+        return False
+    if fn.__defaults__ and not all(type(value) in _IMMUTABLE_ATOMS for value in fn.__defaults__):
+        return False
+    if fn.__module__ in ("__main__", "__mp_main__") and _worker is None:
+        defined = _script_level_names()
+        return all(name in defined for name in _global_names(fn.__code__) if name in fn.__globals__)
+    return True
+
+
+def _dump_function(fn):
+    global _dumped_functions
+    import types
+    if type(fn) is types.FunctionType:
+        if _dumped_functions is None:
+            import weakref
+            _dumped_functions = weakref.WeakKeyDictionary()
+        cached = _dumped_functions.get(fn)
+        if cached is not None and cached[0] is fn.__code__ and cached[1] is fn.__defaults__:
+            return cached[2]
+        data = _dump_function_uncached(fn)
+        if _cacheable(fn):
+            _dumped_functions[fn] = (fn.__code__, fn.__defaults__, data)
+        return data
+    return _dump_function_uncached(fn)
+
+
+def _dump_function_uncached(fn):
+    if not callable(fn):
+        raise TypeError(f"{type(fn).__name__!r} object is not callable")
+    import io
+    buffer = io.BytesIO()
+    try:
+        _Pickler(buffer, _PICKLE_PROTOCOL).dump(fn)
+    except Exception as error:
+        raise TransferError(f"cannot send the function {_describe(fn)} to a worker: "
+                            f"{type(error).__name__}: {error}") from error
+    return buffer.getvalue()
+
+
+def _describe(fn):
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+def _payload(kind, fn_bytes, data):
+    return bytes((kind,)) + len(fn_bytes).to_bytes(4, "little") + fn_bytes + data
+
+
+# ----- protect(): containers shared by every interpreter -----
+
+import collections.abc as _abc  # noqa: E402
+
+_shared_sites = {}  # main script line -> [(kind, id)] of the protect() calls made there
+_site_uses = {}  # in a worker importing the script: line -> calls seen so far
+_importing_main = False
+
+
+def _pack(value):
+    return _dumps(value, "a value into a protected object")
+
+
+_unpack = _pickle.loads
+
+
+class _Shared:
+    """Proxy of a protected container: its id in the process-wide store."""
+
+    __slots__ = ("_id", "__weakref__")
+    _kind = None
+
+    def __reduce__(self):
+        return (_shared_proxy, (self._kind, self._id))
+
+    def _op(self, op, *args):
+        return _core.shared_op(self._id, op, *args)
+
+    def _update(self, change):
+        """Run `change(contents)` under the write lock; store what it returns."""
+        _core.shared_op(self._id, "update", change)
+
+
+def _shared_proxy(kind, shared_id):
+    proxy = object.__new__(_SHARED_TYPES[kind])
+    proxy._id = shared_id
+    return proxy
+
+
+class SharedList(_Shared, _abc.MutableSequence):
+    """A list every parallel context reads and writes (from `protect(list)`); items are
+    copies: change a nested object, then store it again."""
+
+    __slots__ = ()
+    _kind = "list"
+
+    def __len__(self):
+        return self._op("len")
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.copy()[index]
+        return _unpack(self._op("get", index.__index__()))
+
+    def __setitem__(self, index, value):
+        if isinstance(index, slice):
+            packed = [_pack(item) for item in value]
+
+            def change(items):
+                items[index] = packed
+                return items
+            self._update(change)
+        else:
+            self._op("set", index.__index__(), _pack(value))
+
+    def __delitem__(self, index):
+        if isinstance(index, slice):
+            def change(items):
+                del items[index]
+                return items
+            self._update(change)
+        else:
+            self._op("del", index.__index__())
+
+    def insert(self, index, value):
+        self._op("insert", index.__index__(), _pack(value))
+
+    def append(self, value):
+        self._op("append", _pack(value))
+
+    def extend(self, values):
+        self._op("extend", [_pack(value) for value in values])
+
+    def __iadd__(self, values):
+        self.extend(values)
+        return self
+
+    def pop(self, index=-1):
+        return _unpack(self._op("pop", index.__index__()))
+
+    def remove(self, value):
+        def change(items):
+            for i, item in enumerate(items):
+                if _unpack(item) == value:
+                    del items[i]
+                    return items
+            raise ValueError("SharedList.remove(x): x not in list")
+        self._update(change)
+
+    def clear(self):
+        self._op("clear")
+
+    def sort(self, *, key=None, reverse=False):
+        self._update(lambda items: [_pack(v) for v in sorted([_unpack(i) for i in items], key=key, reverse=reverse)])
+
+    def reverse(self):
+        self._update(lambda items: items[::-1])
+
+    def copy(self):
+        """A plain list with the current items."""
+        return [_unpack(item) for item in self._op("snapshot")]
+
+    def __iter__(self):
+        return iter(self.copy())
+
+    def __contains__(self, value):
+        return value in self.copy()
+
+    def __eq__(self, other):
+        if isinstance(other, (list, SharedList)):
+            return self.copy() == list(other)
+        return NotImplemented
+
+    def __repr__(self):
+        return f"parallel.SharedList({self.copy()!r})"
+
+
+class SharedDict(_Shared, _abc.MutableMapping):
+    """A dict every parallel context reads and writes (from `protect(dict)`). Keys are
+    compared by their pickles (1 and 1.0 are different keys); values are copies."""
+
+    __slots__ = ()
+    _kind = "dict"
+
+    def __len__(self):
+        return self._op("len")
+
+    def __getitem__(self, key):
+        value = self._op("get", _pack(key))
+        if value is None:
+            raise KeyError(key)
+        return _unpack(value)
+
+    def __setitem__(self, key, value):
+        self._op("set", _pack(key), _pack(value))
+
+    def __delitem__(self, key):
+        if not self._op("del", _pack(key)):
+            raise KeyError(key)
+
+    def __contains__(self, key):
+        return self._op("contains", _pack(key))
+
+    def __iter__(self):
+        return iter([_unpack(key) for key in self._op("keys")])
+
+    def get(self, key, default=None):
+        value = self._op("get", _pack(key))
+        return default if value is None else _unpack(value)
+
+    def setdefault(self, key, default=None):
+        return _unpack(self._op("setdefault", _pack(key), _pack(default)))
+
+    _missing = object()
+
+    def pop(self, key, default=_missing):
+        value = self._op("pop", _pack(key))
+        if value is None:
+            if default is SharedDict._missing:
+                raise KeyError(key)
+            return default
+        return _unpack(value)
+
+    def clear(self):
+        self._op("clear")
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+    def copy(self):
+        """A plain dict with the current items."""
+        return {_unpack(key): _unpack(value) for key, value in self._op("snapshot")}
+
+    def __eq__(self, other):
+        if isinstance(other, (dict, SharedDict)):
+            return self.copy() == dict(other)
+        return NotImplemented
+
+    def __repr__(self):
+        return f"parallel.SharedDict({self.copy()!r})"
+
+
+class SharedSet(_Shared, _abc.MutableSet):
+    """A set every parallel context reads and writes (from `protect(set)`); members are
+    compared by their pickles."""
+
+    __slots__ = ()
+    _kind = "set"
+
+    def __len__(self):
+        return self._op("len")
+
+    def __contains__(self, value):
+        return self._op("contains", _pack(value))
+
+    def __iter__(self):
+        return iter(self.copy())
+
+    def add(self, value):
+        self._op("add", _pack(value))
+
+    def discard(self, value):
+        self._op("discard", _pack(value))
+
+    def clear(self):
+        self._op("clear")
+
+    def copy(self):
+        """A plain set with the current members."""
+        return {_unpack(item) for item in self._op("snapshot")}
+
+    def __repr__(self):
+        return f"parallel.SharedSet({self.copy()!r})"
+
+
+class SharedValue(_Shared):
+    """One value every parallel context reads and writes (from `protect(0)` and other
+    non-container values). `+=`, `-=`, `*=` and `add()` are atomic."""
+
+    __slots__ = ()
+    _kind = "value"
+
+    @property
+    def value(self):
+        return _unpack(self._op("get"))
+
+    @value.setter
+    def value(self, new):
+        self._op("set", _pack(new))
+
+    def get(self):
+        return self.value
+
+    def set(self, new):
+        self.value = new
+
+    def _apply(self, operation):
+        result = []
+
+        def change(packed):
+            result.append(operation(_unpack(packed)))
+            return _pack(result[0])
+        self._update(change)
+        return result[0]
+
+    def add(self, amount=1):
+        """Add `amount` atomically; returns the new value."""
+        return self._apply(lambda value: value + amount)
+
+    def __iadd__(self, amount):
+        self._apply(lambda value: value + amount)
+        return self
+
+    def __isub__(self, amount):
+        self._apply(lambda value: value - amount)
+        return self
+
+    def __imul__(self, amount):
+        self._apply(lambda value: value * amount)
+        return self
+
+    def __eq__(self, other):
+        return self.value == (other.value if isinstance(other, SharedValue) else other)
+
+    __hash__ = None
+
+    def __int__(self):
+        return int(self.value)
+
+    def __float__(self):
+        return float(self.value)
+
+    def __index__(self):
+        return self.value.__index__()
+
+    def __repr__(self):
+        return f"parallel.SharedValue({self.value!r})"
+
+
+_SHARED_TYPES = {"list": SharedList, "dict": SharedDict, "set": SharedSet, "value": SharedValue}
+
+
+def protect(obj):
+    """A shared copy of `obj` that every parallel context can read and write under a lock:
+    a SharedList, SharedDict or SharedSet for a list, dict or set, a SharedValue for anything
+    else (e.g. a counter: `HITS = parallel.protect(0)`, then `HITS += 1` in tasks). Values
+    cross by copy. Call it at module level (`SHARED = parallel.protect([])`): workers importing
+    the script get the main interpreter's containers back for those calls."""
+    if isinstance(obj, _Shared):
+        return obj
+    site = None
+    frame = _sys._getframe(1)
+    if frame.f_code.co_name == "<module>" and frame.f_globals is getattr(_sys.modules.get("__main__"), "__dict__", None):
+        site = frame.f_lineno
+        if _importing_main:
+            seen = _site_uses.get(site, 0)
+            _site_uses[site] = seen + 1
+            made_there = _shared_sites.get(site, ())
+            if seen < len(made_there):
+                return _shared_proxy(*made_there[seen])
+            site = None
+        elif _worker is not None:
+            site = None
+    if isinstance(obj, list):
+        kind, contents = "list", [_pack(item) for item in obj]
+    elif isinstance(obj, dict):
+        kind, contents = "dict", [(_pack(key), _pack(value)) for key, value in obj.items()]
+    elif isinstance(obj, (set, frozenset)) and not isinstance(obj, frozenset):
+        kind, contents = "set", [_pack(item) for item in obj]
+    else:
+        kind, contents = "value", _pack(obj)
+    proxy = _shared_proxy(kind, _core.shared_new(kind, contents))
+    if site is not None:
+        _shared_sites.setdefault(site, []).append((kind, proxy._id))
+    return proxy
+
+
+def protected(obj):
+    """Whether `obj` is a protected (shared) object."""
+    return isinstance(obj, _Shared)
+
+
+def unprotect(obj):
+    """A plain, unshared copy of a protected object's current contents (list, dict, set or
+    value); other objects are returned unchanged."""
+    if isinstance(obj, SharedValue):
+        return obj.value
+    if isinstance(obj, _Shared):
+        return obj.copy()
+    return obj
+
+
+# ----- share(): immutable data read in place by every worker -----
+
+class SharedData:
+    """Immutable data shared with every worker without copies: `.value` is the same object in
+    every interpreter. Made by `share()`; send the SharedData (not `.value`) to tasks."""
+
+    __slots__ = ("_address", "_value")
+
+    def __init__(self, address, value):
+        self._address = address
+        self._value = value
+
+    @property
+    def value(self):
+        return self._value
+
+    def __reduce__(self):
+        return (_shared_data, (self._address,))
+
+    def __len__(self):
+        return len(self._value)
+
+    def __getitem__(self, index):
+        return self._value[index]
+
+    def __iter__(self):
+        return iter(self._value)
+
+    def __contains__(self, item):
+        return item in self._value
+
+    def __repr__(self):
+        return f"<parallel.SharedData {type(self._value).__name__} at {self._address:#x}>"
+
+
+def _shared_data(address):
+    return SharedData(address, _core.share_get(address))
+
+
+def share(obj):
+    """Share immutable data (None, bool, int, float, complex, str, bytes, and tuples and
+    frozensets of those) with every worker, read in place: a task that receives the returned
+    SharedData reads `.value` without a copy. The objects become immortal (PEP 683) and live
+    until the process exits. TypeError names the first mutable object found."""
+    if isinstance(obj, SharedData):
+        return obj
+    return SharedData(_core.share_freeze(obj), obj)
+
+
+# ----- the main side: pools -----
+
+def _cpu_count():
+    import os
+    return os.process_cpu_count() or 1
+
+
+def _init_settings():
+    """What a worker needs to import the main script the way this interpreter did."""
+    import os
+    main = _sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is not None and not os.path.isfile(path):
+        path = None
+    spec = getattr(main, "__spec__", None)
+    return {"path": list(_sys.path), "argv": list(_sys.argv), "main": path,
+            "package": spec.parent if spec is not None else None, "shared_sites": _shared_sites}
+
+
+_INIT = {} if _worker is not None else _init_settings()
+
+
+class _RemoteTraceback(Exception):
+    def __init__(self, text):
+        self.text = text
+
+    def __str__(self):
+        return self.text
+
+
+def _raised(data):
+    """The exception a task raised, with the worker's traceback as its cause."""
+    exc, kind, message, traceback_text = _pickle.loads(data)
+    if exc is None:
+        exc = RuntimeError(f"{kind}: {message}")
+    exc.__cause__ = _RemoteTraceback(f'\n"""\n{traceback_text}"""')
+    return exc
+
+
+def _outcome(kind, data):
+    """The value of one outcome, or raise what it holds."""
+    if kind == _RETURNED:
+        return _pickle.loads(data)
+    if kind == _RAISED:
+        raise _raised(data)
+    raise RuntimeError(f"parallel: the task did not run: {data.decode(errors='replace')}")
+
+
+def _not_in_worker(what):
+    if _worker is not None:
+        raise RuntimeError(
+            f"parallel.{what}() cannot be called inside a parallel task or while a worker imports the "
+            "main script; put the script's own work under `if __name__ == '__main__':`")
+
+
+class _Pool:
+    """A pool of workers, plus the thread that completes its `submit` futures."""
+
+    def __init__(self, size):
+        import threading
+        # Results of workers name the script's classes and functions `__mp_main__.X`.
+        _sys.modules.setdefault("__mp_main__", _sys.modules["__main__"])
+        self.size = size
+        _INIT["shared_sites"] = _shared_sites
+        self.id = _core.pool_start(size, _pickle.dumps(_INIT, _PICKLE_PROTOCOL))
+        self.lock = threading.Lock()
+        self.futures = {}
+        self.collector = None
+        self.closed = False
+
+    def submit(self, fn, args, kwargs, future_type):
+        fn_bytes = _dump_function(fn)
+        data = _dumps((args, kwargs), f"the arguments of {_describe(fn)} to a worker")
+        return self.submit_payload(_payload(_TASK_CALL, fn_bytes, data), future_type)
+
+    def submit_payload(self, payload, future_type):
+        future = future_type()
+        with self.lock:
+            if self.closed:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            task = _core.pool_submit(self.id, payload)
+            future._parallel_task = (self, task)
+            self.futures[task] = future
+            if self.collector is None:
+                import threading
+                self.collector = threading.Thread(target=self._collect, name=f"parallel-collector-{self.id}",
+                                                  daemon=True)
+                self.collector.start()
+        return future
+
+    def _collect(self):
+        while True:
+            item = _core.pool_next_completion(self.id, 1.0)
+            if item is False:
+                return
+            if item is None:
+                continue
+            task, kind, data = item
+            with self.lock:
+                future = self.futures.pop(task, None)
+            if future is None or not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(_outcome(kind, data))
+            except BaseException as error:
+                future.set_exception(error)
+
+    def map(self, fn, iterables, chunksize):
+        # One iterable: the items go as they are (no 1-tuples to build, pickle and unpack).
+        single = len(iterables) == 1
+        items = list(iterables[0]) if single else list(zip(*iterables))
+        if not items:
+            return []
+        if chunksize is None:
+            chunksize, extra = divmod(len(items), self.size * 4)
+            chunksize += bool(extra)
+        elif not isinstance(chunksize, int) or chunksize < 1:
+            raise ValueError("chunksize must be a positive int or None")
+        fn_bytes = _dump_function(fn)
+        kind = _TASK_ITEMS if single else _TASK_CHUNK
+        what = f"the arguments of {_describe(fn)} to a worker"
+        batch = _core.batch_open(self.id)
+        try:
+            # Chunks start running while the next ones are pickled, and their results are
+            # unpickled while the workers compute the rest.
+            for start in range(0, len(items), chunksize):
+                _core.batch_add(self.id, batch, _payload(kind, fn_bytes, _dumps(items[start:start + chunksize], what)))
+            chunks = [None] * ((len(items) + chunksize - 1) // chunksize)
+            for _ in chunks:
+                slot, outcome, data = _core.batch_next(batch)
+                chunks[slot] = _outcome(outcome, data)
+        finally:
+            _core.batch_close(self.id, batch)
+        results = []
+        for chunk in chunks:
+            results.extend(chunk)
+        return results
+
+    def workers(self):
+        return [WorkerInfo(i, *fields) for i, fields in enumerate(_core.pool_workers(self.id))]
+
+    def shutdown(self, wait=True, cancel_futures=False):
+        with self.lock:
+            self.closed = True
+            pending = list(self.futures.values()) if cancel_futures else []
+        for future in pending:
+            future.cancel()
+        _core.pool_shutdown(self.id, wait, False)
+        if wait and self.collector is not None:
+            self.collector.join()
+
+
+_default_pool = None
+_pools = []  # every pool still open, shut down at exit
+
+
+def _default():
+    global _default_pool
+    _not_in_worker("map")
+    if _default_pool is None or _default_pool.closed:
+        _default_pool = _Pool(_cpu_count())
+        _pools.append(_default_pool)
+    return _default_pool
+
+
+def workers():
+    """The default pool's workers (the pool starts if it has not yet)."""
+    _not_in_worker("workers")
+    return _default().workers()
+
+
+def map(fn, *iterables, chunksize=None):
+    """`[fn(*args) for args in zip(*iterables)]`, computed by the workers in chunks; the list
+    keeps the input order. The first exception a task raised is raised here (with the worker's
+    traceback as its cause). Ctrl-C cancels the work not yet started and stops the pool."""
+    _not_in_worker("map")
+    if not iterables:
+        raise TypeError("map() needs at least one iterable")
+    pool = _default()
+    try:
+        return pool.map(fn, iterables, chunksize)
+    except KeyboardInterrupt:
+        _stop_default_pool()
+        raise
+
+
+def _stop_default_pool():
+    global _default_pool
+    if _default_pool is not None:
+        _default_pool.shutdown(wait=False, cancel_futures=True)
+        _default_pool = None
+
+
+import concurrent.futures as _futures  # noqa: E402
+
+
+class _TaskFuture(_futures.Future):
+    """A Future whose cancel() also takes its task out of the pool's queue."""
+
+    _parallel_task = None  # (the _Pool, task id)
+
+    def cancel(self):
+        if self._parallel_task is not None and not self.done():
+            pool, task = self._parallel_task
+            try:
+                if not _core.pool_cancel(pool.id, task):
+                    return False  # already running
+            except ValueError:
+                pass  # the pool is gone
+        return super().cancel()
+
+    def result(self, timeout=None):
+        # Fast path: wait for the task here rather than for the collector thread (one thread
+        # hand-off fewer per submit() round trip).
+        if self._parallel_task is not None and not self.done():
+            import time
+            pool, task = self._parallel_task
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not self.done():
+                remaining = 0.05 if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    outcome = _core.pool_wait_task(pool.id, task, remaining)
+                except ValueError:
+                    break  # the pool is gone
+                if outcome is False:
+                    break  # the collector has it
+                if outcome is not None:
+                    with pool.lock:
+                        pool.futures.pop(task, None)
+                    if self.set_running_or_notify_cancel():
+                        try:
+                            self.set_result(_outcome(*outcome))
+                        except BaseException as error:
+                            self.set_exception(error)
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+            if deadline is not None:
+                timeout = max(0.0, deadline - time.monotonic())
+        return super().result(timeout)
+
+
+def submit(fn, /, *args, **kwargs):
+    """Run `fn(*args, **kwargs)` on a worker; returns a concurrent.futures.Future."""
+    _not_in_worker("submit")
+    return _default().submit(fn, args, kwargs, _TaskFuture)
+
+
+class Executor(_futures.Executor):
+    """A concurrent.futures.Executor on its own pool of `max_workers` workers (default: one
+    per CPU). Code written for ProcessPoolExecutor switches by changing that one line."""
+
+    def __init__(self, max_workers=None):
+        _not_in_worker("Executor")
+        if max_workers is None:
+            max_workers = _cpu_count()
+        elif not isinstance(max_workers, int) or max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        import threading
+        self._max_workers = max_workers
+        self._pool = None
+        self._shutdown = False
+        self._lock = threading.Lock()
+
+    def _started(self):
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if self._pool is None:
+                self._pool = _Pool(self._max_workers)
+                _pools.append(self._pool)
+            return self._pool
+
+    def submit(self, fn, /, *args, **kwargs):
+        return self._started().submit(fn, args, kwargs, _TaskFuture)
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1):
+        """Like ProcessPoolExecutor.map: an iterator of results in input order; `chunksize`
+        items go to a worker at a time."""
+        if not isinstance(chunksize, int) or chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        pool = self._started()
+        if chunksize == 1:
+            return super().map(fn, *iterables, timeout=timeout)
+        fn_bytes = _dump_function(fn)
+        items = list(zip(*iterables))
+        futures = []
+        for i in range(0, len(items), chunksize):
+            data = _dumps(items[i:i + chunksize], f"the arguments of {_describe(fn)} to a worker")
+            futures.append(pool.submit_payload(_payload(_TASK_CHUNK, fn_bytes, data), _TaskFuture))
+        return _chained(futures, timeout)
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        with self._lock:
+            self._shutdown = True
+            pool = self._pool
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def _chained(futures, timeout):
+    import time
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        futures.reverse()
+        while futures:
+            future = futures.pop()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            yield from future.result(remaining)
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def _shutdown_all():
+    while _pools:
+        _pools.pop().shutdown(wait=True)
+
+
+if _worker is None:
+    import atexit
+    atexit.register(_shutdown_all)
+
+
+# ----- the worker side -----
+
+_function_cache = {}
+
+
+def _load_function(fn_bytes):
+    fn = _function_cache.get(fn_bytes)
+    if fn is None:
+        try:
+            fn = _pickle.loads(fn_bytes)
+        except Exception as error:
+            raise TransferError(f"cannot rebuild the function in a worker: {type(error).__name__}: {error}") \
+                from error
+        if len(_function_cache) >= 64:
+            _function_cache.clear()
+        _function_cache[fn_bytes] = fn
+    return fn
+
+
+def _unpack_task(payload):
+    """(kind, function, data) of a task. Runs before the PX/PY guard is on: rebuilding a
+    function may add the names it was sent with to the script's globals."""
+    kind = payload[0]
+    size = int.from_bytes(payload[1:5], "little")
+    fn = _load_function(payload[5:5 + size])
+    try:
+        data = _pickle.loads(payload[5 + size:])
+    except Exception as error:
+        raise TransferError(f"cannot rebuild the arguments of {_describe(fn)} in a worker: "
+                            f"{type(error).__name__}: {error}") from error
+    return kind, fn, data
+
+
+def _call(kind, fn, data):
+    if kind == _TASK_ITEMS:
+        return [fn(item) for item in data]
+    if kind == _TASK_CALL:
+        args, kwargs = data
+        return fn(*args, **kwargs)
+    return [fn(*args) for args in data]
+
+
+def _exception_data(error):
+    import traceback
+    text = "".join(traceback.format_exception(error))
+    kind = f"{type(error).__module__}.{type(error).__qualname__}"
+    try:
+        data = _pickle.dumps((error, kind, str(error), text), _PICKLE_PROTOCOL)
+        _pickle.loads(data)  # an exception class that cannot be rebuilt goes as text
+        return data
+    except Exception:
+        return _pickle.dumps((None, kind, str(error), text), _PICKLE_PROTOCOL)
+
+
+class _SerializedExtensionImports:
+    """Meta-path finder of a worker: extension modules initialize under a process-wide lock
+    (CPython 3.13.0 crashes when several sub-interpreters initialize e.g. _datetime at once)."""
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        for finder in _sys.meta_path:
+            if finder is cls:
+                continue
+            find = getattr(finder, "find_spec", None)
+            spec = find(name, path, target) if find is not None else None
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        if isinstance(loader, _ExtensionFileLoader) or loader is _BuiltinImporter:
+            spec.loader = _LockedLoader(loader)
+        return spec
+
+
+class _LockedLoader:
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        spec.loader = self._loader
+        _core.import_lock_acquire()
+        try:
+            return self._loader.create_module(spec)
+        finally:
+            _core.import_lock_release()
+
+    def exec_module(self, module):
+        _core.import_lock_acquire()
+        try:
+            return self._loader.exec_module(module)
+        finally:
+            _core.import_lock_release()
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+
+def _worker_init(pool_id, index, settings):
+    """Runs once in a new worker: set sys.path and sys.argv as in the main interpreter and
+    import the main script as __mp_main__. Returns None, or why the script could not load."""
+    global _worker, _main_import_error, _INIT
+    _worker = (pool_id, index)
+    _INIT = {}
+    global _ExtensionFileLoader, _BuiltinImporter
+    from importlib.machinery import BuiltinImporter as _BuiltinImporter
+    from importlib.machinery import ExtensionFileLoader as _ExtensionFileLoader
+    _sys.meta_path.insert(0, _SerializedExtensionImports)
+    settings = _pickle.loads(settings)
+    _sys.path[:] = settings["path"]
+    _sys.argv[:] = settings["argv"]
+    path = settings["main"]
+    if path is None:
+        return None
+    global _shared_sites, _importing_main
+    _shared_sites = settings["shared_sites"]
+    _importing_main = True
+    import types
+    main = types.ModuleType("__mp_main__")
+    main.__file__ = path
+    main.__package__ = settings["package"]
+    _sys.modules["__mp_main__"] = _sys.modules["__main__"] = main
+    try:
+        import io
+        with io.open_code(path) as source:
+            code = compile(source.read(), path, "exec")
+        exec(code, main.__dict__)
+    except BaseException as error:
+        import traceback
+        _main_import_error = f"{type(error).__name__}: {error}"
+        return "cannot import the main script: " + "".join(traceback.format_exception(error)).rstrip()
+    finally:
+        _importing_main = False
+    _guard_script(main)
+    return None
+
+
+# Methods that change a list, set or bytearray, and the verb for the error message.
+_LIST_MUTATORS = {
+    "append": "append to", "extend": "extend", "insert": "insert into", "pop": "pop from",
+    "remove": "remove from", "clear": "clear", "sort": "sort", "reverse": "reverse",
+    "__setitem__": "assign an item or slice of", "__delitem__": "delete an item or slice of",
+    "__iadd__": "extend (+=)", "__imul__": "repeat (*=)",
+}
+_SET_MUTATORS = {
+    "add": "add to", "discard": "discard from", "remove": "remove from", "pop": "pop from",
+    "clear": "clear", "update": "update", "intersection_update": "update",
+    "difference_update": "update", "symmetric_difference_update": "update",
+    "__ior__": "update (|=)", "__iand__": "update (&=)", "__isub__": "update (-=)",
+    "__ixor__": "update (^=)",
+}
+_BYTEARRAY_MUTATORS = {name: verb for name, verb in _LIST_MUTATORS.items() if name != "sort"}
+
+
+def _read_only_type(base, mutators):
+    """A subclass of `base` adding no fields, whose mutators raise ProtectionError: the
+    worker retypes the script's lists, sets and bytearrays to it (Rust checks the layout)."""
+    def refusal(verb):
+        def refuse(self, *args, **kwargs):
+            raise ProtectionError(_core.guard_violation(f"{verb} a '{base.__name__}'"))
+        return refuse
+
+    cls = _core.guard_make_type(base, f"parallel.ReadOnly{base.__name__.capitalize()}")
+    for name, verb in mutators.items():
+        setattr(cls, name, refusal(verb))
+    cls.__doc__ = f"A {base.__name__} of the main script, read-only inside parallel tasks."
+    # Copies (pickle, copy) are plain, writable objects.
+    cls.__reduce_ex__ = lambda self, protocol: (base, (base(self),))
+    return cls
+
+
+def _guard_script(main):
+    """Make the main script's state read-only for tasks: its globals and, below them, dicts,
+    lists, sets, bytearrays, tuples, frozensets, the script's classes and their instances.
+    Modules, functions and other objects are not followed."""
+    global _py_ids
+    read_only = {list: _read_only_type(list, _LIST_MUTATORS), set: _read_only_type(set, _SET_MUTATORS),
+                 bytearray: _read_only_type(bytearray, _BYTEARRAY_MUTATORS)}
+    watch, retype = _core.guard_watch, _core.guard_retype
+    owners = {main.__name__}  # modules whose classes and instances are guarded
+    watch(main.__dict__, "globals", None)
+    seen = {id(main.__dict__)}
+    pending = list(main.__dict__.values())
+    seen.update(id(value) for value in pending)
+    while pending:
+        obj = pending.pop()
+        kind = type(obj)
+        if kind is dict:
+            watch(obj, "dict", None)
+            children = list(obj.values())
+        elif kind in read_only:
+            retype(obj, read_only[kind])
+            children = [] if kind is bytearray else list(obj)
+        elif kind is tuple or kind is frozenset:
+            children = list(obj)
+        elif isinstance(obj, _ModuleType):
+            if not _is_user_module(obj):
+                continue
+            owners.add(obj.__name__)
+            watch(obj.__dict__, "module", obj)
+            children = list(obj.__dict__.values())
+        elif isinstance(obj, type):
+            if obj.__module__ not in owners:
+                continue
+            watch(_type_dict(obj), "class", obj)
+            children = list(vars(obj).values())
+        elif getattr(kind, "__module__", None) in owners:
+            attributes = getattr(obj, "__dict__", None)
+            if type(attributes) is not dict:
+                continue
+            # CPython 3.13 stores attributes in the object's inline values, bypassing the dict
+            # (and its watcher), while the dict shares them; a non-str key makes the dict take
+            # them over for good.
+            attributes[0] = None
+            del attributes[0]
+            watch(attributes, "instance", obj)
+            children = list(attributes.values())
+        else:
+            continue
+        for child in children:
+            if id(child) not in seen:
+                seen.add(id(child))
+                pending.append(child)
+    _py_ids = frozenset(seen)
+
+
+from types import ModuleType as _ModuleType  # noqa: E402
+
+
+def _is_user_module(module):
+    """A module of the program (its file is outside the standard library and site-packages):
+    its globals are PY state like the script's. Standard modules legitimately rebind their
+    own globals (tempfile.tempdir, warnings' filter version...), so they are not guarded."""
+    path = getattr(module, "__file__", None)
+    if not isinstance(path, str):
+        return False
+    import os
+    import sysconfig
+    path = os.path.realpath(path)
+    paths = sysconfig.get_paths()
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        root = paths.get(key)
+        if root and path.startswith(os.path.realpath(root) + os.sep):
+            return False
+    return True
+
+
+def _type_dict(cls):
+    # The real class dict (vars() gives a read-only proxy of it).
+    import gc
+    for referent in gc.get_referents(vars(cls)):
+        if type(referent) is dict:
+            return referent
+    raise TypeError(f"cannot find the dict of class {cls.__qualname__}")
+
+
+def _worker_loop(pool_id, index, _unused):
+    """Serves tasks until the pool stops."""
+    global _context
+    next_task = _core.worker_next
+    guard_begin, guard_end = _core.guard_begin, _core.guard_end
+    done, kind, data = 0, _RETURNED, b""
+    info = None
+    while True:
+        task = next_task(pool_id, index, done, kind, data)
+        if task is None:
+            return
+        done, payload = task
+        if info is None:
+            import threading
+            info = _core.pool_workers(pool_id)[index]
+            thread_id = threading.get_native_id()
+        _context = TaskContext(index, info[0], thread_id, done)
+        fn = raised = violation = None
+        try:
+            kind, fn, data = _unpack_task(payload)
+            guard_begin()
+            try:
+                result = _call(kind, fn, data)
+            finally:
+                violation = guard_end()
+        except BaseException as error:
+            raised = error
+        finally:
+            _context = None
+        payload = data = None
+        if violation is not None and not isinstance(raised, ProtectionError):
+            raised = ProtectionError(violation)  # the task caught it, or raised something else
+        if raised is None:
+            kind = _RETURNED
+            try:
+                data = _pickle.dumps(result, _PICKLE_PROTOCOL)
+            except Exception:
+                try:
+                    data = _dumps(result, f"the result of {_describe(fn)} back from a worker")
+                except BaseException as error:
+                    raised = error
+        if raised is not None:
+            kind, data = _RAISED, _exception_data(raised)
+        result = raised = None

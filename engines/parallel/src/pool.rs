@@ -1,0 +1,574 @@
+//! The worker pool's shared state, in plain Rust: no Python object ever crosses between
+//! interpreters. Tasks and results are byte strings (pickles) copied in and out.
+//!
+//! A task's outcome goes to one of two sinks: a [`Batch`] whose caller collects outcomes as
+//! they finish (`parallel.map`), or, for `submit`, the pool's completion queue, which a
+//! collector thread in the main interpreter drains into `concurrent.futures.Future`s, unless
+//! a caller blocked on that one future claimed it (`Pool::wait_task`).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long an idle worker, or a caller waiting for one task, spins before it sleeps. Waking
+/// a sleeping thread costs tens of microseconds on a VM (an idle vCPU must be woken); a
+/// short spin keeps a submit() round trip far below that when tasks follow each other.
+const SPIN: Duration = Duration::from_micros(100);
+
+/// Spins until `ready()` or SPIN has passed; returns `ready()`.
+fn spin_until(ready: impl Fn() -> bool) -> bool {
+    let started = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if started.elapsed() >= SPIN {
+            return ready();
+        }
+    }
+}
+
+/// How a task ended; says what `Outcome::data` holds.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum OutcomeKind {
+    /// The pickled return value.
+    Returned = 0,
+    /// The task raised: the pickled exception and the worker's traceback.
+    Raised = 1,
+    /// The pool could not run the task (cancelled, no worker): a UTF-8 message.
+    NotRun = 2,
+}
+
+/// Outcome of one task.
+pub struct Outcome {
+    pub kind: OutcomeKind,
+    pub data: Vec<u8>,
+}
+
+impl Outcome {
+    pub fn not_run(message: String) -> Outcome {
+        Outcome { kind: OutcomeKind::NotRun, data: message.into_bytes() }
+    }
+}
+
+/// Tasks whose outcomes one caller collects as they finish (`parallel.map`), each tagged
+/// with its slot (the order the caller queued them in).
+pub struct Batch {
+    pub id: u64,
+    pool: u64,
+    state: Mutex<BatchState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct BatchState {
+    done: VecDeque<(usize, Outcome)>,
+    /// Ids of the tasks queued so far, by slot.
+    tasks: Vec<u64>,
+    closed: bool,
+}
+
+impl Batch {
+    fn deliver(&self, slot: usize, outcome: Outcome) {
+        let mut state = lock(&self.state);
+        if !state.closed {
+            state.done.push_back((slot, outcome));
+            self.changed.notify_all();
+        }
+    }
+
+    /// The next finished task (slot, outcome), waiting up to `timeout`.
+    pub fn next(&self, timeout: Duration) -> Option<(usize, Outcome)> {
+        let state = lock(&self.state);
+        let (mut state, _) = self
+            .changed
+            .wait_timeout_while(state, timeout, |s| s.done.is_empty())
+            .unwrap_or_else(|poison| poison.into_inner());
+        state.done.pop_front()
+    }
+}
+
+/// What `Pool::wait_task` found.
+pub enum TaskWait {
+    Done(Outcome),
+    /// Not finished within the timeout (or no longer queued, e.g. cancelled).
+    Pending,
+    /// Not in this pool any more: its outcome went to the completion queue's reader.
+    Gone,
+}
+
+enum Sink {
+    Batch(Arc<Batch>, usize),
+    Completions,
+}
+
+struct Task {
+    id: u64,
+    payload: Vec<u8>,
+    sink: Sink,
+}
+
+/// What `parallel.workers()` reports about one worker.
+#[derive(Clone, Default)]
+pub struct WorkerInfo {
+    /// The worker's `PyInterpreterState` address, 0 until it exists.
+    pub interpreter: usize,
+    pub interpreter_id: i64,
+    pub native_thread_id: u64,
+    pub tasks_done: u64,
+    pub state: &'static str,
+    /// Why the worker could not start, or could not import the main script.
+    pub error: Option<String>,
+}
+
+struct PoolState {
+    queue: VecDeque<Task>,
+    /// Tasks a worker is running, by id: where their results go.
+    running: HashMap<u64, Sink>,
+    completions: VecDeque<(u64, Outcome)>,
+    /// `submit` tasks a caller waits for itself (`wait_task`): their outcomes skip the
+    /// completion queue and land in `claimed_done`.
+    claimed: HashSet<u64>,
+    claimed_done: HashMap<u64, Outcome>,
+    workers: Vec<WorkerInfo>,
+    /// Workers still able to take tasks.
+    alive: usize,
+    stopping: bool,
+}
+
+pub struct Pool {
+    pub id: u64,
+    /// Pickled start-up settings for the workers (sys.path, the main script...).
+    pub init_payload: Vec<u8>,
+    state: Mutex<PoolState>,
+    /// Tasks in the queue, readable without the lock (for spinning workers).
+    queued: AtomicUsize,
+    /// Bumped by every claimed completion (for spinning waiters).
+    completed: AtomicU64,
+    stopping: AtomicBool,
+    work_ready: Condvar,
+    completion_ready: Condvar,
+    claimed_ready: Condvar,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Engine statistics (all pools): tasks finished by workers, pools and workers started.
+pub static TASKS_DONE: AtomicU64 = AtomicU64::new(0);
+pub static POOLS_STARTED: AtomicU64 = AtomicU64::new(0);
+pub static WORKERS_STARTED: AtomicU64 = AtomicU64::new(0);
+
+static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
+static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
+static NEXT_BATCH_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Open batches by id.
+pub fn batches() -> &'static Mutex<HashMap<u64, Arc<Batch>>> {
+    static BATCHES: OnceLock<Mutex<HashMap<u64, Arc<Batch>>>> = OnceLock::new();
+    BATCHES.get_or_init(Default::default)
+}
+
+/// Live pools by id; a pool leaves when it is shut down.
+fn registry() -> &'static Mutex<HashMap<u64, Arc<Pool>>> {
+    static POOLS: OnceLock<Mutex<HashMap<u64, Arc<Pool>>>> = OnceLock::new();
+    POOLS.get_or_init(Default::default)
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the state it guards
+/// is updated in single steps, so it stays consistent.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+impl Pool {
+    pub fn create(workers: usize, init_payload: Vec<u8>) -> Arc<Pool> {
+        let pool = Arc::new(Pool {
+            id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+            init_payload,
+            state: Mutex::new(PoolState {
+                queue: VecDeque::new(),
+                running: HashMap::new(),
+                completions: VecDeque::new(),
+                claimed: HashSet::new(),
+                claimed_done: HashMap::new(),
+                workers: vec![WorkerInfo { state: "starting", ..Default::default() }; workers],
+                alive: workers,
+                stopping: false,
+            }),
+            queued: AtomicUsize::new(0),
+            completed: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            work_ready: Condvar::new(),
+            completion_ready: Condvar::new(),
+            claimed_ready: Condvar::new(),
+            threads: Mutex::new(Vec::new()),
+        });
+        lock(registry()).insert(pool.id, pool.clone());
+        POOLS_STARTED.fetch_add(1, Ordering::Relaxed);
+        pool
+    }
+
+    pub fn get(id: u64) -> Option<Arc<Pool>> {
+        lock(registry()).get(&id).cloned()
+    }
+
+    pub fn all() -> Vec<Arc<Pool>> {
+        lock(registry()).values().cloned().collect()
+    }
+
+    pub fn add_thread(&self, handle: JoinHandle<()>) {
+        lock(&self.threads).push(handle);
+    }
+
+    fn push(&self, payload: Vec<u8>, sink: Sink) -> Result<u64, String> {
+        let mut state = lock(&self.state);
+        if state.stopping {
+            return Err("the pool is shut down".into());
+        }
+        if state.alive == 0 {
+            return Err(no_worker_message(&state));
+        }
+        let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
+        state.queue.push_back(Task { id, payload, sink });
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.work_ready.notify_one();
+        Ok(id)
+    }
+
+    /// Queues one task whose outcome goes to the completion queue.
+    pub fn submit(&self, payload: Vec<u8>) -> Result<u64, String> {
+        self.push(payload, Sink::Completions)
+    }
+
+    /// A new, empty batch of this pool.
+    pub fn open_batch(&self) -> Arc<Batch> {
+        let batch = Arc::new(Batch {
+            id: NEXT_BATCH_ID.fetch_add(1, Ordering::Relaxed),
+            pool: self.id,
+            state: Mutex::new(BatchState::default()),
+            changed: Condvar::new(),
+        });
+        lock(batches()).insert(batch.id, batch.clone());
+        batch
+    }
+
+    /// Queues one task of `batch`; returns its slot.
+    pub fn add_to_batch(&self, batch: &Arc<Batch>, payload: Vec<u8>) -> Result<usize, String> {
+        if batch.pool != self.id {
+            return Err("the batch belongs to another pool".into());
+        }
+        let mut state = lock(&batch.state);
+        if state.closed {
+            return Err("the batch is closed".into());
+        }
+        let slot = state.tasks.len();
+        let id = self.push(payload, Sink::Batch(batch.clone(), slot))?;
+        state.tasks.push(id);
+        Ok(slot)
+    }
+
+    /// Ends a batch: its tasks still queued are cancelled, later outcomes are dropped.
+    pub fn close_batch(&self, batch: &Batch) {
+        let tasks = {
+            let mut state = lock(&batch.state);
+            state.closed = true;
+            state.done.clear();
+            std::mem::take(&mut state.tasks)
+        };
+        self.cancel(&tasks);
+        lock(batches()).remove(&batch.id);
+    }
+
+    /// Removes the given tasks from the queue if no worker took them yet; returns how many.
+    pub fn cancel(&self, ids: &[u64]) -> usize {
+        let ids: HashSet<u64> = ids.iter().copied().collect();
+        let mut state = lock(&self.state);
+        let before = state.queue.len();
+        state.queue.retain(|task| !ids.contains(&task.id));
+        let cancelled = before - state.queue.len();
+        self.queued.fetch_sub(cancelled, Ordering::Relaxed);
+        cancelled
+    }
+
+    /// A worker's next task (id, payload), or None when the pool stops. Blocks.
+    pub fn next_task(&self, worker: usize) -> Option<(u64, Vec<u8>)> {
+        spin_until(|| self.queued.load(Ordering::Relaxed) > 0 || self.stopping.load(Ordering::Relaxed));
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(task) = state.queue.pop_front() {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                state.running.insert(task.id, task.sink);
+                state.workers[worker].state = "running";
+                return Some((task.id, task.payload));
+            }
+            if state.stopping {
+                return None;
+            }
+            state.workers[worker].state = "idle";
+            state = self.work_ready.wait(state).unwrap_or_else(|poison| poison.into_inner());
+        }
+    }
+
+    /// A worker finished a task.
+    pub fn complete(&self, worker: usize, task: u64, outcome: Outcome) {
+        let mut state = lock(&self.state);
+        state.workers[worker].tasks_done += 1;
+        TASKS_DONE.fetch_add(1, Ordering::Relaxed);
+        state.workers[worker].state = "idle";
+        match state.running.remove(&task) {
+            Some(Sink::Batch(batch, slot)) => {
+                drop(state);
+                batch.deliver(slot, outcome);
+            }
+            Some(Sink::Completions) => {
+                self.deliver_completion(&mut state, task, outcome);
+            }
+            None => {}
+        }
+    }
+
+    /// A `submit` task's outcome goes to the caller that claimed it, else to the completion
+    /// queue. Each side has its own condition variable: waking the collector thread for a
+    /// claimed outcome would make it fight the caller for the GIL.
+    fn deliver_completion(&self, state: &mut PoolState, task: u64, outcome: Outcome) {
+        if state.claimed.remove(&task) {
+            state.claimed_done.insert(task, outcome);
+            self.completed.fetch_add(1, Ordering::Release);
+            self.claimed_ready.notify_all();
+        } else {
+            state.completions.push_back((task, outcome));
+            self.completion_ready.notify_all();
+        }
+    }
+
+    /// Waits up to `timeout` for one `submit` task, taking its outcome away from the
+    /// completion queue (so that a caller blocked on the future needs no collector thread).
+    pub fn wait_task(&self, task: u64, timeout: Duration) -> TaskWait {
+        let mut state = lock(&self.state);
+        if let Some(position) = state.completions.iter().position(|(id, _)| *id == task) {
+            return TaskWait::Done(state.completions.remove(position).map(|(_, o)| o).expect("present"));
+        }
+        let pending = state.running.contains_key(&task) || state.queue.iter().any(|t| t.id == task);
+        if !pending {
+            return TaskWait::Gone;
+        }
+        state.claimed.insert(task);
+        drop(state);
+        let seen = self.completed.load(Ordering::Acquire);
+        spin_until(|| self.completed.load(Ordering::Acquire) != seen);
+        let mut state = lock(&self.state);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(outcome) = state.claimed_done.remove(&task) {
+                return TaskWait::Done(outcome);
+            }
+            let now = Instant::now();
+            let orphaned = !state.running.contains_key(&task) && !state.queue.iter().any(|t| t.id == task);
+            if now >= deadline || orphaned {
+                // Give the task back to the completion queue's reader.
+                state.claimed.remove(&task);
+                return TaskWait::Pending;
+            }
+            state = self
+                .claimed_ready
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|poison| poison.into_inner())
+                .0;
+        }
+    }
+
+    /// The next finished `submit` task, waiting up to `timeout`. `Err(())` once the pool is
+    /// shut down and nothing is left to collect.
+    pub fn next_completion(&self, timeout: Duration) -> Result<Option<(u64, Outcome)>, ()> {
+        let mut state = lock(&self.state);
+        if state.completions.is_empty() && !self.finished(&state) {
+            state = self
+                .completion_ready
+                .wait_timeout_while(state, timeout, |s| s.completions.is_empty() && !self.finished(s))
+                .unwrap_or_else(|poison| poison.into_inner())
+                .0;
+        }
+        match state.completions.pop_front() {
+            Some(done) => Ok(Some(done)),
+            None if self.finished(&state) => Err(()),
+            None => Ok(None),
+        }
+    }
+
+    fn finished(&self, state: &PoolState) -> bool {
+        state.stopping && state.queue.is_empty() && state.running.is_empty()
+    }
+
+    pub fn set_worker(&self, worker: usize, update: impl FnOnce(&mut WorkerInfo)) {
+        update(&mut lock(&self.state).workers[worker]);
+    }
+
+    /// A worker thread ends (normally or because its interpreter could not be created). When
+    /// the last one goes, queued tasks fail instead of waiting forever.
+    pub fn worker_gone(&self, worker: usize, error: Option<String>) {
+        let mut state = lock(&self.state);
+        state.workers[worker].state = "stopped";
+        if error.is_some() {
+            state.workers[worker].error = error;
+        }
+        state.alive -= 1;
+        if state.alive == 0 {
+            let message = no_worker_message(&state);
+            let orphans: Vec<Task> = state.queue.drain(..).collect();
+            self.queued.store(0, Ordering::Relaxed);
+            drop(state);
+            for task in orphans {
+                self.fail(task, &message);
+            }
+        }
+    }
+
+    fn fail(&self, task: Task, message: &str) {
+        match task.sink {
+            Sink::Batch(batch, slot) => batch.deliver(slot, Outcome::not_run(message.to_string())),
+            Sink::Completions => {
+                let mut state = lock(&self.state);
+                self.deliver_completion(&mut state, task.id, Outcome::not_run(message.to_string()));
+            }
+        }
+    }
+
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        lock(&self.state).workers.clone()
+    }
+
+    /// Stops the pool: with `cancel_pending`, queued tasks fail as cancelled; the others still
+    /// run. Workers end after their current task. With `wait`, joins the worker threads (the
+    /// caller must not hold a GIL that a worker needs: workers need none but their own).
+    pub fn shutdown(&self, wait: bool, cancel_pending: bool) {
+        let cancelled: Vec<Task> = {
+            let mut state = lock(&self.state);
+            state.stopping = true;
+            self.stopping.store(true, Ordering::Relaxed);
+            self.work_ready.notify_all();
+            self.completion_ready.notify_all();
+            self.claimed_ready.notify_all();
+            if cancel_pending {
+                self.queued.store(0, Ordering::Relaxed);
+                state.queue.drain(..).collect()
+            } else {
+                Vec::new()
+            }
+        };
+        for task in cancelled {
+            self.fail(task, "cancelled: the pool was shut down");
+        }
+        if wait {
+            let threads: Vec<JoinHandle<()>> = lock(&self.threads).drain(..).collect();
+            for thread in threads {
+                // A worker thread does not panic out (its body catches panics); if it did,
+                // there is nothing more to clean up here.
+                let _ = thread.join();
+            }
+            lock(registry()).remove(&self.id);
+        }
+    }
+}
+
+fn no_worker_message(state: &PoolState) -> String {
+    let reasons: Vec<String> = state
+        .workers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| w.error.as_ref().map(|e| format!("worker {i}: {e}")))
+        .collect();
+    if reasons.is_empty() {
+        "the pool has no running worker".to_string()
+    } else {
+        format!("the pool has no running worker ({})", reasons.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn returned(data: &[u8]) -> Outcome {
+        Outcome { kind: OutcomeKind::Returned, data: data.to_vec() }
+    }
+
+    #[test]
+    fn a_batch_streams_outcomes_tagged_with_their_slots_and_closing_cancels_the_rest() {
+        let pool = Pool::create(1, Vec::new());
+        let batch = pool.open_batch();
+        for payload in [b"a", b"b", b"c"] {
+            pool.add_to_batch(&batch, payload.to_vec()).unwrap();
+        }
+        let (first, _) = pool.next_task(0).unwrap();
+        let (second, _) = pool.next_task(0).unwrap();
+        assert!(batch.next(Duration::from_millis(1)).is_none());
+        pool.complete(0, second, returned(b"B"));
+        pool.complete(0, first, returned(b"A"));
+        let (slot, outcome) = batch.next(Duration::from_millis(1)).unwrap();
+        assert_eq!((slot, outcome.data.as_slice()), (1, &b"B"[..]));
+        assert_eq!(batch.next(Duration::from_millis(1)).unwrap().0, 0);
+        pool.close_batch(&batch);
+        assert!(lock(batches()).get(&batch.id).is_none());
+        pool.shutdown(true, false);
+        assert!(pool.next_task(0).is_none(), "the third task was cancelled");
+        assert!(Pool::get(pool.id).is_none());
+    }
+
+    #[test]
+    fn a_claimed_task_skips_the_completion_queue() {
+        let pool = Pool::create(1, Vec::new());
+        let task = pool.submit(b"x".to_vec()).unwrap();
+        assert!(matches!(pool.wait_task(task, Duration::from_millis(1)), TaskWait::Pending));
+        let (id, _) = pool.next_task(0).unwrap();
+        let worker = {
+            let pool = pool.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                pool.complete(0, id, returned(b"done"));
+            })
+        };
+        match pool.wait_task(task, Duration::from_secs(10)) {
+            TaskWait::Done(outcome) => assert_eq!(outcome.data, b"done"),
+            _ => panic!("the outcome should reach the waiter"),
+        }
+        worker.join().unwrap();
+        assert!(pool.next_completion(Duration::from_millis(1)).unwrap().is_none());
+        assert!(matches!(pool.wait_task(task, Duration::from_millis(1)), TaskWait::Gone));
+    }
+
+    #[test]
+    fn cancel_removes_queued_tasks_only() {
+        let pool = Pool::create(1, Vec::new());
+        let a = pool.submit(b"a".to_vec()).unwrap();
+        let b = pool.submit(b"b".to_vec()).unwrap();
+        assert_eq!(pool.next_task(0).unwrap().0, a);
+        assert_eq!(pool.cancel(&[a, b]), 1);
+        pool.complete(0, a, returned(b""));
+        let (done, outcome) = pool.next_completion(Duration::from_millis(1)).unwrap().unwrap();
+        assert_eq!(done, a);
+        assert_eq!(outcome.kind, OutcomeKind::Returned);
+        pool.shutdown(true, true);
+        assert!(pool.next_completion(Duration::from_millis(1)).is_err());
+        assert!(pool.submit(Vec::new()).is_err());
+    }
+
+    #[test]
+    fn when_the_last_worker_is_gone_queued_tasks_fail_with_the_reason() {
+        let pool = Pool::create(2, Vec::new());
+        let batch = pool.open_batch();
+        pool.add_to_batch(&batch, Vec::new()).unwrap();
+        pool.worker_gone(0, Some("cannot create the interpreter".into()));
+        assert!(batch.next(Duration::from_millis(1)).is_none());
+        pool.worker_gone(1, None);
+        let (_, outcome) = batch.next(Duration::from_millis(1)).unwrap();
+        assert_eq!(outcome.kind, OutcomeKind::NotRun);
+        let message = String::from_utf8(outcome.data).unwrap();
+        assert!(message.contains("worker 0: cannot create the interpreter"), "{message}");
+        assert!(pool.submit(Vec::new()).unwrap_err().contains("no running worker"));
+        pool.shutdown(true, false);
+    }
+}
