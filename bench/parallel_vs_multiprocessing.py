@@ -10,7 +10,8 @@ Every measurement is a fresh child process running bench/parallel_workloads.py:
     processpool      python3.13                ProcessPoolExecutor(2).map(fn, items, chunksize=...)
     threads          python3.13                ThreadPoolExecutor(2).map(fn, items)
 
-Sizes: 200,000 trivial tasks; 4,000 tasks of ~0.1 ms; 8 tasks of ~0.1 s. The pools are started
+Sizes: 200,000 trivial tasks; 4,000 tasks of ~0.1 ms; 8 tasks of ~0.1 s. Also: the RSS that the
+workers add when each reads a whole 100 MB `share()`d dataset. The pools are started
 and warmed up before the timed map call (start-up is reported apart). Rounds run every
 (size, contender) pair in a new random order; medians over --runs rounds are reported, with
 speed-ups over sequential and the ratio to multiprocessing.
@@ -39,6 +40,7 @@ CONTENDERS = ["sequential", "parallel", "multiprocessing", "processpool", "threa
 SUBMIT_CONTENDERS = ["parallel", "multiprocessing", "processpool"]
 TARGET_LARGE_SPEEDUP = 1.85
 TARGET_SUBMIT_SECONDS = 20e-6
+TARGET_SHARE_FRACTION = 0.05
 
 
 def command(contender: str, pyhost: Path, python: str) -> list[str]:
@@ -68,7 +70,8 @@ def main() -> None:
     if not args.pyhost.is_file():
         sys.exit(f"no pyhost at {args.pyhost}; build it with `cargo build --release`")
 
-    pairs = [(c, s) for s in SIZES for c in CONTENDERS] + [(c, "submit") for c in SUBMIT_CONTENDERS]
+    pairs = ([(c, s) for s in SIZES for c in CONTENDERS] + [(c, "submit") for c in SUBMIT_CONTENDERS]
+             + [("parallel", "share")])
     samples: dict[tuple[str, str], list[dict]] = {pair: [] for pair in pairs}
     for round_number in range(args.runs):
         random.shuffle(pairs)
@@ -104,6 +107,12 @@ def main() -> None:
     submit = median("parallel", "submit")
     verdicts.append(f"submit round trip {submit * 1e6:.1f} us "
                     f"({'PASS' if submit <= TARGET_SUBMIT_SECONDS else 'FAIL'}: <= 20 us)")
+    fraction = median("parallel", "share", "per_worker_fraction")
+    added = median("parallel", "share", "added_rss_bytes")
+    print(f"\nshare(): every worker reads a whole 100 MB shared dataset: RSS +{added / 1e6:.1f} MB in all, "
+          f"{fraction:.1%} of the dataset per worker")
+    verdicts.append(f"share() RSS per worker {fraction:.1%} of the dataset "
+                    f"({'PASS' if fraction <= TARGET_SHARE_FRACTION else 'FAIL'}: <= 5%)")
     print("\nTargets:")
     for verdict in verdicts:
         print("  " + verdict)

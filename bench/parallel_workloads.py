@@ -109,8 +109,39 @@ def submit_round_trip(contender, count=2_000):
     return {"contender": contender, "size": "submit", "seconds": elapsed / count}
 
 
+def total_length(data, start, stop):
+    import itertools
+    return sum(len(text) for text in itertools.islice(data.value, start, stop))
+
+
+def share_rss(contender, megabytes=100):
+    """RSS the workers add when every one of them reads a whole share()d dataset of about
+    `megabytes` MB (the process's RSS, after minus before the reading tasks)."""
+    if contender != "parallel":
+        sys.exit("the share measurement is for the parallel engine")
+    import parallel
+    count = megabytes * 1_000_000 // 100  # str objects of ~100 bytes (49 header + 51 chars)
+    data = parallel.share(tuple(f"{i:011d}" + "x" * 40 for i in range(count)))
+    # Warm-up: every worker started and has run the task once (on a small dataset), so that
+    # what is measured is what reading the big one adds.
+    small = parallel.share(tuple(f"{i:011d}" for i in range(1000)))
+    tasks = WORKERS * 4
+    parallel.map(total_length, [small] * tasks, [0] * tasks, [1000] * tasks, chunksize=1)
+    before = rss_bytes()
+    # Every task reads the whole dataset, so every worker does.
+    parallel.map(total_length, [data] * tasks, [0] * tasks, [count] * tasks, chunksize=1)
+    added = rss_bytes() - before
+    return {"contender": contender, "size": "share", "dataset_bytes": megabytes * 1_000_000,
+            "added_rss_bytes": added, "per_worker_fraction": added / WORKERS / (megabytes * 1_000_000)}
+
+
 if __name__ == "__main__":
     contender, size = sys.argv[1], sys.argv[2]
-    result = submit_round_trip(contender) if size == "submit" else run(contender, size)
+    if size == "submit":
+        result = submit_round_trip(contender)
+    elif size == "share":
+        result = share_rss(contender)
+    else:
+        result = run(contender, size)
     result["rss"] = rss_bytes()
     print("@@RESULT " + json.dumps(result), flush=True)

@@ -360,7 +360,88 @@ pub fn shutdown_all_pools() {
     for pool in Pool::all() {
         // SAFETY: called from the host's at-exit hook with the main GIL held.
         unsafe { without_gil(|| pool.shutdown(true, true)) };
+        pool.forget();
     }
+}
+
+/// `pool_wait_stopped(pool, timeout) -> bool`: after shutdown, whether every worker ended.
+pub unsafe extern "C" fn py_pool_wait_stopped(
+    _module: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        if !arg_count(nargs, 2, "pool_wait_stopped") {
+            return ptr::null_mut();
+        }
+        let Some(pool) = pool_arg(*args) else { return ptr::null_mut() };
+        let timeout = ffi::PyFloat_AsDouble(*args.add(1));
+        if timeout == -1.0 && !ffi::PyErr_Occurred().is_null() {
+            return ptr::null_mut();
+        }
+        let timeout = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
+        ffi::PyBool_FromLong(without_gil(|| pool.wait_stopped(timeout)) as std::ffi::c_long)
+    })
+}
+
+/// `pool_forget(pool)`: joins the workers (after shutdown) and forgets the pool's id.
+pub unsafe extern "C" fn py_pool_forget(
+    _module: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        if !arg_count(nargs, 1, "pool_forget") {
+            return ptr::null_mut();
+        }
+        if let Some(pool) = arg_u64(*args).and_then(Pool::get) {
+            without_gil(|| pool.forget());
+        }
+        if !ffi::PyErr_Occurred().is_null() {
+            return ptr::null_mut();
+        }
+        ffi::Py_NewRef(ffi::Py_None())
+    })
+}
+
+/// `pool_interrupt(pool)`: raises KeyboardInterrupt in the tasks running now, at their next
+/// bytecode boundary (a task blocked in C, e.g. in time.sleep(), sees it when it returns).
+pub unsafe extern "C" fn py_pool_interrupt(
+    _module: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        if !arg_count(nargs, 1, "pool_interrupt") {
+            return ptr::null_mut();
+        }
+        let Some(pool) = pool_arg(*args) else { return ptr::null_mut() };
+        pool.for_each_running_interpreter(|interpreter| {
+            // SAFETY: the interpreter is alive while the pool is locked (see the method).
+            unsafe { guard::interrupt_task_in(interpreter as *mut ffi::PyInterpreterState) }
+        });
+        ffi::Py_NewRef(ffi::Py_None())
+    })
+}
+
+/// `pool_task_state(pool, task) -> "queued" | "running" | None`
+pub unsafe extern "C" fn py_pool_task_state(
+    _module: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        if !arg_count(nargs, 2, "pool_task_state") {
+            return ptr::null_mut();
+        }
+        let Some(pool) = pool_arg(*args) else { return ptr::null_mut() };
+        let Some(task) = arg_u64(*args.add(1)) else { return ptr::null_mut() };
+        match pool.task_state(task) {
+            Some("running") => ffi::PyUnicode_FromString(c"running".as_ptr()),
+            Some(_) => ffi::PyUnicode_FromString(c"queued".as_ptr()),
+            None => ffi::Py_NewRef(ffi::Py_None()),
+        }
+    })
 }
 
 /// Owner thread and depth of the process-wide import lock (see `py_import_lock_acquire`).

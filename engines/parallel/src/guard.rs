@@ -443,3 +443,21 @@ pub unsafe fn make_read_only_type(base: *mut ffi::PyObject, name: &std::ffi::CSt
     // heap types keep their own copy of the name, CPython 3.12+).
     ffi::PyType_FromSpecWithBases(&mut spec, base)
 }
+
+/// Queues a pending call in `interpreter` that raises KeyboardInterrupt in its running task
+/// (nothing if no task runs when the call comes: the worker's own loop is never interrupted).
+pub unsafe fn interrupt_task_in(interpreter: *mut ffi::PyInterpreterState) {
+    unsafe extern "C" fn interrupt(_arg: *mut c_void) -> c_int {
+        std::panic::catch_unwind(|| {
+            if with_guard(|guard| guard.in_task) {
+                // SAFETY: pending calls run in the interpreter's thread with its GIL held.
+                unsafe { ffi::PyErr_SetNone(ffi::PyExc_KeyboardInterrupt) };
+                -1
+            } else {
+                0
+            }
+        })
+        .unwrap_or(0)
+    }
+    _PyEval_AddPendingCall(interpreter, interrupt, ptr::null_mut(), 0);
+}

@@ -261,8 +261,18 @@ def _lookup(module, qualname):
     return found
 
 
-def _dumps(obj, what):
-    """Pickle with the C pickler; functions and other objects it refuses go through _Pickler."""
+import marshal as _marshal  # noqa: E402
+
+
+def _dumps(obj, what, use_marshal=True):
+    """Arguments and results: marshal for builtin data (faster than pickle for tuples and
+    dicts), else the C pickler; functions and what it refuses go through _Pickler. A pickle
+    starts with 0x80 (PROTO), which no marshal type code is: `_loads` tells them apart."""
+    if use_marshal:
+        try:
+            return _marshal.dumps(obj)
+        except ValueError:
+            pass
     try:
         return _pickle.dumps(obj, _PICKLE_PROTOCOL)
     except Exception:
@@ -342,10 +352,16 @@ _importing_main = False
 
 
 def _pack(value):
-    return _dumps(value, "a value into a protected object")
+    # Always a pickle: marshal's output depends on reference counts (FLAG_REF), and equal keys
+    # must give equal bytes.
+    return _dumps(value, "a value into a protected object", use_marshal=False)
 
 
-_unpack = _pickle.loads
+_unpack = _pickle.loads  # shared values are always pickles: equal keys must give equal bytes
+
+
+def _loads(data):
+    return _pickle.loads(data) if data[0] == 0x80 else _marshal.loads(data)
 
 
 class _Shared:
@@ -633,19 +649,9 @@ def protect(obj):
     the script get the main interpreter's containers back for those calls."""
     if isinstance(obj, _Shared):
         return obj
-    site = None
-    frame = _sys._getframe(1)
-    if frame.f_code.co_name == "<module>" and frame.f_globals is getattr(_sys.modules.get("__main__"), "__dict__", None):
-        site = frame.f_lineno
-        if _importing_main:
-            seen = _site_uses.get(site, 0)
-            _site_uses[site] = seen + 1
-            made_there = _shared_sites.get(site, ())
-            if seen < len(made_there):
-                return _shared_proxy(*made_there[seen])
-            site = None
-        elif _worker is not None:
-            site = None
+    site, made = _call_site()
+    if made is not None:
+        return _shared_proxy(*made)
     if isinstance(obj, list):
         kind, contents = "list", [_pack(item) for item in obj]
     elif isinstance(obj, dict):
@@ -658,6 +664,25 @@ def protect(obj):
     if site is not None:
         _shared_sites.setdefault(site, []).append((kind, proxy._id))
     return proxy
+
+
+def _call_site():
+    """For protect()/share() called by the main script's module-level code: (line, None) in
+    the main interpreter (the caller records what it made there), or (None, what the main
+    interpreter made at the same call) in a worker importing the script; else (None, None)."""
+    frame = _sys._getframe(2)
+    if frame.f_code.co_name != "<module>" or frame.f_globals is not getattr(_sys.modules.get("__main__"),
+                                                                              "__dict__", None):
+        return None, None
+    site = frame.f_lineno
+    if _worker is None:
+        return site, None
+    if not _importing_main:
+        return None, None
+    seen = _site_uses.get(site, 0)
+    _site_uses[site] = seen + 1
+    made_there = _shared_sites.get(site, ())
+    return None, (made_there[seen] if seen < len(made_there) else None)
 
 
 def protected(obj):
@@ -721,7 +746,15 @@ def share(obj):
     until the process exits. TypeError names the first mutable object found."""
     if isinstance(obj, SharedData):
         return obj
-    return SharedData(_core.share_freeze(obj), obj)
+    site, made = _call_site()
+    if made is not None:
+        return _shared_data(made[1])  # the main interpreter's data, made at this same line
+    # A worker's objects die with its interpreter: only the main interpreter's can be shared.
+    _not_in_worker("share")
+    data = SharedData(_core.share_freeze(obj), obj)
+    if site is not None:
+        _shared_sites.setdefault(site, []).append(("data", data._address))
+    return data
 
 
 # ----- the main side: pools -----
@@ -766,7 +799,11 @@ def _raised(data):
 def _outcome(kind, data):
     """The value of one outcome, or raise what it holds."""
     if kind == _RETURNED:
-        return _pickle.loads(data)
+        try:
+            return _loads(data)
+        except Exception as error:
+            raise TransferError(f"cannot rebuild a task's result in the main interpreter: "
+                                f"{type(error).__name__}: {error}") from error
     if kind == _RAISED:
         raise _raised(data)
     raise RuntimeError(f"parallel: the task did not run: {data.decode(errors='replace')}")
@@ -793,6 +830,7 @@ class _Pool:
         self.futures = {}
         self.collector = None
         self.closed = False
+        self.forgotten = False  # shut down, joined and unknown to the core
 
     def submit(self, fn, args, kwargs, future_type):
         fn_bytes = _dump_function(fn)
@@ -832,6 +870,8 @@ class _Pool:
                 future.set_exception(error)
 
     def map(self, fn, iterables, chunksize):
+        if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
+            raise ValueError("chunksize must be a positive int or None")
         # One iterable: the items go as they are (no 1-tuples to build, pickle and unpack).
         single = len(iterables) == 1
         items = list(iterables[0]) if single else list(zip(*iterables))
@@ -840,17 +880,18 @@ class _Pool:
         if chunksize is None:
             chunksize, extra = divmod(len(items), self.size * 4)
             chunksize += bool(extra)
-        elif not isinstance(chunksize, int) or chunksize < 1:
-            raise ValueError("chunksize must be a positive int or None")
         fn_bytes = _dump_function(fn)
         kind = _TASK_ITEMS if single else _TASK_CHUNK
         what = f"the arguments of {_describe(fn)} to a worker"
+        # Everything is pickled first: an argument that cannot cross fails the call before any
+        # task runs. Results are unpickled while the workers compute the rest.
+        payloads = [_payload(kind, fn_bytes, _dumps(items[start:start + chunksize], what))
+                    for start in range(0, len(items), chunksize)]
         batch = _core.batch_open(self.id)
         try:
-            # Chunks start running while the next ones are pickled, and their results are
-            # unpickled while the workers compute the rest.
-            for start in range(0, len(items), chunksize):
-                _core.batch_add(self.id, batch, _payload(kind, fn_bytes, _dumps(items[start:start + chunksize], what)))
+            for payload in payloads:
+                _core.batch_add(self.id, batch, payload)
+            payloads = None
             chunks = [None] * ((len(items) + chunksize - 1) // chunksize)
             for _ in chunks:
                 slot, outcome, data = _core.batch_next(batch)
@@ -871,9 +912,22 @@ class _Pool:
             pending = list(self.futures.values()) if cancel_futures else []
         for future in pending:
             future.cancel()
-        _core.pool_shutdown(self.id, wait, False)
-        if wait and self.collector is not None:
-            self.collector.join()
+        if self.forgotten:
+            return
+        _core.pool_shutdown(self.id, False, False)
+        if wait:
+            # In slices, so that Ctrl-C can interrupt the wait.
+            while not _core.pool_wait_stopped(self.id, 0.1):
+                pass
+            if self.collector is not None:
+                self.collector.join()  # it delivers what is left, then ends
+            _core.pool_forget(self.id)
+            self.forgotten = True
+
+    def interrupt(self):
+        """Raise KeyboardInterrupt in the running tasks (at their next bytecode)."""
+        if not self.forgotten:
+            _core.pool_interrupt(self.id)
 
 
 _default_pool = None
@@ -914,6 +968,7 @@ def _stop_default_pool():
     global _default_pool
     if _default_pool is not None:
         _default_pool.shutdown(wait=False, cancel_futures=True)
+        _default_pool.interrupt()
         _default_pool = None
 
 
@@ -934,6 +989,17 @@ class _TaskFuture(_futures.Future):
             except ValueError:
                 pass  # the pool is gone
         return super().cancel()
+
+    def running(self):
+        if super().running():
+            return True
+        if self._parallel_task is None or self.done():
+            return False
+        pool, task = self._parallel_task
+        try:
+            return _core.pool_task_state(pool.id, task) == "running"
+        except ValueError:
+            return False  # the pool is gone
 
     def result(self, timeout=None):
         # Fast path: wait for the task here rather than for the collector thread (one thread
@@ -1008,13 +1074,15 @@ class Executor(_futures.Executor):
         pool = self._started()
         if chunksize == 1:
             return super().map(fn, *iterables, timeout=timeout)
+        import time
+        deadline = None if timeout is None else time.monotonic() + timeout
         fn_bytes = _dump_function(fn)
         items = list(zip(*iterables))
         futures = []
         for i in range(0, len(items), chunksize):
             data = _dumps(items[i:i + chunksize], f"the arguments of {_describe(fn)} to a worker")
             futures.append(pool.submit_payload(_payload(_TASK_CHUNK, fn_bytes, data), _TaskFuture))
-        return _chained(futures, timeout)
+        return _chained(futures, deadline)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         with self._lock:
@@ -1024,9 +1092,9 @@ class Executor(_futures.Executor):
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
-def _chained(futures, timeout):
+def _chained(futures, deadline):
+    """Results of chunk futures in order, within `deadline` (time.monotonic(), from map())."""
     import time
-    deadline = None if timeout is None else time.monotonic() + timeout
     try:
         futures.reverse()
         while futures:
@@ -1039,8 +1107,39 @@ def _chained(futures, timeout):
 
 
 def _shutdown_all():
-    while _pools:
-        _pools.pop().shutdown(wait=True)
+    """At exit: wait for submitted work, then end every worker (before CPython finalizes). A
+    Ctrl-C during that wait interrupts the running tasks and gives them 2 seconds; tasks
+    still running then (e.g. blocked in C) are abandoned: the process exits at once (130)."""
+    try:
+        while _pools:
+            _pools[-1].shutdown(wait=True)
+            _pools.pop()
+    except KeyboardInterrupt:
+        import time
+        for pool in _pools:
+            pool.interrupt()
+        deadline = time.monotonic() + 2.0
+        try:
+            while any(not pool.forgotten and not _core.pool_wait_stopped(pool.id, 0.05) for pool in _pools):
+                if time.monotonic() >= deadline:
+                    break
+            else:
+                _shutdown_all()  # everything stopped: finish cleanly
+                return
+        except KeyboardInterrupt:
+            pass
+        _exit_now(130, "parallel: interrupted while waiting for running tasks at exit; exiting without them")
+
+
+def _exit_now(status, message):
+    import os
+    _sys.stderr.write(message + "\n")
+    for stream in (_sys.stdout, _sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(status)
 
 
 if _worker is None:
@@ -1074,7 +1173,7 @@ def _unpack_task(payload):
     size = int.from_bytes(payload[1:5], "little")
     fn = _load_function(payload[5:5 + size])
     try:
-        data = _pickle.loads(payload[5 + size:])
+        data = _loads(payload[5 + size:])
     except Exception as error:
         raise TransferError(f"cannot rebuild the arguments of {_describe(fn)} in a worker: "
                             f"{type(error).__name__}: {error}") from error
@@ -1102,12 +1201,37 @@ def _exception_data(error):
         return _pickle.dumps((None, kind, str(error), text), _PICKLE_PROTOCOL)
 
 
+# Extension modules a worker must not load, and why.
+_REFUSED_IN_WORKERS = {
+    # CPython 3.13.0: once two sub-interpreters have used _datetime, ending them corrupts
+    # memory (aborts in every run of a plain `_interpreters` test here).
+    "_datetime": "CPython 3.13.0's _datetime corrupts memory when several sub-interpreters end",
+}
+
+
+def _use_pure_python_datetime():
+    """With _datetime refused, datetime's classes come from _pydatetime; renamed `datetime.X`
+    they pickle as the main interpreter's (C) datetime classes, so values cross unchanged."""
+    import datetime
+    for name in ("date", "datetime", "time", "timedelta", "timezone", "tzinfo"):
+        cls = getattr(datetime, name)
+        if cls.__module__ == "_pydatetime":
+            cls.__module__ = "datetime"
+    if "__reduce__" not in vars(datetime.timezone):
+        # Its default pickle carries the pure-Python slots; the C class takes init arguments.
+        datetime.timezone.__reduce__ = lambda self: (datetime.timezone, self.__getinitargs__())
+
+
 class _SerializedExtensionImports:
     """Meta-path finder of a worker: extension modules initialize under a process-wide lock
     (CPython 3.13.0 crashes when several sub-interpreters initialize e.g. _datetime at once)."""
 
     @classmethod
     def find_spec(cls, name, path=None, target=None):
+        if name in _REFUSED_IN_WORKERS:
+            # datetime then uses its pure-Python implementation (_pydatetime).
+            raise ModuleNotFoundError(f"{name} is not used in parallel workers: {_REFUSED_IN_WORKERS[name]}",
+                                      name=name)
         for finder in _sys.meta_path:
             if finder is cls:
                 continue
@@ -1156,6 +1280,7 @@ def _worker_init(pool_id, index, settings):
     from importlib.machinery import BuiltinImporter as _BuiltinImporter
     from importlib.machinery import ExtensionFileLoader as _ExtensionFileLoader
     _sys.meta_path.insert(0, _SerializedExtensionImports)
+    _use_pure_python_datetime()
     settings = _pickle.loads(settings)
     _sys.path[:] = settings["path"]
     _sys.argv[:] = settings["argv"]
@@ -1170,6 +1295,11 @@ def _worker_init(pool_id, index, settings):
     main.__file__ = path
     main.__package__ = settings["package"]
     _sys.modules["__mp_main__"] = _sys.modules["__main__"] = main
+    import signal
+    install_handler = signal.signal
+    # Signals reach the main interpreter only: a handler the script installs at module level
+    # is not installed in workers (signal.signal() would raise there and fail the import).
+    signal.signal = lambda signalnum, handler: signal.SIG_DFL
     try:
         import io
         with io.open_code(path) as source:
@@ -1181,6 +1311,7 @@ def _worker_init(pool_id, index, settings):
         return "cannot import the main script: " + "".join(traceback.format_exception(error)).rstrip()
     finally:
         _importing_main = False
+        signal.signal = install_handler
     _guard_script(main)
     return None
 
@@ -1339,12 +1470,9 @@ def _worker_loop(pool_id, index, _unused):
         if raised is None:
             kind = _RETURNED
             try:
-                data = _pickle.dumps(result, _PICKLE_PROTOCOL)
-            except Exception:
-                try:
-                    data = _dumps(result, f"the result of {_describe(fn)} back from a worker")
-                except BaseException as error:
-                    raised = error
+                data = _dumps(result, f"the result of {_describe(fn)} back from a worker")
+            except BaseException as error:
+                raised = error
         if raised is not None:
             kind, data = _RAISED, _exception_data(raised)
         result = raised = None

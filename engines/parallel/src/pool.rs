@@ -154,6 +154,8 @@ pub struct Pool {
     work_ready: Condvar,
     completion_ready: Condvar,
     claimed_ready: Condvar,
+    /// Notified when a worker thread ends.
+    worker_ended: Condvar,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -205,6 +207,7 @@ impl Pool {
             work_ready: Condvar::new(),
             completion_ready: Condvar::new(),
             claimed_ready: Condvar::new(),
+            worker_ended: Condvar::new(),
             threads: Mutex::new(Vec::new()),
         });
         lock(registry()).insert(pool.id, pool.clone());
@@ -416,6 +419,7 @@ impl Pool {
             state.workers[worker].error = error;
         }
         state.alive -= 1;
+        self.worker_ended.notify_all();
         if state.alive == 0 {
             let message = no_worker_message(&state);
             let orphans: Vec<Task> = state.queue.drain(..).collect();
@@ -463,13 +467,59 @@ impl Pool {
             self.fail(task, "cancelled: the pool was shut down");
         }
         if wait {
-            let threads: Vec<JoinHandle<()>> = lock(&self.threads).drain(..).collect();
-            for thread in threads {
-                // A worker thread does not panic out (its body catches panics); if it did,
-                // there is nothing more to clean up here.
-                let _ = thread.join();
+            self.join();
+        }
+    }
+
+    /// Joins the worker threads (after shutdown).
+    fn join(&self) {
+        let threads: Vec<JoinHandle<()>> = lock(&self.threads).drain(..).collect();
+        for thread in threads {
+            // A worker thread does not panic out (its body catches panics); if it did,
+            // there is nothing more to clean up here.
+            let _ = thread.join();
+        }
+    }
+
+    /// Waits up to `timeout` for every worker to end its interpreter (after shutdown); true
+    /// when they all did.
+    pub fn wait_stopped(&self, timeout: Duration) -> bool {
+        let state = lock(&self.state);
+        let (state, _) = self
+            .worker_ended
+            .wait_timeout_while(state, timeout, |s| s.alive > 0)
+            .unwrap_or_else(|poison| poison.into_inner());
+        state.alive == 0
+    }
+
+    /// Joins the workers and removes the pool from the registry: its id is unknown from now
+    /// on. Called once the collector thread has drained the completion queue.
+    pub fn forget(&self) {
+        self.join();
+        lock(registry()).remove(&self.id);
+    }
+
+    /// Calls `interrupt` with the interpreter address of every worker running a task, with the
+    /// pool locked: a worker ends its interpreter only after marking itself "stopping" under
+    /// that lock, so every address passed is alive during the call.
+    pub fn for_each_running_interpreter(&self, interrupt: impl Fn(usize)) {
+        let state = lock(&self.state);
+        for worker in &state.workers {
+            if worker.state == "running" && worker.interpreter != 0 {
+                interrupt(worker.interpreter);
             }
-            lock(registry()).remove(&self.id);
+        }
+    }
+
+    /// "queued", "running" or None (finished, cancelled or unknown) for a task.
+    pub fn task_state(&self, task: u64) -> Option<&'static str> {
+        let state = lock(&self.state);
+        if state.running.contains_key(&task) {
+            Some("running")
+        } else if state.queue.iter().any(|t| t.id == task) {
+            Some("queued")
+        } else {
+            None
         }
     }
 }
@@ -515,6 +565,8 @@ mod tests {
         assert!(lock(batches()).get(&batch.id).is_none());
         pool.shutdown(true, false);
         assert!(pool.next_task(0).is_none(), "the third task was cancelled");
+        assert!(Pool::get(pool.id).is_some(), "known until forgotten");
+        pool.forget();
         assert!(Pool::get(pool.id).is_none());
     }
 

@@ -39,6 +39,11 @@ P_TAGS = parallel.protect({"x", "y"})
 P_BUFFER = parallel.protect(bytearray(b"ab"))
 P_NESTED = parallel.protect({"inner": [1, 2], "deep": {"k": 1}})
 P_CONFIG = parallel.protect({"level": 1, "name": "main"})
+WORDS = parallel.share(tuple(f"word {i}" for i in range(1000)))
+
+
+def word_and_address(i):
+    return WORDS.value[i], WORDS._address
 
 
 def rebind_global():
@@ -275,6 +280,19 @@ class Share(unittest.TestCase):
         parts = parallel.map(total_length, [data] * 10, range(0, 10_000, 1000), range(1000, 10_001, 1000))
         self.assertEqual(sum(parts), expected)
         self.assertIs(parallel.share(data), data)
+
+    def test_module_level_shares_and_protects_are_the_main_interpreters(self):
+        # Workers re-run the script's module level: those calls give back main's objects.
+        for word, address in parallel.map(word_and_address, [0, 999], chunksize=1):
+            self.assertIn(word, ("word 0", "word 999"))
+            self.assertEqual(address, WORDS._address)
+        parallel.submit(P_ITEMS.append, "from a task").result()
+        self.assertEqual(P_ITEMS[-1], "from a task")
+        P_ITEMS.pop()
+
+    def test_share_in_a_task_is_refused(self):
+        with self.assertRaises(RuntimeError):
+            parallel.submit(parallel.share, (1, 2)).result()
 
     def test_mutable_data_is_refused_with_its_place(self):
         with self.assertRaises(TypeError) as raised:
