@@ -24,6 +24,13 @@ fn main() {
     let Some(lib_dir) = config.lib_dir() else {
         fail("pyo3-build-config did not report CPython's library folder; cannot set the rpath");
     };
+    // pyo3-ffi is built with `extension-module` (no libpython link, for the engines' sake):
+    // the host links the shared libpython itself.
+    let Some(lib_name) = config.lib_name() else {
+        fail("pyo3-build-config did not report CPython's library name; cannot link libpython");
+    };
+    println!("cargo:rustc-link-search=native={lib_dir}");
+    println!("cargo:rustc-link-lib=dylib={lib_name}");
     println!("cargo:rustc-link-arg-bins=-Wl,-rpath,{lib_dir}");
     println!("cargo:rustc-env=PYHOST_PYTHON_MAJOR={}", version.major);
     println!("cargo:rustc-env=PYHOST_PYTHON_MINOR={}", version.minor);

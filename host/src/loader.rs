@@ -27,6 +27,22 @@ const fn parse_u8(s: &str) -> u8 {
     value
 }
 
+/// The loader's message, plus what it most likely means when the engine needs a part of the C
+/// API (or a libpython) that this pyhost's CPython does not have.
+fn explain_open_error(reason: &str) -> String {
+    let embedded = format!("CPython {}.{}", env!("PYHOST_PYTHON_MAJOR"), env!("PYHOST_PYTHON_MINOR"));
+    if reason.contains("undefined symbol") {
+        format!(
+            "{reason} (the engine uses a CPython C API function that this pyhost's {embedded} lacks: \
+             it was most likely built for another CPython version)"
+        )
+    } else if reason.contains("libpython") {
+        format!("{reason} (the engine links a libpython other than this pyhost's {embedded})")
+    } else {
+        reason.to_string()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot open engine library {path}: {reason}")]
@@ -168,7 +184,7 @@ pub fn load(path: &Path, expected_name: Option<&str>) -> Result<LoadedEngine, Lo
     let path = path.to_path_buf();
     let header = lib_header_from_path(&path).map_err(|err| match err {
         LibraryError::OpenError { err, .. } => {
-            LoadError::Open { path: path.clone(), reason: err.to_string() }
+            LoadError::Open { path: path.clone(), reason: explain_open_error(&err.to_string()) }
         }
         other => LoadError::NotAnEngine { path: path.clone(), reason: other.to_string() },
     })?;
@@ -305,6 +321,15 @@ impl LoadedEngine {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn open_errors_say_what_a_missing_symbol_or_libpython_means() {
+        let missing = super::explain_open_error("x.so: undefined symbol: _PyFoo");
+        assert!(missing.contains("built for another CPython version"), "{missing}");
+        let libpython = super::explain_open_error("libpython3.13.so.1.0: cannot open shared object file");
+        assert!(libpython.contains("links a libpython other than"), "{libpython}");
+        assert_eq!(super::explain_open_error("no such file"), "no such file");
+    }
+
     use super::*;
 
     #[test]

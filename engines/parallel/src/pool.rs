@@ -148,6 +148,8 @@ pub struct Pool {
     state: Mutex<PoolState>,
     /// Tasks in the queue, readable without the lock (for spinning workers).
     queued: AtomicUsize,
+    /// Workers spinning for a task right now.
+    spinning: AtomicUsize,
     /// Bumped by every claimed completion (for spinning waiters).
     completed: AtomicU64,
     stopping: AtomicBool,
@@ -202,6 +204,7 @@ impl Pool {
                 stopping: false,
             }),
             queued: AtomicUsize::new(0),
+            spinning: AtomicUsize::new(0),
             completed: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             work_ready: Condvar::new(),
@@ -237,8 +240,12 @@ impl Pool {
         }
         let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
         state.queue.push_back(Task { id, payload, sink });
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        self.work_ready.notify_one();
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        // A spinning worker takes a task without being woken; waking a sleeping one for a task
+        // a spinner will take would only make it spin, stealing a core from those working.
+        if state.queue.len() > self.spinning.load(Ordering::SeqCst) {
+            self.work_ready.notify_one();
+        }
         Ok(id)
     }
 
@@ -299,7 +306,11 @@ impl Pool {
 
     /// A worker's next task (id, payload), or None when the pool stops. Blocks.
     pub fn next_task(&self, worker: usize) -> Option<(u64, Vec<u8>)> {
-        spin_until(|| self.queued.load(Ordering::Relaxed) > 0 || self.stopping.load(Ordering::Relaxed));
+        // Spinning ends (the counter drops) before the queue is checked under the lock, so a
+        // task pushed meanwhile is either seen here or its push wakes this worker.
+        self.spinning.fetch_add(1, Ordering::SeqCst);
+        spin_until(|| self.queued.load(Ordering::SeqCst) > 0 || self.stopping.load(Ordering::Relaxed));
+        self.spinning.fetch_sub(1, Ordering::SeqCst);
         let mut state = lock(&self.state);
         loop {
             if let Some(task) = state.queue.pop_front() {
