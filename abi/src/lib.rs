@@ -52,7 +52,7 @@ pub struct EngineModule {
     pub before_run: extern "C" fn(&HostServices) -> HookResult,
     /// When the interpreter shuts down (after the program's own `atexit` handlers), GIL held.
     pub at_exit: extern "C" fn(&HostServices) -> HookResult,
-    /// The engine's own counters, for `pyhost bench` and `pyhost info`.
+    /// The engine's own counters, for `pyhost bench` and `pyhost.engine_statistics()`.
     #[sabi(last_prefix_field)]
     pub statistics: extern "C" fn() -> RResult<RVec<EngineStat>, RString>,
 }
