@@ -9,6 +9,7 @@
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 /// pyhost's own options, shared by every action.
 #[derive(Debug, Default, Clone)]
@@ -60,10 +61,33 @@ pub enum Command {
     },
     /// A/B-benchmark engines on the same program (see `pyhost bench --help`).
     Bench(Box<crate::bench::BenchArgs>),
+    /// Create a new engine crate that builds and loads as it is (like `cargo new`).
+    NewEngine(NewEngineArgs),
 }
 
 impl Command {
-    const NAMES: [&'static str; 3] = ["engines", "info", "bench"];
+    const NAMES: [&'static str; 4] = ["engines", "info", "bench", "new-engine"];
+}
+
+/// `pyhost new-engine NAME [DIR]`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Then build and load it:
+  cargo build --manifest-path NAME/Cargo.toml
+  pyhost --engine NAME/target/debug/libpyhost_engine_NAME.so -c \"import pyhost; print(pyhost.engine)\"")]
+pub struct NewEngineArgs {
+    /// The engine's name: lowercase letters, digits and `_`, starting with a letter. The library
+    /// is `libpyhost_engine_NAME.so`, and `pyhost --engine NAME` finds it once installed.
+    pub name: String,
+    /// The folder to create (default: ./NAME); it must not exist or be empty.
+    pub dir: Option<PathBuf>,
+    /// The pyhost-abi crate the engine builds against (default: the abi/ folder of the source
+    /// tree this pyhost was built from).
+    #[arg(long, value_name = "PATH")]
+    pub abi_path: Option<PathBuf>,
+    /// Which CPython the engine targets.
+    #[arg(long, value_enum, default_value_t = crate::scaffold::PythonChoice::Abi3)]
+    pub python: crate::scaffold::PythonChoice,
 }
 
 #[derive(Debug, Parser)]
@@ -137,6 +161,7 @@ usage: pyhost [--engine NAME|PATH] [--verbose] [python option] ... [-c cmd | -m 
        pyhost [--verbose] engines [--json]    list the engines found
        pyhost [--verbose] info [--json]       host, CPython and ABI versions, engine search path
        pyhost bench -e A -e B [options] (FILE | -c CMD | -m MOD) [ARGS]   A/B benchmark (bench --help)
+       pyhost new-engine NAME [DIR] [--python abi3|cp313] [--abi-path PATH]   create an engine crate
 
 pyhost options (they come before any python option):
 --engine NAME|PATH : the engine to run with (default: $PYHOST_ENGINE, else `stock`); a PATH
@@ -183,6 +208,24 @@ mod tests {
         ));
         assert!(matches!(parse(&["pyhost", "./engines"]).action, Action::RunPython(_)));
         assert!(matches!(parse(&["pyhost", "-c", "pass", "engines"]).action, Action::RunPython(_)));
+    }
+
+    #[test]
+    fn new_engine_takes_a_name_an_optional_folder_and_options() {
+        let Action::Command(Command::NewEngine(args)) = parse(&["pyhost", "new-engine", "demo"]).action
+        else {
+            panic!("expected new-engine")
+        };
+        assert_eq!(args.name, "demo");
+        assert_eq!(args.dir, None);
+        assert_eq!(args.abi_path, None);
+        assert_eq!(args.python, crate::scaffold::PythonChoice::Abi3);
+        let inv = parse(&["pyhost", "new-engine", "demo", "x/y", "--python", "cp313", "--abi-path", "/a"]);
+        let Action::Command(Command::NewEngine(args)) = inv.action else { panic!("expected new-engine") };
+        assert_eq!(args.dir.as_deref(), Some(std::path::Path::new("x/y")));
+        assert_eq!(args.abi_path.as_deref(), Some(std::path::Path::new("/a")));
+        assert_eq!(args.python, crate::scaffold::PythonChoice::Cp313);
+        assert!(matches!(parse(&["pyhost", "./new-engine"]).action, Action::RunPython(_)));
     }
 
     #[test]

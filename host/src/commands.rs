@@ -1,4 +1,5 @@
-//! The management commands: `pyhost engines`, `pyhost info` (and `pyhost bench`, in `bench/`).
+//! The management commands: `pyhost engines`, `pyhost info` (and `pyhost bench`, in `bench/`;
+//! `pyhost new-engine`, in `scaffold`).
 
 use crate::cli::{Command, HostOptions, ENGINE_ENV};
 use crate::discovery::{self, ENGINE_PATH_ENV};
@@ -12,6 +13,7 @@ pub fn run(command: Command, options: &HostOptions) -> i32 {
         Command::Engines { json } => engines(json),
         Command::Info { json } => info(json),
         Command::Bench(args) => crate::bench::run(*args, options.engine.clone()),
+        Command::NewEngine(args) => crate::scaffold::run(&args),
     }
 }
 

@@ -6,7 +6,8 @@
 //! - [`loader`]: loading an engine library and the checks made before it may run.
 //! - [`services`]: what the host offers engines (logging, versions).
 //! - [`python`]: embedding CPython (`embed`) and the built-in `pyhost` module (`pyhost_module`).
-//! - [`commands`]: `pyhost engines`, `pyhost info`; [`bench`]: `pyhost bench`.
+//! - [`commands`]: `pyhost engines`, `pyhost info`; [`bench`]: `pyhost bench`;
+//!   [`scaffold`]: `pyhost new-engine`.
 //! - [`logging`]: `tracing` output, controlled by `PYHOST_LOG` or `--verbose`.
 
 // pyhost defines the C `main` itself instead of going through Rust's runtime start-up, because
@@ -26,6 +27,7 @@ mod discovery;
 mod loader;
 mod logging;
 mod python;
+mod scaffold;
 mod services;
 
 use std::ffi::{c_char, c_int};
