@@ -973,6 +973,8 @@ def _stop_default_pool():
 
 
 import concurrent.futures as _futures  # noqa: E402
+from concurrent.futures._base import FINISHED as _FINISHED, PENDING as _PENDING  # noqa: E402
+from time import monotonic as _monotonic  # noqa: E402
 
 
 class _TaskFuture(_futures.Future):
@@ -1004,12 +1006,11 @@ class _TaskFuture(_futures.Future):
     def result(self, timeout=None):
         # Fast path: wait for the task here rather than for the collector thread (one thread
         # hand-off fewer per submit() round trip).
-        if self._parallel_task is not None and not self.done():
-            import time
+        if self._parallel_task is not None and self._state == _PENDING:
             pool, task = self._parallel_task
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while not self.done():
-                remaining = 0.05 if deadline is None else max(0.0, deadline - time.monotonic())
+            deadline = None if timeout is None else _monotonic() + timeout
+            while self._state == _PENDING:
+                remaining = 0.05 if deadline is None else max(0.0, deadline - _monotonic())
                 try:
                     outcome = _core.pool_wait_task(pool.id, task, remaining)
                 except ValueError:
@@ -1019,17 +1020,36 @@ class _TaskFuture(_futures.Future):
                 if outcome is not None:
                     with pool.lock:
                         pool.futures.pop(task, None)
-                    if self.set_running_or_notify_cancel():
-                        try:
-                            self.set_result(_outcome(*outcome))
-                        except BaseException as error:
-                            self.set_exception(error)
+                    try:
+                        self._finish(_outcome(*outcome), None)
+                    except BaseException as error:
+                        self._finish(None, error)
                     break
-                if deadline is not None and time.monotonic() >= deadline:
+                if deadline is not None and _monotonic() >= deadline:
                     break
             if deadline is not None:
-                timeout = max(0.0, deadline - time.monotonic())
+                timeout = max(0.0, deadline - _monotonic())
         return super().result(timeout)
+
+    def _finish(self, value, error):
+        """set_running_or_notify_cancel() and set_result()/set_exception() in one step (one
+        lock round instead of two; the same state changes, on concurrent.futures.Future's
+        attributes as CPython 3.12 and 3.13 define them)."""
+        with self._condition:
+            if self._state != _PENDING:
+                return  # cancelled meanwhile
+            if error is None:
+                self._result = value
+            else:
+                self._exception = error
+            self._state = _FINISHED
+            for waiter in self._waiters:
+                if error is None:
+                    waiter.add_result(self)
+                else:
+                    waiter.add_exception(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()
 
 
 def submit(fn, /, *args, **kwargs):
