@@ -9,7 +9,8 @@ use std::fmt;
 pub enum PythonTargetKind {
     /// Limited API only: runs on any CPython at or above `major.minor` (`abi3`).
     Abi3,
-    /// Full, version-specific API: runs on exactly `major.minor` only (`cp313`).
+    /// Full, version-specific API: runs on exactly the minor versions `minor..=max_minor`
+    /// (`cp313`; `cp312.cp313` for an engine known to match both, like a compressed wheel tag).
     Exact,
 }
 
@@ -20,31 +21,42 @@ pub struct PythonTarget {
     pub kind: PythonTargetKind,
     pub major: u8,
     pub minor: u8,
+    /// For `Exact`: the newest minor version accepted (`minor` for a single version).
+    pub max_minor: u8,
 }
 
 impl PythonTarget {
     /// Full C API of exactly this CPython (`cp3XY`).
     pub const fn exact(major: u8, minor: u8) -> Self {
-        Self { kind: PythonTargetKind::Exact, major, minor }
+        Self { kind: PythonTargetKind::Exact, major, minor, max_minor: minor }
+    }
+
+    /// Full C API of each CPython from `major.minor` to `major.max_minor` (`cp312.cp313`): for
+    /// an engine built once whose use of the version-specific API is the same in all of them.
+    pub const fn exact_range(major: u8, minor: u8, max_minor: u8) -> Self {
+        Self { kind: PythonTargetKind::Exact, major, minor, max_minor }
     }
 
     /// Limited API, this CPython or newer (`abi3`).
     pub const fn abi3(major: u8, minor: u8) -> Self {
-        Self { kind: PythonTargetKind::Abi3, major, minor }
+        Self { kind: PythonTargetKind::Abi3, major, minor, max_minor: minor }
     }
 
     /// Whether an engine with this target may run inside CPython `major.minor`.
     pub fn accepts(&self, major: u8, minor: u8) -> bool {
         match self.kind {
-            PythonTargetKind::Exact => (self.major, self.minor) == (major, minor),
+            PythonTargetKind::Exact => major == self.major && (self.minor..=self.max_minor).contains(&minor),
             PythonTargetKind::Abi3 => major == self.major && minor >= self.minor,
         }
     }
 
-    /// The short tag: `cp313` or `abi3`.
+    /// The short tag: `cp313`, `cp312.cp313` or `abi3`.
     pub fn tag(&self) -> String {
         match self.kind {
-            PythonTargetKind::Exact => format!("cp{}{}", self.major, self.minor),
+            PythonTargetKind::Exact => (self.minor..=self.max_minor.max(self.minor))
+                .map(|minor| format!("cp{}{minor}", self.major))
+                .collect::<Vec<_>>()
+                .join("."),
             PythonTargetKind::Abi3 => "abi3".to_string(),
         }
     }
@@ -53,6 +65,15 @@ impl PythonTarget {
 impl fmt::Display for PythonTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
+            PythonTargetKind::Exact if self.max_minor > self.minor => write!(
+                f,
+                "{} (CPython {}.{} to {}.{} only)",
+                self.tag(),
+                self.major,
+                self.minor,
+                self.major,
+                self.max_minor
+            ),
             PythonTargetKind::Exact => {
                 write!(f, "{} (CPython {}.{} only)", self.tag(), self.major, self.minor)
             }
@@ -94,6 +115,16 @@ mod tests {
         assert!(!t.accepts(3, 12));
         assert!(!t.accepts(3, 14));
         assert_eq!(t.tag(), "cp313");
+    }
+
+    #[test]
+    fn an_exact_range_accepts_each_listed_minor_version() {
+        let t = PythonTarget::exact_range(3, 12, 13);
+        assert!(t.accepts(3, 12) && t.accepts(3, 13));
+        assert!(!t.accepts(3, 11) && !t.accepts(3, 14));
+        assert_eq!(t.tag(), "cp312.cp313");
+        assert_eq!(t.to_string(), "cp312.cp313 (CPython 3.12 to 3.13 only)");
+        assert_eq!(PythonTarget::exact(3, 13).to_string(), "cp313 (CPython 3.13 only)");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use pyhost_abi::ABI_VERSION;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 
@@ -207,7 +208,8 @@ fn engine_built_against_another_abi_version_is_refused_naming_both() {
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     let err = text(&out.stderr);
-    assert!(err.contains("built against pyhost engine ABI 0.0.9, but this pyhost speaks ABI 0.1.0"), "{err}");
+    let expected = format!("built against pyhost engine ABI 0.0.9, but this pyhost speaks ABI {ABI_VERSION}");
+    assert!(err.contains(&expected), "{err}");
     // `pyhost engines` shows it as refused instead of failing.
     let dir = lib.parent().unwrap();
     let out = stdout_of(pyhost().env("PYHOST_ENGINE_PATH", dir).args(["engines"]));
@@ -229,10 +231,13 @@ fn engines_command_lists_engines_as_text_and_json() {
 #[test]
 fn info_command_reports_versions_and_search_path() {
     let out = stdout_of(pyhost().args(["info"]));
-    assert!(out.contains("engine ABI:     0.1.0") && out.contains("CPython:        3.13"), "{out}");
+    assert!(
+        out.contains(&format!("engine ABI:     {ABI_VERSION}")) && out.contains("CPython:        3.13"),
+        "{out}"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&stdout_of(pyhost().args(["info", "--json"]))).unwrap();
-    assert_eq!(json["abi_version"], "0.1.0");
+    assert_eq!(json["abi_version"], ABI_VERSION);
     assert!(json["engine_search_path"].as_array().unwrap().len() >= 3);
 }
 

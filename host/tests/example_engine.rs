@@ -161,7 +161,7 @@ fn installed_on_the_engine_path_it_loads_by_name_and_is_listed() {
         "import pyhost; print(pyhost.engine, pyhost.engine_version, pyhost.engine_python, pyhost.engine_path)",
     ]));
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout).trim(), format!("calltrace 0.1.0 cp313 {}", copy.display()));
+    assert_eq!(text(&out.stdout).trim(), format!("calltrace 0.1.0 cp312.cp313 {}", copy.display()));
 
     // By name, without CALLTRACE_QUIET: the table is printed.
     let out =
@@ -177,7 +177,7 @@ fn installed_on_the_engine_path_it_loads_by_name_and_is_listed() {
         .find(|l| l.split_whitespace().next() == Some("calltrace"))
         .unwrap_or_else(|| panic!("calltrace not listed:\n{listing}"));
     let fields: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(fields, ["calltrace", "0.1.0", "cp313", &*copy.display().to_string()], "{listing}");
+    assert_eq!(fields, ["calltrace", "0.1.0", "cp312.cp313", &*copy.display().to_string()], "{listing}");
 
     let out = run(pyhost().env("PYHOST_ENGINE_PATH", dir.path()).args(["engines", "--json"]));
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -189,7 +189,7 @@ fn installed_on_the_engine_path_it_loads_by_name_and_is_listed() {
         .find(|e| e["name"] == "calltrace")
         .unwrap_or_else(|| panic!("calltrace not in {engines:#}"));
     assert_eq!(entry["version"], "0.1.0");
-    assert_eq!(entry["python"], "cp313");
+    assert_eq!(entry["python"], "cp312.cp313");
     assert_eq!(entry["path"], copy.display().to_string());
     assert_eq!(entry["status"], "ok");
 }
@@ -212,7 +212,7 @@ fn bench_reports_the_engines_statistics() {
     ]));
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
-    assert!(stdout.contains("(calltrace 0.1.0 cp313)"), "{stdout}");
+    assert!(stdout.contains("(calltrace 0.1.0 cp312.cp313)"), "{stdout}");
     let stats = stdout
         .lines()
         .find(|l| l.trim_start().starts_with("engine statistics:"))

@@ -9,12 +9,15 @@
 //! Environment: `CALLTRACE_TOP=N` prints N functions instead of 20; `CALLTRACE_QUIET=1` prints
 //! no table (the statistics are still there for `pyhost bench` and `pyhost.engine_statistics()`).
 
-// The hook uses CPython 3.13's unstable frame API (`_PyInterpreterState_SetEvalFrameFunc`,
-// `PyUnstable_InterpreterFrame_*`, `_PyEval_EvalFrameDefault`), which is not part of the Limited
-// API, may change in any minor release, and has no meaning on a free-threaded build's
-// per-object locking: build for a regular 3.13 only.
-#[cfg(any(not(Py_3_13), Py_3_14, Py_GIL_DISABLED))]
-compile_error!("the calltrace engine needs a regular (GIL) CPython 3.13: point PYO3_PYTHON at python3.13");
+// The hook uses CPython's unstable frame API (`_PyInterpreterState_Get/SetEvalFrameFunc`,
+// `PyUnstable_InterpreterFrame_GetCode/GetLasti`, `_PyEval_EvalFrameDefault`), which is not part
+// of the Limited API and may change in any minor release. Every function it calls is exported,
+// with the same signature and meaning, by CPython 3.12 and 3.13 (checked against both versions'
+// headers and libpython exports), and the inline helpers it uses (Py_DECREF, PyCode_Check)
+// compile to the same code for both: one build, from either, runs on both. Free-threaded
+// builds are another matter (per-object locking): build for a regular 3.12 or 3.13 only.
+#[cfg(any(not(Py_3_12), Py_3_14, Py_GIL_DISABLED))]
+compile_error!("the calltrace engine needs a regular (GIL) CPython 3.12 or 3.13: point PYO3_PYTHON at one");
 
 mod hook;
 mod registry;
@@ -84,8 +87,8 @@ impl Engine for CallTraceEngine {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "per-function call counts and cumulative time (PEP 523 hook), table at exit".into(),
             // Not abi3: the frame-evaluation API is outside the Limited API (see the top of this
-            // file), so the engine is built for, and runs on, CPython 3.13 only.
-            python: PythonTarget::exact(3, 13),
+            // file). It is the same in 3.12 and 3.13, so one build runs on both and no other.
+            python: PythonTarget::exact_range(3, 12, 13),
         }
     }
 
