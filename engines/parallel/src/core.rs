@@ -25,6 +25,9 @@ const WORKER_STACK_SIZE: usize = 8 * 1024 * 1024;
 /// How often a waiting caller wakes up to let Python handle signals (Ctrl-C).
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
 
+/// The longest single wait a caller may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+
 pub(crate) unsafe fn set_error(kind: *mut ffi::PyObject, message: &str) -> *mut ffi::PyObject {
     let text = std::ffi::CString::new(message.replace('\0', " ")).unwrap_or_default();
     ffi::PyErr_SetString(kind, text.as_ptr());
@@ -62,6 +65,15 @@ pub(crate) unsafe fn arg_bytes(object: *mut ffi::PyObject) -> Option<Vec<u8>> {
         return None;
     }
     Some(std::slice::from_raw_parts(data.cast::<u8>(), len as usize).to_vec())
+}
+
+/// A timeout in seconds (a float or int), clamped to `0..=max`; None with the error set.
+unsafe fn arg_seconds(object: *mut ffi::PyObject, max: Duration) -> Option<Duration> {
+    let seconds = ffi::PyFloat_AsDouble(object);
+    if seconds == -1.0 && !ffi::PyErr_Occurred().is_null() {
+        return None;
+    }
+    Some(Duration::from_secs_f64(seconds.clamp(0.0, max.as_secs_f64())))
 }
 
 pub(crate) unsafe fn bytes_object(data: &[u8]) -> *mut ffi::PyObject {
@@ -264,11 +276,7 @@ pub unsafe extern "C" fn py_pool_wait_task(
         }
         let Some(pool) = pool_arg(*args) else { return ptr::null_mut() };
         let Some(task) = arg_u64(*args.add(1)) else { return ptr::null_mut() };
-        let timeout = ffi::PyFloat_AsDouble(*args.add(2));
-        if timeout == -1.0 && !ffi::PyErr_Occurred().is_null() {
-            return ptr::null_mut();
-        }
-        let timeout = Duration::from_secs_f64(timeout.clamp(0.0, SIGNAL_POLL.as_secs_f64()));
+        let Some(timeout) = arg_seconds(*args.add(2), SIGNAL_POLL) else { return ptr::null_mut() };
         match without_gil(|| pool.wait_task(task, timeout)) {
             TaskWait::Done(outcome) => outcome_tuple(&outcome),
             TaskWait::Pending => ffi::Py_NewRef(ffi::Py_None()),
@@ -289,11 +297,7 @@ pub unsafe extern "C" fn py_pool_next_completion(
             return ptr::null_mut();
         }
         let Some(pool) = pool_arg(*args) else { return ptr::null_mut() };
-        let timeout = ffi::PyFloat_AsDouble(*args.add(1));
-        if timeout == -1.0 && !ffi::PyErr_Occurred().is_null() {
-            return ptr::null_mut();
-        }
-        let timeout = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
+        let Some(timeout) = arg_seconds(*args.add(1), MAX_WAIT) else { return ptr::null_mut() };
         match without_gil(|| pool.next_completion(timeout)) {
             Err(()) => ffi::Py_NewRef(ffi::Py_False()),
             Ok(None) => ffi::Py_NewRef(ffi::Py_None()),
@@ -375,11 +379,7 @@ pub unsafe extern "C" fn py_pool_wait_stopped(
             return ptr::null_mut();
         }
         let Some(pool) = pool_arg(*args) else { return ptr::null_mut() };
-        let timeout = ffi::PyFloat_AsDouble(*args.add(1));
-        if timeout == -1.0 && !ffi::PyErr_Occurred().is_null() {
-            return ptr::null_mut();
-        }
-        let timeout = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
+        let Some(timeout) = arg_seconds(*args.add(1), MAX_WAIT) else { return ptr::null_mut() };
         ffi::PyBool_FromLong(without_gil(|| pool.wait_stopped(timeout)) as std::ffi::c_long)
     })
 }
@@ -602,22 +602,9 @@ unsafe fn take_error_text() -> String {
     if error.is_null() {
         return "unknown error".into();
     }
-    let text = ffi::PyObject_Repr(error);
+    let text = owned_text(ffi::PyObject_Repr(error));
     ffi::Py_DECREF(error);
-    if text.is_null() {
-        ffi::PyErr_Clear();
-        return "an error that cannot be shown".into();
-    }
-    let mut len: ffi::Py_ssize_t = 0;
-    let data = ffi::PyUnicode_AsUTF8AndSize(text, &mut len);
-    let message = if data.is_null() {
-        ffi::PyErr_Clear();
-        "an error that cannot be shown".into()
-    } else {
-        String::from_utf8_lossy(std::slice::from_raw_parts(data.cast::<u8>(), len as usize)).into_owned()
-    };
-    ffi::Py_DECREF(text);
-    message
+    text.unwrap_or_else(|| "an error that cannot be shown".into())
 }
 
 /// Calls `parallel.<function>(pool id, worker, *extra)` in the current interpreter; returns the
@@ -711,18 +698,9 @@ unsafe fn serve(pool: &Pool, worker: usize) -> Result<(), String> {
     match call_parallel(c"_worker_init", pool, worker, &pool.init_payload) {
         Ok(result) => {
             if result != ffi::Py_None() {
-                let text = ffi::PyObject_Str(result);
-                let mut len: ffi::Py_ssize_t = 0;
-                let data =
-                    if text.is_null() { ptr::null() } else { ffi::PyUnicode_AsUTF8AndSize(text, &mut len) };
-                if !data.is_null() {
-                    let message =
-                        String::from_utf8_lossy(std::slice::from_raw_parts(data.cast::<u8>(), len as usize))
-                            .into_owned();
+                if let Some(message) = owned_text(ffi::PyObject_Str(result)) {
                     pool.set_worker(worker, |info| info.error = Some(message));
                 }
-                ffi::Py_XDECREF(text);
-                ffi::PyErr_Clear();
             }
             ffi::Py_DECREF(result);
         }
@@ -740,6 +718,7 @@ fn native_thread_id() -> u64 {
     unsafe { libc::gettid() as u64 }
 }
 
+/// A str argument as a String; None with the error set.
 pub(crate) unsafe fn arg_str(object: *mut ffi::PyObject) -> Option<String> {
     let mut len: ffi::Py_ssize_t = 0;
     let data = ffi::PyUnicode_AsUTF8AndSize(object, &mut len);
@@ -747,6 +726,17 @@ pub(crate) unsafe fn arg_str(object: *mut ffi::PyObject) -> Option<String> {
         return None;
     }
     Some(String::from_utf8_lossy(std::slice::from_raw_parts(data.cast::<u8>(), len as usize)).into_owned())
+}
+
+/// Takes a new reference to a str (or NULL, from a failed call) and returns its text; on any
+/// failure None, with the error cleared (for messages, where nothing better can be done).
+pub(crate) unsafe fn owned_text(text: *mut ffi::PyObject) -> Option<String> {
+    let result = if text.is_null() { None } else { arg_str(text) };
+    ffi::Py_XDECREF(text);
+    if result.is_none() {
+        ffi::PyErr_Clear();
+    }
+    result
 }
 
 /// `guard_watch(dict, role, owner)`: the worker's PX/PY guard watches `dict` (role "globals",

@@ -7,6 +7,7 @@
 //! beforehand. Workers then receive the root's address (checked against this registry) and
 //! read the same memory. Shared data lives until the process exits.
 
+use crate::core::owned_text;
 use pyo3_ffi as ffi;
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
@@ -78,22 +79,7 @@ pub unsafe fn freeze(root: *mut ffi::PyObject) -> Result<Result<usize, Refused>,
                 return Err(());
             }
         } else {
-            let name = ffi::PyType_GetName(kind);
-            let type_name = if name.is_null() {
-                ffi::PyErr_Clear();
-                "?".to_string()
-            } else {
-                let mut len: ffi::Py_ssize_t = 0;
-                let data = ffi::PyUnicode_AsUTF8AndSize(name, &mut len);
-                let text = if data.is_null() {
-                    "?".to_string()
-                } else {
-                    String::from_utf8_lossy(std::slice::from_raw_parts(data.cast::<u8>(), len as usize))
-                        .into_owned()
-                };
-                ffi::Py_DECREF(name);
-                text
-            };
+            let type_name = owned_text(ffi::PyType_GetName(kind)).unwrap_or_else(|| "?".into());
             return Ok(Err(Refused { type_name, path }));
         }
         order.push(object);

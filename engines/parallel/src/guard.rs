@@ -9,6 +9,7 @@
 //! bytecodes), and the worker reports the violation even if the task caught it. When the task
 //! ends, every recorded change is undone, so the next task sees the script's state unchanged.
 
+use crate::core::owned_text;
 use pyo3_ffi as ffi;
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
@@ -93,38 +94,17 @@ fn with_guard<T>(body: impl FnOnce(&mut Guard) -> T) -> T {
 }
 
 unsafe fn text_of(object: *mut ffi::PyObject, repr: bool) -> String {
-    let text = if repr { ffi::PyObject_Repr(object) } else { ffi::PyObject_Str(object) };
-    if text.is_null() {
-        ffi::PyErr_Clear();
-        return "?".into();
+    let text = owned_text(if repr { ffi::PyObject_Repr(object) } else { ffi::PyObject_Str(object) });
+    let Some(mut text) = text else { return "?".into() };
+    if text.len() > 60 {
+        text.truncate(text.char_indices().nth(57).map_or(text.len(), |(i, _)| i));
+        text.push_str("...");
     }
-    let mut len: ffi::Py_ssize_t = 0;
-    let data = ffi::PyUnicode_AsUTF8AndSize(text, &mut len);
-    let result = if data.is_null() {
-        ffi::PyErr_Clear();
-        "?".into()
-    } else {
-        let mut s =
-            String::from_utf8_lossy(std::slice::from_raw_parts(data.cast::<u8>(), len as usize)).into_owned();
-        if s.len() > 60 {
-            s.truncate(s.char_indices().nth(57).map_or(s.len(), |(i, _)| i));
-            s.push_str("...");
-        }
-        s
-    };
-    ffi::Py_DECREF(text);
-    result
+    text
 }
 
 unsafe fn class_name(class: *mut ffi::PyObject) -> String {
-    let name = ffi::PyType_GetName(class.cast());
-    if name.is_null() {
-        ffi::PyErr_Clear();
-        return "?".into();
-    }
-    let result = text_of(name, false);
-    ffi::Py_DECREF(name);
-    result
+    owned_text(ffi::PyType_GetName(class.cast())).unwrap_or_else(|| "?".into())
 }
 
 unsafe fn type_name(object: *mut ffi::PyObject) -> String {
@@ -154,15 +134,7 @@ unsafe fn describe(
         }
         Role::Module(module) => {
             let verb = if removing { "delete" } else { "set" };
-            let name = ffi::PyModule_GetNameObject(*module);
-            let module_name = if name.is_null() {
-                ffi::PyErr_Clear();
-                "?".to_string()
-            } else {
-                let text = text_of(name, false);
-                ffi::Py_DECREF(name);
-                text
-            };
+            let module_name = owned_text(ffi::PyModule_GetNameObject(*module)).unwrap_or_else(|| "?".into());
             format!("{verb} attribute {key_repr} of module '{module_name}'")
         }
         Role::InstanceDict(owner) => {
