@@ -7,8 +7,9 @@
 //!
 //! # Model
 //!
-//! Every tasklet runs on its own C stack (a `corosensei` coroutine). The *C* part of a switch
-//! is done by the stack switch itself. The *Python* part is the per-"thread of control" state
+//! Every tasklet runs on a C stack of its own while it runs (a `corosensei` coroutine on one of
+//! its thread's shared stacks, whose bytes are copied off and back as needed: see `stack`). The
+//! *C* part of a switch is done by the stack switch itself. The *Python* part is the per-"thread of control" state
 //! that CPython keeps in the `PyThreadState`: the interpreter-frame chain, the data stack its
 //! frames live on, the recursion counters, the exception-handling stack and the contextvars
 //! context. A switch therefore does, with the GIL held and on the same OS thread:
@@ -96,6 +97,64 @@ pub struct PyStackChunk313 {
     pub top: usize,
     /// Variable-sized in C (`PyObject *data[1]`).
     pub data: [*mut PyObject; 1],
+}
+
+/// The first two fields of `_PyInterpreterFrame` (`Include/internal/pycore_frame.h`, CPython
+/// 3.13.0): `f_executable` at offset 0, `previous` at offset 8 (LP64). Nothing else of a frame
+/// is read or written here.
+#[repr(C)]
+struct InterpreterFrameHead313 {
+    f_executable: *mut PyObject,
+    previous: *mut InterpreterFrameHead313,
+}
+
+/// Reroutes a suspended tasklet's interpreter-frame chain (from `top`) around the frames that
+/// live in `[low, high)` — the `entry_frame`s (`FRAME_OWNED_BY_CSTACK`) that each C → Python
+/// entry keeps on the tasklet's C stack — and returns the links it changed, as
+/// `(frame, original previous)`. Call it before copying the tasklet's stack bytes away; after
+/// that, walking the chain (`f_back`, tracebacks, `frame.clear()`) from any of its heap frames
+/// never reads the stack, which may hold another tasklet's bytes by then. Entry frames are
+/// skipped by every such walk anyway (`_PyFrame_GetFirstComplete`), so the rerouted chain
+/// reads the same. [`relink_frames`] restores the links before the tasklet runs again.
+///
+/// # Safety
+/// GIL held; `top` is NULL or the `current_frame` of a suspended tasklet whose stack bytes are
+/// still in place; frames of the chain are live while it stays suspended.
+pub unsafe fn unlink_c_stack_frames(
+    top: *mut ffi::_PyInterpreterFrame,
+    low: usize,
+    high: usize,
+) -> Vec<(usize, usize)> {
+    let on_stack = |frame: *mut InterpreterFrameHead313| (low..high).contains(&(frame as usize));
+    let mut changed = Vec::new();
+    let mut frame = top.cast::<InterpreterFrameHead313>();
+    while !frame.is_null() {
+        let previous = (*frame).previous;
+        if on_stack(frame) || previous.is_null() || !on_stack(previous) {
+            frame = previous;
+            continue;
+        }
+        let mut next = previous;
+        while !next.is_null() && on_stack(next) {
+            next = (*next).previous;
+        }
+        changed.push((frame as usize, previous as usize));
+        (*frame).previous = next;
+        frame = next;
+    }
+    changed
+}
+
+/// Undoes [`unlink_c_stack_frames`] (emptying `changed`), once the tasklet's stack bytes are
+/// back in place.
+///
+/// # Safety
+/// GIL held; `changed` came from `unlink_c_stack_frames` for this tasklet, which has not run
+/// since.
+pub unsafe fn relink_frames(changed: &mut Vec<(usize, usize)>) {
+    for (frame, previous) in changed.drain(..).rev() {
+        (*(frame as *mut InterpreterFrameHead313)).previous = previous as *mut InterpreterFrameHead313;
+    }
 }
 
 /// `struct _ts` aka `PyThreadState` of **CPython 3.13.0** (`Include/cpython/pystate.h`),
@@ -266,9 +325,10 @@ pub unsafe fn from_ffi(ts: *mut ffi::PyThreadState) -> *mut PyThreadState313 {
 /// * `current_frame` — the top of the tasklet's `_PyInterpreterFrame` chain. Every C → Python
 ///   entry (`_PyEval_EvalFrameDefault`) pushes an `entry_frame` (owner `FRAME_OWNED_BY_CSTACK`)
 ///   on the *C stack* and links `frame->previous = &entry_frame`, `entry_frame.previous =
-///   old current_frame`. So a suspended tasklet's chain threads through its own C stack: that
-///   is fine because the coroutine stack stays mapped while the tasklet exists, but the chain
-///   must never be spliced onto another tasklet's frames (a fresh tasklet starts with NULL).
+///   old current_frame`. So a suspended tasklet's chain threads through its C stack: while its
+///   bytes are off that stack the chain is routed around those entry frames
+///   ([`unlink_c_stack_frames`]), and it must never be spliced onto another tasklet's frames
+///   (a fresh tasklet starts with NULL).
 /// * `datastack_chunk/top/limit` — frames of ordinary function calls are bump-allocated on the
 ///   thread's data stack and popped LIFO (`_PyThreadState_PopFrame` just resets `top`). Frames
 ///   of different tasklets are not LIFO with respect to each other, so each tasklet needs its
@@ -384,14 +444,15 @@ impl SavedThreadState {
     /// * `current_frame` NULL — its frame chain starts afresh: the `entry_frame` of its first
     ///   `_PyEval_EvalFrameDefault` (on the tasklet's own C stack) gets `previous = NULL`, like a
     ///   new thread; tracebacks and `f_back` end at the tasklet's bottom frame.
-    /// * data stack: a 16 KiB root chunk left by a finished tasklet if one is cached (see
-    ///   [`CACHED_ROOT_CHUNKS`]), installed as `push_chunk` leaves a new root chunk (`top` at
-    ///   `data[1]`, so it is never popped); else NULL/NULL/NULL, as greenlet does: the first
-    ///   frame push then finds no space (`_PyThreadState_HasStackSpace` is false for a NULL top)
-    ///   and `push_chunk` allocates a fresh 16 KiB *root* chunk (`previous == NULL`, never
-    ///   popped) from the object arena allocator. When the tasklet ends, [`retire_current`]
-    ///   frees the chain (greenlet's `did_finish`), keeping the root chunk for reuse if the
-    ///   cache has room.
+    /// * data stack: a small root chunk of the engine's own ([`ROOT_CHUNK_SIZE`] bytes from the
+    ///   Rust allocator), installed as `push_chunk` leaves a new root chunk (`previous` NULL,
+    ///   `top` at `data[1]`, so `_PyThreadState_PopFrame` never pops or frees it). The frames of
+    ///   a tasklet blocked a few calls deep fit in it; deeper calls make CPython push ordinary
+    ///   16 KiB chunks on top from the object arena allocator, which it pops and frees itself
+    ///   (and which [`install_chunk_cache`] keeps from costing an `mmap` each). CPython's own
+    ///   first chunk (greenlet's way: NULL fields) would cost every tasklet a 16 KiB mapping and
+    ///   a page of RSS. When the tasklet ends, [`retire_current`] frees the chain (greenlet's
+    ///   `did_finish`).
     /// * Python depth 0 — 3.13 runs Python-to-Python calls inside one C activation, so Python
     ///   depth costs data stack, not C stack; a tasklet gets the full `sys.getrecursionlimit()`.
     ///   (greenlet instead copies the creator's depth: its C stack *continues* the creator's.)
@@ -406,7 +467,7 @@ impl SavedThreadState {
     /// # Safety
     /// `context` is NULL or a strong reference to a `contextvars.Context`, which is stolen.
     pub unsafe fn fresh_for_new_tasklet(c_recursion_budget: c_int, context: *mut PyObject) -> Self {
-        let (datastack_chunk, datastack_top, datastack_limit) = match take_cached_root_chunk() {
+        let (datastack_chunk, datastack_top, datastack_limit) = match new_root_chunk() {
             // As `push_chunk` leaves a new root chunk once its first frame is popped again: the
             // first slot is skipped so that `_PyThreadState_PopFrame` never frees the root.
             Some(chunk) => (
@@ -414,6 +475,7 @@ impl SavedThreadState {
                 ptr::addr_of_mut!((*chunk).data).cast::<*mut PyObject>().add(1),
                 chunk.cast::<u8>().add((*chunk).size).cast::<*mut PyObject>(),
             ),
+            // Out of memory: CPython's own root chunk on the first frame push (or MemoryError).
             None => (ptr::null_mut(), ptr::null_mut(), ptr::null_mut()),
         };
         Self {
@@ -483,69 +545,136 @@ pub unsafe fn retire_current(ts: *mut PyThreadState313) {
     (*ts).datastack_chunk = ptr::null_mut();
     (*ts).datastack_top = ptr::null_mut();
     (*ts).datastack_limit = ptr::null_mut();
-    recycle_chunk_chain(chunk);
-}
-
-/// CPython 3.13's `DATA_STACK_CHUNK_SIZE` (`Python/pystate.c`): the size of a root chunk that
-/// `push_chunk` allocates for a first frame of ordinary size.
-pub const DATA_STACK_CHUNK_SIZE: usize = 16 * 1024;
-
-/// Root data-stack chunks of finished tasklets kept for new ones (at most this many, all
-/// threads): each saves an arena `mmap` + `munmap` pair per tasklet. Chunks are plain memory
-/// from the object arena allocator, not tied to a thread.
-pub const CACHED_ROOT_CHUNKS: usize = 32;
-
-/// Addresses of cached root chunks (`previous` NULL, `size` = [`DATA_STACK_CHUNK_SIZE`]).
-static ROOT_CHUNK_CACHE: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
-
-fn root_chunk_cache() -> std::sync::MutexGuard<'static, Vec<usize>> {
-    ROOT_CHUNK_CACHE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn take_cached_root_chunk() -> Option<*mut PyStackChunk313> {
-    root_chunk_cache().pop().map(|address| address as *mut PyStackChunk313)
-}
-
-/// Frees a retired tasklet's chunk chain, keeping its root chunk for reuse when it has the
-/// standard size and the cache has room.
-unsafe fn recycle_chunk_chain(mut chunk: *mut PyStackChunk313) {
-    while !chunk.is_null() && !(*chunk).previous.is_null() {
-        // Chunks above the root (normally already freed by `_PyThreadState_PopFrame`).
-        let previous = (*chunk).previous;
-        (*chunk).previous = ptr::null_mut();
-        free_chunk_chain(chunk);
-        chunk = previous;
-    }
-    if chunk.is_null() {
-        return;
-    }
-    if (*chunk).size == DATA_STACK_CHUNK_SIZE {
-        let mut cache = root_chunk_cache();
-        if cache.len() < CACHED_ROOT_CHUNKS {
-            (*chunk).top = 0;
-            cache.push(chunk as usize);
-            return;
-        }
-    }
     free_chunk_chain(chunk);
 }
 
-/// Free a data-stack chunk chain the way CPython's `_PyObject_VirtualFree` does: through the
-/// object arena allocator (`PyObject_GetArenaAllocator`, exported), with the chunk's own `size`.
-unsafe fn free_chunk_chain(mut chunk: *mut PyStackChunk313) {
+/// CPython 3.13's `DATA_STACK_CHUNK_SIZE` (`Python/pystate.c`): the size `push_chunk` asks the
+/// object arena allocator for when a frame does not fit in the current chunk.
+pub const DATA_STACK_CHUNK_SIZE: usize = 16 * 1024;
+
+/// Bytes of a tasklet's root data-stack chunk (header included): room for the frames of a
+/// tasklet blocked a few ordinary calls deep (the tasklet's `_body` frame and the function it
+/// runs take about 400 bytes).
+pub const ROOT_CHUNK_SIZE: usize = 1024;
+
+fn root_chunk_layout() -> std::alloc::Layout {
+    // 16-byte alignment, as the arena allocator's page-aligned chunks have at least.
+    std::alloc::Layout::from_size_align(ROOT_CHUNK_SIZE, 16).expect("valid layout")
+}
+
+/// A fresh root chunk of the engine's own, or None if memory is exhausted.
+fn new_root_chunk() -> Option<*mut PyStackChunk313> {
+    // SAFETY: non-zero size.
+    let chunk = unsafe { std::alloc::alloc(root_chunk_layout()) }.cast::<PyStackChunk313>();
     if chunk.is_null() {
-        return;
+        return None;
     }
-    let mut alloc = ffi::PyObjectArenaAllocator { ctx: ptr::null_mut(), alloc: None, free: None };
-    ffi::PyObject_GetArenaAllocator(&mut alloc);
-    let Some(free) = alloc.free else {
-        return; // arena machinery already torn down: leak, as greenlet does
+    // SAFETY: freshly allocated, large enough for the header.
+    unsafe {
+        chunk.write(PyStackChunk313 {
+            previous: ptr::null_mut(),
+            size: ROOT_CHUNK_SIZE,
+            top: 0,
+            data: [ptr::null_mut()],
+        })
     };
+    Some(chunk)
+}
+
+/// Frees a tasklet's chunk chain: the chunks CPython pushed on top through the object arena
+/// allocator, then the root, which is the engine's own when its size says so (a chain that
+/// started from NULL fields, after an allocation failure, has an arena root instead).
+unsafe fn free_chunk_chain(mut chunk: *mut PyStackChunk313) {
+    let mut arena = ffi::PyObjectArenaAllocator { ctx: ptr::null_mut(), alloc: None, free: None };
+    ffi::PyObject_GetArenaAllocator(&mut arena);
     while !chunk.is_null() {
         let previous = (*chunk).previous;
-        free(alloc.ctx, chunk.cast(), (*chunk).size);
+        if previous.is_null() && (*chunk).size == ROOT_CHUNK_SIZE {
+            std::alloc::dealloc(chunk.cast(), root_chunk_layout());
+        } else if let Some(free) = arena.free {
+            free(arena.ctx, chunk.cast(), (*chunk).size);
+        } // else: arena machinery already torn down: leak, as greenlet does
         chunk = previous;
     }
+}
+
+// ----- A cache in front of the object arena allocator, for data-stack chunks -----
+
+/// Freed [`DATA_STACK_CHUNK_SIZE`] blocks kept for reuse (at most this many, all threads).
+pub const CACHED_DATA_STACK_CHUNKS: usize = 16;
+
+struct ChunkCache {
+    inner: ffi::PyObjectArenaAllocator,
+    free: Vec<usize>,
+}
+
+// SAFETY: the wrapped allocator is CPython's, callable from any thread; the cached blocks are
+// plain memory.
+unsafe impl Send for ChunkCache {}
+
+static CHUNK_CACHE: std::sync::Mutex<Option<ChunkCache>> = std::sync::Mutex::new(None);
+
+fn chunk_cache() -> std::sync::MutexGuard<'static, Option<ChunkCache>> {
+    CHUNK_CACHE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+extern "C" fn cached_arena_alloc(_ctx: *mut core::ffi::c_void, size: usize) -> *mut core::ffi::c_void {
+    let mut guard = chunk_cache();
+    let Some(cache) = guard.as_mut() else { return ptr::null_mut() };
+    if size == DATA_STACK_CHUNK_SIZE {
+        if let Some(block) = cache.free.pop() {
+            return block as *mut core::ffi::c_void;
+        }
+    }
+    let inner = cache.inner;
+    drop(guard);
+    match inner.alloc {
+        Some(alloc) => alloc(inner.ctx, size),
+        None => ptr::null_mut(),
+    }
+}
+
+extern "C" fn cached_arena_free(_ctx: *mut core::ffi::c_void, block: *mut core::ffi::c_void, size: usize) {
+    let mut guard = chunk_cache();
+    let Some(cache) = guard.as_mut() else { return };
+    if size == DATA_STACK_CHUNK_SIZE && cache.free.len() < CACHED_DATA_STACK_CHUNKS {
+        cache.free.push(block as usize);
+        return;
+    }
+    let inner = cache.inner;
+    drop(guard);
+    if let Some(free) = inner.free {
+        free(inner.ctx, block, size);
+    }
+}
+
+/// Puts a small cache in front of CPython's object arena allocator for data-stack chunks.
+///
+/// Why: CPython allocates a 16 KiB chunk (an `mmap` with the default allocator) whenever a
+/// frame does not fit in the current one, and frees it (`munmap`) as soon as the frame that
+/// needed it returns. A tasklet's root chunk is small, so a loop in a tasklet that calls a few
+/// levels deeper than it would pay a map and an unmap per iteration without the cache. Other
+/// sizes (obmalloc's 1 MiB arenas) pass straight through; blocks CPython allocated before the
+/// cache was installed are compatible (same underlying allocator), so the cache may take them.
+/// Installed once per process; `PyObject_SetArenaAllocator` is a public API.
+///
+/// # Safety
+/// GIL held (no other thread is allocating an arena while the allocator is swapped).
+pub unsafe fn install_chunk_cache() {
+    let mut guard = chunk_cache();
+    if guard.is_some() {
+        return;
+    }
+    let mut inner = ffi::PyObjectArenaAllocator { ctx: ptr::null_mut(), alloc: None, free: None };
+    ffi::PyObject_GetArenaAllocator(&mut inner);
+    *guard = Some(ChunkCache { inner, free: Vec::with_capacity(CACHED_DATA_STACK_CHUNKS) });
+    drop(guard);
+    let mut wrapper = ffi::PyObjectArenaAllocator {
+        ctx: ptr::null_mut(),
+        alloc: Some(cached_arena_alloc),
+        free: Some(cached_arena_free),
+    };
+    ffi::PyObject_SetArenaAllocator(&mut wrapper);
 }
 
 #[cfg(all(test, target_os = "linux", target_pointer_width = "64"))]

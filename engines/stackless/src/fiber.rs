@@ -1,4 +1,4 @@
-//! `_stackless_core.Fiber`: a Python callable running on its own C stack, and the switch
+//! `_stackless_core.Fiber`: a Python callable running on a C stack of its own, and the switch
 //! between fibers of one OS thread. The `stackless` module builds tasklets, channels and the
 //! scheduler on top of this.
 //!
@@ -11,18 +11,20 @@
 //! restored (`cpython_state`): the side that leaves saves its own state, the dispatcher installs
 //! the incoming one. No Python code runs in between (reference releases that could run
 //! deallocators are deferred until a state is installed).
+//!
+//! Fibers run on a few shared stacks per thread (`stack`): before resuming a fiber whose stack
+//! holds another fiber's bytes, the dispatcher copies those off to the heap and the incoming
+//! fiber's back. A fiber's coroutine is created when it first runs, on its bound stack.
 
 use crate::cpython_state::{self as state, SavedThreadState};
-use crate::stack::{self, StackError, TaskletStack};
+use crate::stack::{self, SavedStack, StackView, ThreadStacks, STACK_SIZE};
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 use pyo3_ffi as ffi;
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-/// C stack of each fiber. Pages are touched lazily, so RSS grows only with real depth.
-pub const STACK_SIZE: usize = 256 * 1024;
+use std::sync::Arc;
 
 /// Stack switches made, all threads (engine statistics).
 pub static SWITCHES: AtomicU64 = AtomicU64::new(0);
@@ -46,7 +48,7 @@ struct Request {
     transfer: Transfer,
 }
 
-type FiberCoroutine = Coroutine<Transfer, Request, Request, TaskletStack>;
+type FiberCoroutine = Coroutine<Transfer, Request, Request, StackView>;
 
 /// Rust-side state of a fiber, boxed and owned by the Python object.
 struct FiberInner {
@@ -54,15 +56,21 @@ struct FiberInner {
     func: *mut ffi::PyObject,
     /// contextvars context to start with (strong reference, stolen at start), or NULL.
     context: *mut ffi::PyObject,
-    coroutine: Option<Box<FiberCoroutine>>,
+    /// Created when the fiber first runs (it writes its start frame onto the shared stack).
+    coroutine: Option<FiberCoroutine>,
     /// Valid while the coroutine body runs.
     yielder: *const Yielder<Transfer, Request>,
     /// The fiber's thread state while it is suspended.
     saved: Option<SavedThreadState>,
-    /// Bytes of C stack the C-recursion budget is sized from.
-    stack_bytes: usize,
-    /// Red zone of a pooled (unguarded) stack, checked whenever the fiber leaves its stack.
-    red_zone: Option<(usize, usize)>,
+    /// The creating thread's shared stacks, and the one this fiber is bound to once started.
+    stacks: Arc<ThreadStacks>,
+    stack_index: usize,
+    /// Stack pointer recorded when the fiber last suspended: its live bytes start just below.
+    suspended_sp: usize,
+    /// The fiber's live stack bytes while another fiber occupies its stack.
+    saved_stack: Option<SavedStack>,
+    /// Frame links rerouted around its C-stack entry frames while its bytes are off the stack.
+    unlinked_frames: Vec<(usize, usize)>,
     thread_id: u64,
     started: bool,
     dead: bool,
@@ -160,8 +168,7 @@ unsafe fn fiber_body(
     let inner = inner(fiber);
     inner.yielder = yielder;
     let context = std::mem::replace(&mut inner.context, ptr::null_mut());
-    let budget =
-        state::c_recursion_budget_for_stack(inner.stack_bytes).unwrap_or(state::MIN_C_RECURSION_BUDGET);
+    let budget = state::c_recursion_budget_for_stack(STACK_SIZE).unwrap_or(state::MIN_C_RECURSION_BUDGET);
     SavedThreadState::fresh_for_new_tasklet(budget, context).restore(ts);
     release_deferred();
     let func = std::mem::replace(&mut inner.func, ptr::null_mut());
@@ -216,11 +223,30 @@ unsafe fn dispatch(mut target: *mut ffi::PyObject, mut transfer: Transfer) -> Tr
         }
         CORE.with(|c| c.current.set(target));
         let fiber = inner(target);
+        let identity = (fiber as *mut FiberInner).cast::<()>();
         if !fiber.started {
             fiber.started = true;
             FIBERS_STARTED.fetch_add(1, Ordering::Relaxed);
-        } else if let Some(saved) = fiber.saved.take() {
-            saved.restore(ts);
+            fiber.stack_index = fiber.stacks.pick();
+            occupy_stack(fiber, identity);
+            let address = target as usize;
+            let view = fiber.stacks.view(fiber.stack_index);
+            fiber.coroutine = Some(Coroutine::with_stack(view, move |yielder, first| {
+                // SAFETY: runs with the GIL held on the thread that created the fiber (switch_to
+                // checks the thread); the object outlives its coroutine (dealloc drops it first).
+                unsafe { fiber_body(address as *mut ffi::PyObject, yielder, first) }
+            }));
+        } else {
+            if fiber.stacks.occupant(fiber.stack_index) != identity {
+                occupy_stack(fiber, identity);
+                if let Some(bytes) = fiber.saved_stack.take() {
+                    bytes.copy_back();
+                }
+                state::relink_frames(&mut fiber.unlinked_frames);
+            }
+            if let Some(saved) = fiber.saved.take() {
+                saved.restore(ts);
+            }
         }
         let Some(coroutine) = fiber.coroutine.as_mut() else {
             // Unreachable by construction (a fiber's coroutine exists until it is dead).
@@ -230,20 +256,19 @@ unsafe fn dispatch(mut target: *mut ffi::PyObject, mut transfer: Transfer) -> Tr
         SWITCHES.fetch_add(1, Ordering::Relaxed);
         let outcome = coroutine.resume(transfer);
         SWITCHES.fetch_add(1, Ordering::Relaxed);
-        if let Some((start, len)) = fiber.red_zone {
-            if !stack::red_zone_intact(start, len) {
-                stack_overflow_abort();
-            }
-        }
         let left = target;
         let request = match outcome {
-            CoroutineResult::Yield(request) => request,
+            CoroutineResult::Yield(request) => {
+                check_suspended_sp(inner(left));
+                request
+            }
             CoroutineResult::Return(request) => {
                 let fiber = inner(left);
                 fiber.dead = true;
                 fiber.yielder = ptr::null();
                 // Finished: no frames on its stack, so dropping the coroutine is safe.
                 fiber.coroutine = None;
+                fiber.stacks.set_occupant(fiber.stack_index, ptr::null_mut());
                 request
             }
         };
@@ -254,18 +279,67 @@ unsafe fn dispatch(mut target: *mut ffi::PyObject, mut transfer: Transfer) -> Tr
     }
 }
 
-/// A tasklet on a pooled (unguarded) stack overflowed into its red zone: other tasklets'
-/// stacks may be damaged, so the process stops here (see `stack`).
-fn stack_overflow_abort() -> ! {
-    use std::io::Write;
-    // Not eprintln!: it panics if stderr is gone, and a panic would be caught and carry on.
-    let _ = writeln!(
-        std::io::stderr(),
-        "Fatal error in the stackless engine: a tasklet overflowed its C stack (a pooled stack \
-         without guard page, used beyond the first {} tasklets); aborting.",
-        stack::guarded_limit()
-    );
-    std::process::abort()
+/// Makes `fiber` the occupant of its bound stack, first copying the live bytes of the
+/// suspended fiber that occupies it (if any) to the heap. Runs on the thread's own stack.
+unsafe fn occupy_stack(fiber: &mut FiberInner, identity: *mut ()) {
+    let occupant = fiber.stacks.occupant(fiber.stack_index);
+    if !occupant.is_null() && occupant != identity {
+        // SAFETY: an occupant is a live fiber of this thread (dealloc vacates its stack), and
+        // suspended: only the main context dispatches, and every fiber of the thread is then
+        // suspended.
+        let evicted = &mut *occupant.cast::<FiberInner>();
+        let (lowest, top) = evicted.stacks.bounds(evicted.stack_index);
+        let low = evicted.suspended_sp.saturating_sub(stack::BELOW_SP_MARGIN).max(lowest);
+        if let Some(saved) = evicted.saved.as_ref() {
+            evicted.unlinked_frames = state::unlink_c_stack_frames(saved.current_frame, lowest, top);
+        }
+        evicted.saved_stack = Some(SavedStack::copy_off(low, top));
+    }
+    fiber.stacks.set_occupant(fiber.stack_index, identity);
+}
+
+/// Stops the process if a fiber that just suspended put anything further below its recorded
+/// stack pointer than `stack::BELOW_SP_MARGIN` (those bytes would be lost when it is copied off
+/// its stack). corosensei keeps the exact suspended stack pointer in a private field of the
+/// coroutine; it is the only word of that small struct that can lie inside the stack below the
+/// recorded pointer and above its lowest address (the others are the stack's bounds, an `Arc`, the initial stack pointer
+/// near the top, and a function pointer), so the struct's words are scanned for it.
+unsafe fn check_suspended_sp(fiber: &FiberInner) {
+    const WORDS: usize = std::mem::size_of::<FiberCoroutine>() / std::mem::size_of::<usize>();
+    // Word-sized fields only, so no padding is read.
+    const _: () = assert!(std::mem::size_of::<FiberCoroutine>().is_multiple_of(std::mem::size_of::<usize>()));
+    let Some(coroutine) = fiber.coroutine.as_ref() else { return };
+    let (lowest, _) = fiber.stacks.bounds(fiber.stack_index);
+    let words = (coroutine as *const FiberCoroutine).cast::<usize>();
+    let allowed = fiber.suspended_sp.saturating_sub(stack::BELOW_SP_MARGIN);
+    for i in 0..WORDS {
+        let word = words.add(i).read();
+        if word > lowest && word < allowed {
+            use std::io::Write;
+            // Not eprintln!: it panics if stderr is gone, and a panic would be caught.
+            let _ = writeln!(
+                std::io::stderr(),
+                "Fatal error in the stackless engine: a tasklet suspended {} bytes below its \
+                 recorded stack pointer (the copy margin is {}); this build cannot copy stacks \
+                 safely. Aborting.",
+                fiber.suspended_sp - word,
+                stack::BELOW_SP_MARGIN
+            );
+            std::process::abort();
+        }
+    }
+}
+
+/// Suspends the running fiber back to the dispatcher, first recording its stack pointer (its
+/// live bytes are those from just below it to the top of its stack).
+#[inline(never)]
+unsafe fn suspend_recording_sp(
+    yielder: &Yielder<Transfer, Request>,
+    request: Request,
+    sp: *mut usize,
+) -> Transfer {
+    *sp = stack::stack_pointer();
+    yielder.suspend(request)
 }
 
 /// `switch(target, value=None, exc=None)`: transfer control to `target` (a fiber, or None for
@@ -315,7 +389,7 @@ pub(crate) unsafe fn switch_to(
         }
         fiber.saved = Some(SavedThreadState::save(ts));
         let yielder = &*fiber.yielder;
-        let back = yielder.suspend(Request { target, transfer });
+        let back = suspend_recording_sp(yielder, Request { target, transfer }, &raw mut fiber.suspended_sp);
         deliver(back)
     }
 }
@@ -343,58 +417,32 @@ unsafe extern "C" fn fiber_new(
         if context != ffi::Py_None() && ffi::PyContext_CheckExact(context) == 0 {
             return set_error(ffi::PyExc_TypeError, c"context must be a contextvars.Context or None");
         }
-        let warn = || {
-            // SAFETY: GIL held (a tp_new); PyErr_WarnEx may run Python code (warning filters),
-            // which is fine here: nothing is half-built yet.
-            let rc = ffi::PyErr_WarnEx(
-                ffi::PyExc_RuntimeWarning,
-                c"stackless: this many tasklets exceed the budget of C stacks with a guard page \
-                  (vm.max_map_count); further tasklets get pooled stacks without one, where a C \
-                  stack overflow is detected only at the next switch and aborts the process"
-                    .as_ptr(),
-                // The user's frame: Fiber() <- tasklet._make_fiber <- setup/bind <- user.
-                3,
-            );
-            if rc < 0 {
-                Err(())
-            } else {
-                Ok(())
-            }
-        };
-        let stack = match TaskletStack::new(STACK_SIZE, warn) {
-            Ok(stack) => stack,
-            Err(StackError::Warning) => return ptr::null_mut(),
-            Err(StackError::Os(error)) => {
-                let message = std::ffi::CString::new(format!(
-                    "cannot map a C stack for a new tasklet ({error}): too many tasklets, or vm.max_map_count reached"
-                ))
-                .unwrap_or_default();
+        let stacks = match ThreadStacks::for_current_thread() {
+            Ok(stacks) => stacks,
+            Err(error) => {
+                let message =
+                    std::ffi::CString::new(format!("cannot map this thread's tasklet stacks ({error})"))
+                        .unwrap_or_default();
                 ffi::PyErr_SetString(ffi::PyExc_MemoryError, message.as_ptr());
                 return ptr::null_mut();
             }
         };
-        let red_zone = stack.red_zone();
-        // Both kinds of stack have STACK_SIZE usable bytes (a pooled one's red zone is extra).
-        let stack_bytes = STACK_SIZE;
         let alloc = (*subtype).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
         let object = alloc(subtype, 0);
         if object.is_null() {
             return object;
         }
-        let address = object as usize;
-        let coroutine: FiberCoroutine = Coroutine::with_stack(stack, move |yielder, first| {
-            // SAFETY: runs with the GIL held on the thread that created the fiber (switch_to
-            // checks the thread); the object outlives its coroutine (dealloc drops it first).
-            unsafe { fiber_body(address as *mut ffi::PyObject, yielder, first) }
-        });
         let inner = Box::new(FiberInner {
             func: ffi::Py_NewRef(func),
             context: if context == ffi::Py_None() { ptr::null_mut() } else { ffi::Py_NewRef(context) },
-            coroutine: Some(Box::new(coroutine)),
+            coroutine: None,
             yielder: ptr::null(),
             saved: None,
-            stack_bytes,
-            red_zone,
+            stacks,
+            stack_index: 0,
+            suspended_sp: 0,
+            saved_stack: None,
+            unlinked_frames: Vec::new(),
             thread_id: thread_ident(),
             started: false,
             dead: false,
@@ -413,14 +461,15 @@ unsafe extern "C" fn fiber_dealloc(object: *mut ffi::PyObject) {
         ffi::Py_CLEAR(&mut fiber.func);
         ffi::Py_CLEAR(&mut fiber.context);
         if fiber.started && !fiber.dead {
-            // Suspended with frames on its own stack: dropping the coroutine would unwind
-            // through CPython's frames (an abort), and its frames cannot be cleared from here.
-            // The stackless module kills tasklets before letting go of them; reaching this is
-            // a leak of one stack, never a crash.
+            // Suspended with frames on its stack: dropping the coroutine would unwind through
+            // CPython's frames (an abort), and its frames cannot be cleared from here. The
+            // stackless module kills tasklets before letting go of them; reaching this leaks
+            // the fiber's frames (its saved stack bytes are freed), never a crash.
             FIBERS_LEAKED.fetch_add(1, Ordering::Relaxed);
             std::mem::forget(fiber.coroutine.take());
             // A SavedThreadState has no Drop: letting go of it leaks what it owns, as wanted.
             let _leaked = fiber.saved.take();
+            fiber.stacks.vacate(fiber.stack_index, raw.cast());
         }
         drop(fiber);
     }
@@ -688,12 +737,16 @@ pub unsafe extern "C" fn py_stats(
         }
         ffi::Py_DECREF(value);
     }
-    let pooled = ffi::PyLong_FromSize_t(stack::POOLED_STACKS_USED.load(Ordering::Relaxed));
-    if pooled.is_null() || ffi::PyDict_SetItemString(dict, c"pooled_stacks".as_ptr(), pooled) < 0 {
-        ffi::Py_XDECREF(pooled);
-        ffi::Py_DECREF(dict);
-        return ptr::null_mut();
+    for (name, counter) in
+        [(c"stack_evictions", &stack::EVICTIONS), (c"stack_bytes_copied", &stack::BYTES_COPIED)]
+    {
+        let value = ffi::PyLong_FromSize_t(counter.load(Ordering::Relaxed));
+        if value.is_null() || ffi::PyDict_SetItemString(dict, name.as_ptr(), value) < 0 {
+            ffi::Py_XDECREF(value);
+            ffi::Py_DECREF(dict);
+            return ptr::null_mut();
+        }
+        ffi::Py_DECREF(value);
     }
-    ffi::Py_DECREF(pooled);
     dict
 }

@@ -3,8 +3,8 @@
 //! - [`cpython_state`]: the CPython 3.13 thread-state fields a tasklet switch carries.
 //! - [`fiber`]: `_stackless_core.Fiber`, a callable on its own C stack (corosensei), and the
 //!   switch between the fibers of one OS thread.
-//! - [`stack`]: the tasklets' C stacks: guarded mappings up to a budget of VMAs, then pooled
-//!   slabs with checked red zones (the trade-off is documented there).
+//! - [`stack`]: the tasklets' C stacks: a few guarded stacks per thread, shared by copying a
+//!   suspended tasklet's live bytes to the heap when another needs its stack.
 //! - [`sched`]: the scheduler's data (tasklet, thread-state and channel slots, the run queue)
 //!   and the Rust fast paths of `schedule()`, `channel.send()` and `channel.receive()`.
 //! - `stackless.py`: the `stackless` module (tasklet, channel, scheduler) built on fibers.
@@ -76,6 +76,8 @@ impl Engine for StacklessEngine {
                 ("switches".to_string(), fiber::SWITCHES.load(Ordering::Relaxed) as f64),
                 ("tasklets_started".to_string(), fiber::FIBERS_STARTED.load(Ordering::Relaxed) as f64),
                 ("tasklets_leaked".to_string(), fiber::FIBERS_LEAKED.load(Ordering::Relaxed) as f64),
+                ("stack_evictions".to_string(), stack::EVICTIONS.load(Ordering::Relaxed) as f64),
+                ("stack_bytes_copied".to_string(), stack::BYTES_COPIED.load(Ordering::Relaxed) as f64),
             ]
         }
         #[cfg(not(stackless_supported))]

@@ -194,6 +194,7 @@ unsafe extern "C" fn exec_core(module: *mut ffi::PyObject) -> c_int {
     std::panic::catch_unwind(|| {
         // SAFETY: GIL held during module execution.
         unsafe {
+            crate::cpython_state::install_chunk_cache();
             let tp = fiber::create_fiber_type(module);
             if tp.is_null() {
                 return -1;

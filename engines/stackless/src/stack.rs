@@ -1,256 +1,216 @@
-//! C stacks for tasklets, and how many of them a process can have.
+//! C stacks for tasklets: a few shared stacks per OS thread, and stack copying.
 //!
-//! # The limit
+//! # Why not one stack per tasklet
 //!
-//! A guarded stack is an `mmap` whose lowest page is made `PROT_NONE`: two kernel VMAs (the
-//! guard page and the rest differ in protection, so they never merge). Linux caps the VMAs of a
-//! process at `vm.max_map_count` (65,530 by default), so guarded stacks alone stop at about
-//! 32,700 tasklets, and long before that every other `mmap` of the process (Python's arenas,
-//! `malloc`'s large blocks, thread stacks, `dlopen`) starts failing. No layout of guarded stacks
-//! does better: any guard page between two stacks splits the mapping.
+//! A stack of its own per tasklet costs at least one page of RSS (the deepest frames touch
+//! it), an `mmap` + `mprotect` + `munmap` per tasklet, and two of the process's
+//! `vm.max_map_count` (65,530) memory mappings: guarded stacks stop near 32,700 tasklets.
 //!
-//! # The policy
+//! # The design (greenlet's idea, with fixed slots)
 //!
-//! * The first [`guarded_limit`] live stacks are guarded (about 28,600 with the default
-//!   `vm.max_map_count`: half of what is left after keeping an eighth of the VMAs, at least
-//!   4,096, for the rest of the process; `PYHOST_STACKLESS_GUARDED_STACKS=N` sets it). An overflow hits the guard page: SIGSEGV, never a
-//!   silent corruption.
-//! * Beyond that, stacks are carved from *pooled* slabs: one read-write mapping of
-//!   [`SLAB_STACKS`] stacks without guard pages between them (adjacent slabs may even merge
-//!   into one VMA), so 100,000 tasklets need a few thousand VMAs instead of 200,000.
+//! Every OS thread that runs tasklets owns [`SHARED_STACKS`] guarded stacks of [`STACK_SIZE`]
+//! bytes ([`ThreadStacks`]). A tasklet is bound to one of them when it first runs and always
+//! runs there, at the same addresses (its frames hold pointers into its own stack). At most
+//! one tasklet *occupies* a shared stack at a time: the one whose bytes are live in it. To run
+//! a tasklet whose stack is occupied by another, the dispatcher (on the thread's own stack,
+//! see `fiber`) first copies the occupant's live bytes — from its stack pointer at suspension
+//! to the top: typically 1–3 KiB — to the heap ([`SavedStack`]), then copies the incoming
+//! tasklet's bytes back. A tasklet that finds its stack still holding its own bytes (the
+//! common case when a few tasklets alternate) costs no copy at all.
 //!
-//! # The trade-off (pooled stacks)
+//! So a suspended tasklet costs only the bytes it really used; creating one maps nothing; the
+//! number of tasklets is bounded by memory, not by mappings; and every shared stack has a real
+//! guard page: an overflow is a SIGSEGV at the guard, never a silent corruption.
 //!
-//! A pooled stack has no guard page: overflowing it writes into the top of the stack below it
-//! in the slab, i.e. into the oldest frames of another suspended tasklet. What guards it
-//! instead:
-//!
-//! 1. CPython's C-recursion counter, which the engine sizes to the usable stack (see
-//!    `cpython_state::c_recursion_budget_for_stack`): deep recursion through the interpreter
-//!    ends in `RecursionError` long before the end of the stack. This is the normal defence on
-//!    guarded stacks too; the guard page only catches what the counter does not meter (a C
-//!    extension with huge frames, `sorted()` with a recursive key, the parser's own recursion).
-//! 2. A red zone: the lowest [`RED_ZONE`] bytes of each pooled stack are outside the coroutine's
-//!    stack and are never written by the owner; they are all zero (fresh or `MADV_DONTNEED`ed
-//!    memory, never touched, so they cost no RSS). Every time a tasklet on a pooled stack
-//!    switches away or finishes, one 8-byte word every 256 bytes of its red zone is checked; a
-//!    non-zero word means the stack overflowed into it, and the process is **aborted** with a
-//!    message (the neighbour may already be damaged: carrying on would be the silent failure).
-//!    An overflow that jumps over the whole red zone with a single frame larger than it, writes
-//!    only zeros in it, or corrupts the neighbour and then crashes before the next switch, is
-//!    not caught by the check: that is the guarantee given up for the tasklets beyond the
-//!    guarded limit.
-//!
-//! The first pooled stack of the process emits a `RuntimeWarning` saying so (turned into an
-//! error by `-W error`, which then refuses to create more tasklets than the guarded limit).
-//! Stacks are returned on the tasklet's end: guarded ones are unmapped, pooled ones are given
-//! back to their slab's free list after `MADV_DONTNEED` (their pages leave the RSS; the slabs
-//! themselves stay mapped for reuse).
+//! The one cross-stack pointer CPython 3.13 keeps is the interpreter-frame chain: each C → Python
+//! entry puts an `entry_frame` on the C stack, linked from the heap frame above it. While a
+//! tasklet's bytes are off its stack, `cpython_state::unlink_c_stack_frames` links its heap
+//! frames around those entry frames (and `relink_frames` puts them back before it runs), so
+//! `f_back` and tracebacks of a suspended tasklet never read another tasklet's stack.
 
 use corosensei::stack::{DefaultStack, Stack, StackPointer};
-use std::mem::ManuallyDrop;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::Arc;
 
-/// Bytes below each pooled stack that its owner never writes (checked for overflow).
-pub const RED_ZONE: usize = 16 * 1024;
-/// Pooled stacks per slab mapping (one `mmap`).
-pub const SLAB_STACKS: usize = 64;
-/// Distance between two checked words of a red zone.
-const RED_ZONE_STRIDE: usize = 256;
+/// Usable bytes of each shared C stack. Pages are touched lazily, so RSS grows only with the
+/// deepest use, and suspended tasklets keep only their used bytes.
+pub const STACK_SIZE: usize = 256 * 1024;
 
-/// Guarded stacks of finished tasklets kept for reuse (at most this many): a tasklet that
-/// starts on one skips `mmap` + `mprotect` now and `munmap` later, and finds its top pages
-/// already faulted in. They keep the pages their last tasklet touched (at most
-/// `CACHED_STACKS` x the stack size of RSS; typically a few pages each).
-pub const CACHED_STACKS: usize = 32;
+/// Shared stacks per OS thread: this many tasklets of one thread alternate without copying.
+pub const SHARED_STACKS: usize = 8;
 
-/// Live guarded stacks (cached ones included: they keep their VMAs), all threads.
-static LIVE_GUARDED: AtomicUsize = AtomicUsize::new(0);
-/// Pooled stacks handed out so far (statistics).
-pub static POOLED_STACKS_USED: AtomicUsize = AtomicUsize::new(0);
-/// Whether the one-time warning about unguarded stacks has been emitted.
-static WARNED: AtomicBool = AtomicBool::new(false);
+/// Bytes saved below a suspended tasklet's recorded stack pointer: what the suspend routine
+/// puts below the frame that recorded it, with a wide margin. Measured on x86_64 (rustc 1.9x,
+/// corosensei 0.3): 24 bytes in release builds (the suspend is inlined: three pushes), about
+/// 330 in debug builds (corosensei's `Yielder::suspend` is a call with its own frame).
+/// `fiber::check_suspended_sp` verifies it at every suspension, so a toolchain that needs
+/// more stops with a message instead of corrupting a stack.
+pub const BELOW_SP_MARGIN: usize = if cfg!(debug_assertions) { 1024 } else { 256 };
 
-/// Free pooled stacks: the lowest address of each slot (red zone included); and guarded
-/// stacks kept for reuse.
-struct Pool {
-    free: Vec<usize>,
-    cached: Vec<DefaultStack>,
+/// Bytes copied off and back onto shared stacks, all threads (statistics).
+pub static BYTES_COPIED: AtomicUsize = AtomicUsize::new(0);
+/// Evictions (a tasklet's bytes copied off its stack to make room), all threads.
+pub static EVICTIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// One shared stack: its guarded mapping and the tasklet whose bytes are live in it.
+pub struct SharedStack {
+    mapping: DefaultStack,
+    /// Opaque identity of the occupant (the `fiber` module's per-fiber state), or NULL.
+    occupant: AtomicPtr<()>,
 }
 
-fn pool() -> &'static Mutex<Pool> {
-    static POOL: OnceLock<Mutex<Pool>> = OnceLock::new();
-    POOL.get_or_init(|| Mutex::new(Pool { free: Vec::new(), cached: Vec::new() }))
+/// The shared stacks of one OS thread. Kept alive by the thread and by every tasklet bound to
+/// one of them: a tasklet that outlives its thread never has its stack unmapped under it.
+pub struct ThreadStacks {
+    stacks: Vec<SharedStack>,
+    /// Round-robin cursor for binding new tasklets when every stack is occupied.
+    next: AtomicUsize,
 }
 
-/// How many guarded stacks may be live at once (see the module documentation); the
-/// environment variable `PYHOST_STACKLESS_GUARDED_STACKS` (a number) overrides the default.
-pub fn guarded_limit() -> usize {
-    static LIMIT: OnceLock<usize> = OnceLock::new();
-    *LIMIT.get_or_init(|| {
-        if let Some(limit) =
-            std::env::var("PYHOST_STACKLESS_GUARDED_STACKS").ok().and_then(|text| text.trim().parse().ok())
-        {
-            return limit;
-        }
-        let max_maps = std::fs::read_to_string("/proc/sys/vm/max_map_count")
-            .ok()
-            .and_then(|text| text.trim().parse::<usize>().ok())
-            .unwrap_or(65_530);
-        let reserve = (max_maps / 8).max(4096);
-        max_maps.saturating_sub(reserve) / 2
-    })
+// SAFETY: the mappings are plain memory; every access to a stack's bytes and occupant happens
+// with the GIL held (dispatch, fiber deallocation), which serialises them.
+unsafe impl Send for ThreadStacks {}
+// SAFETY: as for Send.
+unsafe impl Sync for ThreadStacks {}
+
+thread_local! {
+    static THREAD_STACKS: RefCell<Option<Arc<ThreadStacks>>> = const { RefCell::new(None) };
 }
 
-/// A tasklet's C stack: its own guarded mapping, or a slot of a pooled slab.
-pub enum TaskletStack {
-    /// Always `Some` but inside `drop` (which may hand it to the cache).
-    Guarded(ManuallyDrop<DefaultStack>),
-    /// `slot` is the lowest address of the slot: the red zone, then the usable stack up to
-    /// `slot + size`. All slots have the same size (one pool).
-    Pooled { slot: usize, size: usize },
-}
-
-/// Why no stack could be had.
-pub enum StackError {
-    /// The mapping failed (the OS's error).
-    Os(std::io::Error),
-    /// The one-time warning was turned into an exception (it is set).
-    Warning,
-}
-
-impl TaskletStack {
-    /// A stack of `size` usable bytes (a multiple of the page size): guarded while the guarded
-    /// budget lasts, else pooled (a slot of `size` plus the red zone below it).
-    ///
-    /// `warn` is called once per process, before the first pooled stack is handed out; an
-    /// `Err` from it refuses the stack.
-    pub fn new(size: usize, warn: impl FnOnce() -> Result<(), ()>) -> Result<Self, StackError> {
-        if let Some(stack) = lock(pool()).cached.pop() {
-            // All cached stacks have `size` bytes: there is one stack size (fiber::STACK_SIZE).
-            return Ok(TaskletStack::Guarded(ManuallyDrop::new(stack)));
-        }
-        if LIVE_GUARDED.fetch_add(1, Ordering::Relaxed) < guarded_limit() {
-            return match DefaultStack::new(size) {
-                Ok(stack) => Ok(TaskletStack::Guarded(ManuallyDrop::new(stack))),
-                Err(error) => {
-                    LIVE_GUARDED.fetch_sub(1, Ordering::Relaxed);
-                    Err(StackError::Os(error))
-                }
-            };
-        }
-        LIVE_GUARDED.fetch_sub(1, Ordering::Relaxed);
-        if !WARNED.swap(true, Ordering::Relaxed) && warn().is_err() {
-            WARNED.store(false, Ordering::Relaxed);
-            return Err(StackError::Warning);
-        }
-        let size = size + RED_ZONE;
-        let slot = pooled_slot(size).map_err(StackError::Os)?;
-        POOLED_STACKS_USED.fetch_add(1, Ordering::Relaxed);
-        Ok(TaskletStack::Pooled { slot, size })
+impl ThreadStacks {
+    /// This thread's shared stacks, mapped on first use.
+    pub fn for_current_thread() -> std::io::Result<Arc<ThreadStacks>> {
+        THREAD_STACKS.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            if let Some(stacks) = slot.as_ref() {
+                return Ok(Arc::clone(stacks));
+            }
+            let stacks = (0..SHARED_STACKS)
+                .map(|_| {
+                    DefaultStack::new(STACK_SIZE).map(|mapping| SharedStack {
+                        mapping,
+                        occupant: AtomicPtr::new(std::ptr::null_mut()),
+                    })
+                })
+                .collect::<std::io::Result<Vec<_>>>()?;
+            let stacks = Arc::new(ThreadStacks { stacks, next: AtomicUsize::new(0) });
+            *slot = Some(Arc::clone(&stacks));
+            Ok(stacks)
+        })
     }
 
-    /// The red zone to check after the tasklet ran (pooled stacks), as (start, length).
-    pub fn red_zone(&self) -> Option<(usize, usize)> {
-        match self {
-            TaskletStack::Guarded(_) => None,
-            TaskletStack::Pooled { slot, .. } => Some((*slot, RED_ZONE)),
+    /// The stack a tasklet starting now is bound to: a free one if any, else the next in turn.
+    pub fn pick(&self) -> usize {
+        if let Some(free) = self.stacks.iter().position(|s| s.occupant.load(Ordering::Relaxed).is_null()) {
+            return free;
         }
+        self.next.fetch_add(1, Ordering::Relaxed) % self.stacks.len()
     }
-}
 
-/// Whether a red zone is still untouched (all checked words zero).
-///
-/// # Safety
-/// `(start, len)` is the red zone of a live pooled stack (mapped, readable).
-pub unsafe fn red_zone_intact(start: usize, len: usize) -> bool {
-    let mut at = start;
-    while at < start + len {
-        // Volatile: the words are written behind the compiler's back (by another stack).
-        if std::ptr::read_volatile(at as *const u64) != 0 {
-            return false;
-        }
-        at += RED_ZONE_STRIDE;
+    pub fn occupant(&self, index: usize) -> *mut () {
+        self.stacks[index].occupant.load(Ordering::Relaxed)
     }
-    true
-}
 
-fn lock(pool: &Mutex<Pool>) -> std::sync::MutexGuard<'_, Pool> {
-    pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Takes a free slot, mapping a new slab if there is none.
-fn pooled_slot(size: usize) -> std::io::Result<usize> {
-    let mut pool = lock(pool());
-    if let Some(slot) = pool.free.pop() {
-        return Ok(slot);
+    pub fn set_occupant(&self, index: usize, occupant: *mut ()) {
+        self.stacks[index].occupant.store(occupant, Ordering::Relaxed);
     }
-    let len = size * SLAB_STACKS;
-    // SAFETY: a fresh anonymous private mapping; no existing memory is affected.
-    let slab = unsafe {
-        libc::mmap(
+
+    /// Clears the occupant of `index` if it is `occupant` (a tasklet let go of while its bytes
+    /// are live there).
+    pub fn vacate(&self, index: usize, occupant: *mut ()) {
+        let _ = self.stacks[index].occupant.compare_exchange(
+            occupant,
             std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
-            -1,
-            0,
-        )
-    };
-    if slab == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
-    let slab = slab as usize;
-    // Slot 0 now, the others later in ascending order (`pop` takes from the end).
-    pool.free.extend((1..SLAB_STACKS).rev().map(|i| slab + i * size));
-    Ok(slab)
-}
 
-impl Drop for TaskletStack {
-    fn drop(&mut self) {
-        match self {
-            TaskletStack::Guarded(stack) => {
-                // SAFETY: `drop` runs once; the stack is not used after this.
-                let stack = unsafe { ManuallyDrop::take(stack) };
-                let mut pool = lock(pool());
-                if pool.cached.len() < CACHED_STACKS {
-                    // Its coroutine has finished or never started: nothing lives on it, and
-                    // corosensei initialises a new coroutine's frames itself.
-                    pool.cached.push(stack);
-                    return;
-                }
-                drop(pool);
-                drop(stack); // munmap
-                LIVE_GUARDED.fetch_sub(1, Ordering::Relaxed);
-            }
-            TaskletStack::Pooled { slot, size } => {
-                // SAFETY: the slot belongs to this stack, whose coroutine has finished (or never
-                // started): nothing lives on it. MADV_DONTNEED drops its pages (zero-filled on
-                // next use), which also resets the red zone to zeros.
-                unsafe { libc::madvise(*slot as *mut libc::c_void, *size, libc::MADV_DONTNEED) };
-                lock(pool()).free.push(*slot);
-            }
-        }
+    /// The view of stack `index` that a coroutine runs on.
+    pub fn view(self: &Arc<Self>, index: usize) -> StackView {
+        let mapping = &self.stacks[index].mapping;
+        StackView { base: mapping.base(), limit: mapping.limit(), _owner: Arc::clone(self) }
+    }
+
+    /// Lowest and one-past-highest address of stack `index`'s usable bytes.
+    pub fn bounds(&self, index: usize) -> (usize, usize) {
+        let mapping = &self.stacks[index].mapping;
+        (mapping.limit().get(), mapping.base().get())
     }
 }
 
-// SAFETY: base/limit describe memory owned by this value for its whole life, readable and
-// writable, 16-byte aligned (page-aligned ends), and the limit is above the red zone.
-unsafe impl Stack for TaskletStack {
+/// A shared stack as one coroutine sees it. Dropping it leaves the stack alone (it is shared).
+pub struct StackView {
+    base: StackPointer,
+    limit: StackPointer,
+    /// Keeps the mapping alive as long as a coroutine may run on it.
+    _owner: Arc<ThreadStacks>,
+}
+
+// SAFETY: base/limit describe a mapping owned by `_owner` (kept alive by this value), readable
+// and writable, page-aligned. Several views of one stack exist, but only the occupant's
+// coroutine ever runs on it: the dispatcher copies bytes off and back before resuming another.
+unsafe impl Stack for StackView {
     #[inline]
     fn base(&self) -> StackPointer {
-        match self {
-            TaskletStack::Guarded(stack) => stack.base(),
-            TaskletStack::Pooled { slot, size } => StackPointer::new(slot + size).expect("non-null stack"),
-        }
+        self.base
     }
 
     #[inline]
     fn limit(&self) -> StackPointer {
-        match self {
-            TaskletStack::Guarded(stack) => stack.limit(),
-            TaskletStack::Pooled { slot, .. } => StackPointer::new(slot + RED_ZONE).expect("non-null stack"),
-        }
+        self.limit
     }
 }
+
+/// The live bytes of a suspended tasklet, copied off its shared stack: they belong at
+/// `[low, low + bytes.len())`, which ends at the stack's top.
+pub struct SavedStack {
+    low: usize,
+    bytes: Box<[u8]>,
+}
+
+impl SavedStack {
+    /// Copies `[low, top)` off a shared stack.
+    ///
+    /// # Safety
+    /// `[low, top)` lies inside one mapped shared stack and holds the bytes of a suspended
+    /// tasklet; nothing runs on that stack during the copy (the caller is on another stack).
+    pub unsafe fn copy_off(low: usize, top: usize) -> SavedStack {
+        let len = top - low;
+        let bytes: Box<[u8]> = std::slice::from_raw_parts(low as *const u8, len).into();
+        BYTES_COPIED.fetch_add(len, Ordering::Relaxed);
+        EVICTIONS.fetch_add(1, Ordering::Relaxed);
+        SavedStack { low, bytes }
+    }
+
+    /// Copies the bytes back where they came from.
+    ///
+    /// # Safety
+    /// The stack they came from is mapped, and nothing runs on it (its previous occupant's
+    /// bytes have been copied off, or it had none).
+    pub unsafe fn copy_back(self) {
+        std::ptr::copy_nonoverlapping(self.bytes.as_ptr(), self.low as *mut u8, self.bytes.len());
+        BYTES_COPIED.fetch_add(self.bytes.len(), Ordering::Relaxed);
+    }
+}
+
+/// The current stack pointer.
+#[inline(always)]
+pub fn stack_pointer() -> usize {
+    let sp: usize;
+    // SAFETY: reads a register; no memory access, no side effect.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    // SAFETY: as above.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    sp
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("the stackless engine's stack copying supports x86_64 and aarch64 only");
