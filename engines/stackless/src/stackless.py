@@ -60,7 +60,9 @@ class _ThreadState(_core.ThreadStateBase):
         self.runcount = 0
         self.watchdogs = 0  # nesting of run() calls in progress on the main tasklet
         self.trap = 0
-        self.started = set()  # alive tasklets that have a fiber running or suspended
+        # Alive tasklets that have a fiber running or suspended, in start order (a dict: the
+        # exit-time kill then meets channel queues from the front, not at random).
+        self.started = {}
         main = object.__new__(tasklet)
         main._init_state(self)
         main._is_main = True
@@ -274,7 +276,7 @@ class tasklet(_core.TaskletBase):
     # -- the body, on the tasklet's own stack --
     def _body(self, _value):
         th = self._thread
-        th.started.add(self)
+        th.started[self] = None
         error = None
         try:
             bomb, self._bomb = self._bomb, None
@@ -287,7 +289,7 @@ class tasklet(_core.TaskletBase):
             pass
         except BaseException as exc:
             error = exc
-        th.started.discard(self)
+        th.started.pop(self, None)
         self._alive = False
         self._bomb = None
         if self._in_ring:
