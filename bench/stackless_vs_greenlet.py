@@ -14,10 +14,10 @@ Three measurements, each in fresh child processes:
    (`stackless.tasklet(f)()` N times, then `stackless.run()`); versus N greenlets each
    suspended once (switched into, switched back to the parent). Reported: wall time to create
    and start them, and RSS growth per microthread (/proc/self/statm resident pages x page
-   size, after minus before). If the stackless side cannot reach N (every tasklet's C stack is
-   its own mmap plus a guard page, and vm.max_map_count bounds the number of mappings), the
-   failure is reported with the count reached, and both sides are also measured at a smaller
-   count that works, labelled as such.
+   size, after minus before). If the stackless side cannot reach N (memory runs out, or an
+   older engine whose every tasklet mapped its own C stack hit vm.max_map_count), the failure is
+   reported with the count reached, and both sides are also measured at a smaller count that
+   works, labelled as such.
 
 Every measurement runs in its own child process, which prints one JSON line. Each one is
 repeated (--runs, default 5; 2 with --quick), the two sides of a measurement run back to back
