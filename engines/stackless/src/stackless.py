@@ -86,10 +86,11 @@ def _others_may_act():
 
 
 class _ThreadEnd:
-    """Kept in a thread-local: released when its thread ends, it retires the thread's
-    scheduler. The thread's tasklets lose their thread (thread_id -1, not alive). Tasklets
-    still suspended there are not killed (their `finally` blocks do not run) and their stacks
-    are leaked: switching stacks while CPython tears the thread state down is not safe."""
+    """Kept in a thread-local: released when its thread ends (CPython clears the thread's
+    locals first thing in `PyThreadState_Clear`, on that thread, with its state still current),
+    it kills the tasklets still suspended there, in that thread (their `finally` blocks run,
+    as in Stackless), then retires the thread's scheduler. Tasklets left (never run, or one
+    that blocked again while dying) lose their thread (thread_id -1, not alive)."""
 
     __slots__ = ("th",)
 
@@ -98,6 +99,7 @@ class _ThreadEnd:
 
     def __del__(self):
         th = self.th
+        _kill_started(th)
         if _threads.get(th.ident) is th:
             del _threads[th.ident]
         _core.clear_thread_state(th)
@@ -423,7 +425,9 @@ class tasklet(_core.TaskletBase):
 
     @property
     def thread_id(self):
-        return -1 if self._dead_thread else self._thread.ident
+        th = self._thread
+        # A retired thread's scheduler is no longer registered (its ident may even be reused).
+        return -1 if self._dead_thread or _threads.get(th.ident) is not th else th.ident
 
     @property
     def next(self):
@@ -912,7 +916,13 @@ def _kill_all_at_exit():
     """At interpreter exit, kill this thread's tasklets that still have frames (their finally
     blocks run); never-run tasklets are not started."""
     th = _threads.get(_thread.get_ident())
-    if th is None or th.current is not th.main:
+    if th is not None:
+        _kill_started(th)
+
+
+def _kill_started(th):
+    """Kill `th`'s tasklets that have frames, from its main tasklet (on its own thread)."""
+    if th.current is not th.main or _current_thread_state() is not th:
         return
     for t in list(th.started):
         if t.alive and t._fiber is not None and t._fiber.started and not t._fiber.dead:

@@ -218,8 +218,6 @@ class CrossThreadRulesTest(StacklessTestCase):
         self.assertRaises(RuntimeError, t.insert)
         self.assertRaises(RuntimeError, t.run)
 
-    @unittest.skip("not implemented by the engine yet: killing a thread's suspended tasklets when it "
-                   "ends (they lose their thread but their finally blocks do not run)")
     def test_blocked_tasklet_is_killed_when_its_thread_ends(self):
         log = []
         box = {}
@@ -246,6 +244,73 @@ class CrossThreadRulesTest(StacklessTestCase):
         self.assertEqual(log, [ident])
         self.assertFalse(box["t"].alive)
         self.assertEqual(box["t"].thread_id, -1)
+
+
+    def test_threads_ending_with_many_suspended_tasklets(self):
+        per_thread = 300
+        n_threads = 4
+        log = []
+        tasklets = []
+        idents = []
+
+        def in_thread():
+            ch = stackless.channel()
+            again = stackless.channel()
+
+            class Managed:
+                def __enter__(self):
+                    return self
+
+                def __exit__(self, *exc):
+                    log.append("exit")
+
+            def gen():
+                try:
+                    yield ch.receive()
+                finally:
+                    log.append("gen")
+
+            def blocked(i):
+                try:
+                    if i % 3 == 0:
+                        with Managed():
+                            ch.receive()
+                    elif i % 3 == 1:
+                        next(gen())
+                    else:
+                        sorted([1], key=lambda _: ch.receive())
+                finally:
+                    log.append(threading.get_ident())
+
+            def blocks_again_while_dying():
+                try:
+                    ch.receive()
+                finally:
+                    again.receive()  # dies blocked: left behind, never resumed
+
+            mine = [stackless.tasklet(blocked)(i) for i in range(per_thread)]
+            mine.append(stackless.tasklet(blocks_again_while_dying)())
+            stackless.run()
+            tasklets.extend(mine)
+            idents.append(threading.get_ident())
+
+        threads = [threading.Thread(target=in_thread) for _ in range(n_threads)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+            self.assertFalse(thread.is_alive())
+        deadline = time.monotonic() + 5.0
+        while any(t.thread_id != -1 for t in tasklets) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Every blocked tasklet ran its finally block in its own thread.
+        killed_in = [entry for entry in log if isinstance(entry, int)]
+        self.assertEqual(sorted(set(killed_in)), sorted(idents))
+        self.assertEqual(len(killed_in), n_threads * per_thread)
+        self.assertEqual(log.count("exit"), n_threads * len(range(0, per_thread, 3)))
+        self.assertEqual(log.count("gen"), n_threads * len(range(1, per_thread, 3)))
+        self.assertFalse(any(t.alive for t in tasklets))
+        self.assertTrue(all(t.thread_id == -1 for t in tasklets))
 
 
 class ChannelsAcrossThreadsTest(StacklessTestCase):
