@@ -182,26 +182,11 @@ class tasklet(_core.TaskletBase):
         self._init_state(_thread_state())
         return self
 
-    def _init_state(self, th):
-        self._thread = th
-        self._func = None
-        self._args = None
-        self._kwargs = None
-        self._fiber = None
-        self._alive = False
-        self._dead_thread = False
-        self._is_main = False
-        self._in_ring = False
-        self._next = self._prev = None
-        self._blocked_on = None  # the channel this tasklet waits on
-        self._blocked_sending = False  # whether it waits to send (else to receive)
-        self._chan_bomb = None  # exception a blocked sender hands to its receiver
-        self._bomb = None  # exception to raise when this tasklet resumes
-        self.tempval = None
-        self.atomic = False
-        self.block_trap = False
-        self.ignore_nesting = False
-        self._context = None
+    # _init_state(th), in the base type (sched.rs): `_thread` = th; `_alive`, `_dead_thread`,
+    # `_is_main`, `_in_ring`, `_blocked_sending`, `atomic`, `block_trap`, `ignore_nesting`
+    # False; `_func`, `_args`, `_kwargs`, `_fiber`, `_blocked_on` (the channel it waits on),
+    # `_chan_bomb` (exception a blocked sender hands its receiver), `_bomb` (exception to raise
+    # when it resumes), `tempval`, `_context` None; no ring links (`_next`, `_prev`).
 
     def __init__(self, func=None, args=None, kwargs=None):
         if func is not None or args is not None or kwargs is not None:
