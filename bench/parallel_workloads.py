@@ -39,6 +39,18 @@ def rss_bytes():
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def wait_until_workers_ready(parallel, timeout=30.0):
+    """Start the default pool and wait until every worker has finished starting: workers start
+    one after another (sub-interpreter creation and first imports are serialised), and a
+    warm-up map of a few tasks can be done by the first worker alone while the others are still
+    starting, which would leave their start-up inside the timed call."""
+    deadline = time.monotonic() + timeout
+    while any(w.state in ("starting", "importing") for w in parallel.workers()):
+        if time.monotonic() > deadline:
+            sys.exit("the parallel pool's workers did not start")
+        time.sleep(0.001)
+
+
 def prepare(size):
     count, work = SIZES[size]
     if work == 0:
@@ -53,7 +65,7 @@ def run(contender, size):
         mapper, close = (lambda f, xs: [f(x) for x in xs]), (lambda: None)
     elif contender == "parallel":
         import parallel
-        parallel.workers()
+        wait_until_workers_ready(parallel)
         mapper, close = parallel.map, (lambda: None)
     elif contender == "multiprocessing":
         import multiprocessing

@@ -878,7 +878,11 @@ class _Pool:
         if not items:
             return []
         if chunksize is None:
-            chunksize, extra = divmod(len(items), self.size * 4)
+            # 16 chunks per worker: small enough that a worker that runs slower (a busier
+            # core) does not finish last by a whole chunk; the cost of a chunk is tens of
+            # microseconds. (multiprocessing uses 4 per worker: 4,000 0.1-ms tasks on 2
+            # workers took 0.19 s in chunks of 500 and 0.154 s in chunks of 125.)
+            chunksize, extra = divmod(len(items), self.size * 16)
             chunksize += bool(extra)
         fn_bytes = _dump_function(fn)
         kind = _TASK_ITEMS if single else _TASK_CHUNK
