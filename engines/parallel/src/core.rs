@@ -416,11 +416,37 @@ pub unsafe extern "C" fn py_pool_interrupt(
             return ptr::null_mut();
         }
         let Some(pool) = pool_arg(*args) else { return ptr::null_mut() };
-        pool.for_each_running_interpreter(|interpreter| {
+        pool.interrupt_running(|interpreter| {
             // SAFETY: the interpreter is alive while the pool is locked (see the method).
             unsafe { guard::interrupt_task_in(interpreter as *mut ffi::PyInterpreterState) }
         });
         ffi::Py_NewRef(ffi::Py_None())
+    })
+}
+
+/// `worker_sleep(seconds)`: what `time.sleep` is in workers (parallel.py checks the argument
+/// as time.sleep does and passes a float): sleeps without the GIL, and a Ctrl-C in the main
+/// interpreter (`pool_interrupt`) ends the sleep of a running task with KeyboardInterrupt.
+pub unsafe extern "C" fn py_worker_sleep(
+    _module: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        if !arg_count(nargs, 1, "worker_sleep") {
+            return ptr::null_mut();
+        }
+        let seconds = ffi::PyFloat_AsDouble(*args);
+        if seconds == -1.0 && !ffi::PyErr_Occurred().is_null() {
+            return ptr::null_mut();
+        }
+        if seconds.is_nan() || seconds < 0.0 {
+            return set_error(ffi::PyExc_ValueError, "sleep length must be non-negative");
+        }
+        match guard::sleep_in_task(seconds) {
+            Ok(()) => ffi::Py_NewRef(ffi::Py_None()),
+            Err(()) => ptr::null_mut(),
+        }
     })
 }
 
@@ -693,6 +719,7 @@ unsafe fn serve(pool: &Pool, worker: usize) -> Result<(), String> {
         info.state = "importing";
     });
     crate::pool::WORKERS_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    guard::set_worker_interrupt(pool.interrupt_of(worker));
     // Imports the main script as `__mp_main__`; a failure is kept (tasks that need the
     // script report it) and the worker still serves tasks that do not.
     match call_parallel(c"_worker_init", pool, worker, &pool.init_payload) {

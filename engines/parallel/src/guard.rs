@@ -9,12 +9,14 @@
 //! bytecodes), and the worker reports the violation even if the task caught it. When the task
 //! ends, every recorded change is undone, so the next task sees the script's state unchanged.
 
-use crate::core::owned_text;
+use crate::core::{owned_text, without_gil};
+use crate::pool::Interrupt;
 use pyo3_ffi as ffi;
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
 use std::ptr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// `PyDict_WatchEvent` (CPython 3.12/3.13 `cpython/dictobject.h`).
 #[repr(C)]
@@ -77,6 +79,8 @@ struct Guard {
     violation: Option<String>,
     raise_pending: bool,
     undo: Vec<Undo>,
+    /// The worker's Ctrl-C flag (workers only).
+    interrupt: Option<Arc<Interrupt>>,
 }
 
 // SAFETY: a Guard belongs to one interpreter and is only used under that interpreter's GIL;
@@ -416,12 +420,43 @@ pub unsafe fn make_read_only_type(base: *mut ffi::PyObject, name: &std::ffi::CSt
     ffi::PyType_FromSpecWithBases(&mut spec, base)
 }
 
+/// Makes `interrupt` the Ctrl-C flag of the current (worker) interpreter.
+pub fn set_worker_interrupt(interrupt: Option<Arc<Interrupt>>) {
+    with_guard(|guard| guard.interrupt = interrupt);
+}
+
+/// `time.sleep(seconds)` for a task in a worker: sleeps without the GIL until the time is up or
+/// a Ctrl-C comes for the task (then KeyboardInterrupt is raised). `seconds` has been checked
+/// by the caller (a non-negative number); None-like huge values sleep for ever.
+///
+/// # Safety
+/// GIL held by the calling (worker) thread.
+pub unsafe fn sleep_in_task(seconds: f64) -> Result<(), ()> {
+    let interrupt = with_guard(|guard| guard.interrupt.clone());
+    let duration = Duration::try_from_secs_f64(seconds).ok();
+    let interrupted = without_gil(|| match &interrupt {
+        Some(interrupt) => interrupt.sleep(duration),
+        None => {
+            std::thread::sleep(duration.unwrap_or(Duration::MAX));
+            false
+        }
+    });
+    if interrupted {
+        ffi::PyErr_SetNone(ffi::PyExc_KeyboardInterrupt);
+        return Err(());
+    }
+    Ok(())
+}
+
 /// Queues a pending call in `interpreter` that raises KeyboardInterrupt in its running task
 /// (nothing if no task runs when the call comes: the worker's own loop is never interrupted).
 pub unsafe fn interrupt_task_in(interpreter: *mut ffi::PyInterpreterState) {
     unsafe extern "C" fn interrupt(_arg: *mut c_void) -> c_int {
         std::panic::catch_unwind(|| {
-            if with_guard(|guard| guard.in_task) {
+            // Taken here or by a sleeping task, whichever comes first: one Ctrl-C, one raise.
+            let taken =
+                with_guard(|guard| guard.in_task && guard.interrupt.as_ref().is_none_or(|i| i.take()));
+            if taken {
                 // SAFETY: pending calls run in the interpreter's thread with its GIL held.
                 unsafe { ffi::PyErr_SetNone(ffi::PyExc_KeyboardInterrupt) };
                 -1

@@ -42,7 +42,7 @@ macro_rules! fastcall {
 
 // SAFETY (statics below): read by CPython; only PyModuleDef_Init writes the base, under a GIL,
 // once per process (the definition is shared by every interpreter, as for any built-in module).
-static mut CORE_METHODS: [ffi::PyMethodDef; 30] = [
+static mut CORE_METHODS: [ffi::PyMethodDef; 31] = [
     fastcall!(c"pool_start", core::py_pool_start, c"pool_start(workers, init_payload) -> pool id"),
     fastcall!(c"pool_submit", core::py_pool_submit, c"pool_submit(pool, payload) -> task id"),
     fastcall!(c"batch_open", core::py_batch_open, c"batch_open(pool) -> batch id"),
@@ -64,6 +64,11 @@ static mut CORE_METHODS: [ffi::PyMethodDef; 30] = [
     fastcall!(c"pool_wait_stopped", core::py_pool_wait_stopped, c"pool_wait_stopped(pool, timeout) -> bool"),
     fastcall!(c"pool_forget", core::py_pool_forget, c"pool_forget(pool)"),
     fastcall!(c"pool_interrupt", core::py_pool_interrupt, c"pool_interrupt(pool)"),
+    fastcall!(
+        c"worker_sleep",
+        core::py_worker_sleep,
+        c"worker_sleep(seconds): time.sleep in a worker, Ctrl-C aware"
+    ),
     fastcall!(c"pool_task_state", core::py_pool_task_state, c"pool_task_state(pool, task) -> state | None"),
     fastcall!(c"guard_watch", core::py_guard_watch, c"guard_watch(dict, role, owner)"),
     fastcall!(c"guard_begin", core::py_guard_begin, c"guard_begin()"),

@@ -1294,6 +1294,29 @@ class _LockedLoader:
         return getattr(self._loader, name)
 
 
+def _sleep_in_worker(secs, /):
+    """time.sleep() in a parallel worker: the same, except that a Ctrl-C in the main
+    interpreter ends it with KeyboardInterrupt, as it would end a sleep of the main thread (the
+    built-in one sleeps on in a worker: only the main interpreter's main thread handles
+    signals)."""
+    if isinstance(secs, float):
+        if secs != secs:
+            raise ValueError("Invalid value NaN (not a number)")
+    else:
+        from operator import index
+        secs = index(secs)  # the TypeError time.sleep raises for other types
+    if secs < 0:
+        raise ValueError("sleep length must be non-negative")
+    _core.worker_sleep(float(secs))
+
+
+def _install_sleep_in_worker():
+    import time
+    _sleep_in_worker.__module__ = "time"  # pickles as time.sleep, the built-in in main
+    _sleep_in_worker.__name__ = _sleep_in_worker.__qualname__ = "sleep"
+    time.sleep = _sleep_in_worker
+
+
 def _worker_init(pool_id, index, settings):
     """Runs once in a new worker: set sys.path and sys.argv as in the main interpreter and
     import the main script as __mp_main__. Returns None, or why the script could not load."""
@@ -1305,6 +1328,7 @@ def _worker_init(pool_id, index, settings):
     from importlib.machinery import ExtensionFileLoader as _ExtensionFileLoader
     _sys.meta_path.insert(0, _SerializedExtensionImports)
     _use_pure_python_datetime()
+    _install_sleep_in_worker()
     settings = _pickle.loads(settings)
     _sys.path[:] = settings["path"]
     _sys.argv[:] = settings["argv"]

@@ -113,6 +113,48 @@ struct Task {
     sink: Sink,
 }
 
+/// A Ctrl-C aimed at the task a worker runs: raised by the main interpreter, taken once by the
+/// worker, either at its next bytecode (a pending call) or at once if the task sleeps in
+/// `time.sleep()`, which workers replace by [`Interrupt::sleep`] (CPython's would sleep on:
+/// only the main interpreter's main thread handles signals).
+#[derive(Default)]
+pub struct Interrupt {
+    pending: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Interrupt {
+    pub fn raise(&self) {
+        *lock(&self.pending) = true;
+        self.wake.notify_all();
+    }
+
+    /// Whether an interrupt was pending (it is taken).
+    pub fn take(&self) -> bool {
+        std::mem::replace(&mut *lock(&self.pending), false)
+    }
+
+    /// Sleeps for `duration` (None: for ever) unless interrupted; true if interrupted (the
+    /// interrupt is taken).
+    pub fn sleep(&self, duration: Option<Duration>) -> bool {
+        let deadline = duration.and_then(|duration| Instant::now().checked_add(duration));
+        let mut pending = lock(&self.pending);
+        loop {
+            if std::mem::replace(&mut *pending, false) {
+                return true;
+            }
+            let wait = match deadline {
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => return false,
+                },
+                None => Duration::from_secs(3600),
+            };
+            pending = self.wake.wait_timeout(pending, wait).unwrap_or_else(|poison| poison.into_inner()).0;
+        }
+    }
+}
+
 /// What `parallel.workers()` reports about one worker.
 #[derive(Clone, Default)]
 pub struct WorkerInfo {
@@ -124,6 +166,8 @@ pub struct WorkerInfo {
     pub state: &'static str,
     /// Why the worker could not start, or could not import the main script.
     pub error: Option<String>,
+    /// Ctrl-C for the worker's running task.
+    pub interrupt: Arc<Interrupt>,
 }
 
 struct PoolState {
@@ -199,7 +243,10 @@ impl Pool {
                 completions: VecDeque::new(),
                 claimed: HashSet::new(),
                 claimed_done: HashMap::new(),
-                workers: vec![WorkerInfo { state: "starting", ..Default::default() }; workers],
+                // One by one: each worker has its own Interrupt (vec![x; n] would share one).
+                workers: (0..workers)
+                    .map(|_| WorkerInfo { state: "starting", ..Default::default() })
+                    .collect(),
                 alive: workers,
                 stopping: false,
             }),
@@ -317,6 +364,8 @@ impl Pool {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
                 state.running.insert(task.id, task.sink);
                 state.workers[worker].state = "running";
+                // A Ctrl-C that came after the previous task ended is not for this one.
+                state.workers[worker].interrupt.take();
                 return Some((task.id, task.payload));
             }
             if state.stopping {
@@ -513,13 +562,20 @@ impl Pool {
     /// Calls `interrupt` with the interpreter address of every worker running a task, with the
     /// pool locked: a worker ends its interpreter only after marking itself "stopping" under
     /// that lock, so every address passed is alive during the call.
-    pub fn for_each_running_interpreter(&self, interrupt: impl Fn(usize)) {
+    /// Raises the Interrupt of every worker running a task and calls `notify` with its
+    /// interpreter (alive while the pool's state is locked, as here).
+    pub fn interrupt_running(&self, notify: impl Fn(usize)) {
         let state = lock(&self.state);
         for worker in &state.workers {
             if worker.state == "running" && worker.interpreter != 0 {
-                interrupt(worker.interpreter);
+                worker.interrupt.raise();
+                notify(worker.interpreter);
             }
         }
+    }
+
+    pub fn interrupt_of(&self, worker: usize) -> Option<Arc<Interrupt>> {
+        lock(&self.state).workers.get(worker).map(|info| info.interrupt.clone())
     }
 
     /// "queued", "running" or None (finished, cancelled or unknown) for a task.

@@ -170,6 +170,48 @@ if __name__ == "__main__":
 """
 
 
+def sleep_facts(_):
+    """What time.sleep is and does in a worker."""
+    errors = []
+    for bad in (-1, -0.5, float("nan"), "1", None, 1j):
+        try:
+            time.sleep(bad)
+        except (ValueError, TypeError) as error:
+            errors.append((type(error).__name__, str(error)))
+    started = time.monotonic()
+    returned = time.sleep(0.05)
+    slept = time.monotonic() - started
+    time.sleep(0)
+    time.sleep(True)  # an int, as for the built-in
+    return time.sleep.__name__, returned, slept, errors
+
+
+def the_sleep_function(_):
+    return time.sleep
+
+
+class SleepInWorkersTest(unittest.TestCase):
+    """Workers replace time.sleep so that Ctrl-C can end it (tests/python/parallel/test_ctrl_c.py);
+    everything else about it must be the built-in's."""
+
+    def test_sleep_checks_and_sleeps_like_the_builtin(self):
+        expected_errors = []
+        for bad in (-1, -0.5, float("nan"), "1", None, 1j):
+            try:
+                time.sleep(bad)
+            except (ValueError, TypeError) as error:
+                expected_errors.append((type(error).__name__, str(error)))
+        [(name, returned, slept, errors)] = parallel.map(sleep_facts, [0])
+        self.assertEqual(name, "sleep")
+        self.assertIsNone(returned)
+        self.assertGreaterEqual(slept, 0.05)
+        self.assertEqual(errors, expected_errors)  # the same exceptions, the same messages
+
+    def test_the_workers_sleep_comes_back_as_the_builtin(self):
+        self.assertIs(parallel.map(the_sleep_function, [0])[0], time.sleep)
+        self.assertEqual(parallel.map(time.sleep, [0, 0.01]), [None, None])
+
+
 class ScriptWithSignalHandlersTest(unittest.TestCase):
     def test_a_module_level_signal_handler_does_not_stop_the_workers(self):
         import subprocess

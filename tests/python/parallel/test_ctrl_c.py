@@ -5,8 +5,9 @@ engine) running a long map, waits for its "ready" line, sends SIGINT and checks 
 KeyboardInterrupt is raised in the child quickly (< 3 s), that a later map works (on a new
 default pool) and that the child exits. Children run both as a script file (workers import
 it) and with -c (no script: functions travel with all their globals); with tasks still
-running pure-Python code the child exits soon after one Ctrl-C; with tasks blocked in a C
-call (time.sleep(60)) a second Ctrl-C ends it.
+running pure-Python code or sleeping in time.sleep(60) (which workers make Ctrl-C aware) the
+child exits soon after one Ctrl-C; with tasks blocked in another C call (a lock's acquire) a
+second Ctrl-C ends it.
 
 Run:  target/debug/pyhost --engine parallel tests/python/parallel/test_ctrl_c.py
 """
@@ -23,18 +24,23 @@ import unittest
 CHILD = r'''
 import signal
 import sys
+import threading
 import time
 
 import parallel
 
 
 def slow(x):
-    if BUSY:  # pure-Python work: can be interrupted between bytecodes
+    if MODE == "busy":  # pure-Python work: can be interrupted between bytecodes
         end = time.monotonic() + DELAY
         while time.monotonic() < end:
             pass
-    else:  # blocked in a C call
+    elif MODE == "sleep":  # in time.sleep(), which workers end on Ctrl-C
         time.sleep(DELAY)
+    else:  # blocked in a C call that only its timeout ends
+        lock = threading.Lock()
+        lock.acquire()
+        lock.acquire(timeout=DELAY)
     return x
 
 
@@ -43,7 +49,7 @@ if __name__ == "__main__":
     # Python's handler (here: workers cannot install signal handlers).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     DELAY = float(sys.argv[1])
-    BUSY = sys.argv[3:] == ["busy"]
+    MODE = sys.argv[3] if sys.argv[3:] else "sleep"
     parallel.map(abs, range(100), chunksize=1)  # the pool is up
     print("ready", flush=True)
     started = time.monotonic()
@@ -128,8 +134,14 @@ class CtrlCTest(unittest.TestCase):
         self.assertEqual(child.line(30), "again [1, 2]")
         self.assertEqual(child.wait(8), 0, "the child still runs 8 s after Ctrl-C")
 
-    def test_second_ctrl_c_ends_a_child_waiting_for_blocked_tasks(self):
+    def test_child_exits_soon_after_interrupting_sleeping_tasks(self):
         child = Child(self, [sys.executable, self.script, "60", "100", "sleep"])
+        self.interrupt_quickly(child)
+        self.assertEqual(child.line(30), "again [1, 2]")
+        self.assertEqual(child.wait(8), 0, "the child still runs 8 s after Ctrl-C")
+
+    def test_second_ctrl_c_ends_a_child_waiting_for_blocked_tasks(self):
+        child = Child(self, [sys.executable, self.script, "60", "100", "blocked"])
         self.interrupt_quickly(child)
         self.assertEqual(child.line(30), "again [1, 2]")
         if child.wait(1) is None:  # at exit, waiting for the tasks blocked in time.sleep(60)
