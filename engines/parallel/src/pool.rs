@@ -609,6 +609,37 @@ fn no_worker_message(state: &PoolState) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn an_interrupt_is_taken_once_by_a_sleep_or_by_take() {
+        let interrupt = Interrupt::default();
+        assert!(!interrupt.sleep(Some(Duration::from_millis(1))), "nothing raised: the sleep runs out");
+        interrupt.raise();
+        assert!(interrupt.sleep(None), "raised before: the sleep ends at once");
+        assert!(!interrupt.take(), "the sleep took it");
+        interrupt.raise();
+        assert!(interrupt.take());
+        assert!(!interrupt.sleep(Some(Duration::ZERO)));
+    }
+
+    #[test]
+    fn an_interrupt_from_another_thread_ends_an_endless_sleep() {
+        let interrupt = Arc::new(Interrupt::default());
+        let sleeper = {
+            let interrupt = interrupt.clone();
+            std::thread::spawn(move || interrupt.sleep(None))
+        };
+        interrupt.raise();
+        assert!(sleeper.join().unwrap());
+    }
+
+    #[test]
+    fn each_worker_has_its_own_interrupt() {
+        let pool = Pool::create(2, Vec::new());
+        let (first, second) = (pool.interrupt_of(0).unwrap(), pool.interrupt_of(1).unwrap());
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert!(pool.interrupt_of(2).is_none());
+    }
+
     fn returned(data: &[u8]) -> Outcome {
         Outcome { kind: OutcomeKind::Returned, data: data.to_vec() }
     }
