@@ -285,10 +285,21 @@ pub fn c_recursion_budget_for_stack(stack_bytes: usize) -> Option<c_int> {
     (units >= MIN_C_RECURSION_BUDGET).then_some(units)
 }
 
-extern "C" {
-    /// Exported (`PyAPI_FUNC`) by 3.13's `Include/cpython/object.h`; what `Py_TRASHCAN_END`
-    /// calls. Deallocates every object on `tstate->delete_later`.
-    fn _PyTrash_thread_destroy_chain(tstate: *mut PyThreadState313);
+/// `_PyTrash_thread_destroy_chain(tstate)`: exported (`PyAPI_FUNC`) by 3.13's
+/// `Include/cpython/object.h`, what `Py_TRASHCAN_END` calls; deallocates every object on
+/// `tstate->delete_later`. Looked up at run time rather than linked: it is the engine's one
+/// 3.13-only symbol, and a link-time reference would make a 3.12 pyhost's dynamic loader refuse
+/// the library before the host can check its `cp313` tag and say why in its own words.
+fn trash_destroy_chain() -> Option<unsafe extern "C" fn(*mut PyThreadState313)> {
+    static FUNCTION: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let address = *FUNCTION.get_or_init(|| {
+        // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name has no other precondition.
+        unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_PyTrash_thread_destroy_chain".as_ptr()) as usize }
+    });
+    // SAFETY: the symbol, when present, is the C function of that signature (3.13 headers).
+    (address != 0).then(|| unsafe {
+        std::mem::transmute::<usize, unsafe extern "C" fn(*mut PyThreadState313)>(address)
+    })
 }
 
 /// The current thread's state as a [`PyThreadState313`].
@@ -532,7 +543,9 @@ impl SavedThreadState {
 pub unsafe fn retire_current(ts: *mut PyThreadState313) {
     debug_assert!((*ts).current_frame.is_null(), "retiring a tasklet that still has frames");
     if !(*ts).delete_later.is_null() && (*ts).c_recursion_remaining > PY_TRASHCAN_HEADROOM {
-        _PyTrash_thread_destroy_chain(ts);
+        if let Some(destroy_chain) = trash_destroy_chain() {
+            destroy_chain(ts);
+        }
     }
     let context = core::mem::replace(&mut (*ts).context, ptr::null_mut());
     (*ts).context_ver = (*ts).context_ver.wrapping_add(1);
