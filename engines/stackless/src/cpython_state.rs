@@ -9,10 +9,11 @@
 //!
 //! Every tasklet runs on a C stack of its own while it runs (a `corosensei` coroutine on one of
 //! its thread's shared stacks, whose bytes are copied off and back as needed: see `stack`). The
-//! *C* part of a switch is done by the stack switch itself. The *Python* part is the per-"thread of control" state
-//! that CPython keeps in the `PyThreadState`: the interpreter-frame chain, the data stack its
-//! frames live on, the recursion counters, the exception-handling stack and the contextvars
-//! context. A switch therefore does, with the GIL held and on the same OS thread:
+//! *C* part of a switch is done by the stack switch itself. The *Python* part is the
+//! per-"thread of control" state that CPython keeps in the `PyThreadState`: the interpreter-frame
+//! chain, the data stack its frames live on, the recursion counters, the exception-handling
+//! stack and the contextvars context. A switch therefore does, with the GIL held and on the
+//! same OS thread:
 //!
 //! ```text
 //! let ts = current_thread_state();            // PyThreadState_Get()

@@ -301,9 +301,10 @@ unsafe fn occupy_stack(fiber: &mut FiberInner, identity: *mut ()) {
 /// Stops the process if a fiber that just suspended put anything further below its recorded
 /// stack pointer than `stack::BELOW_SP_MARGIN` (those bytes would be lost when it is copied off
 /// its stack). corosensei keeps the exact suspended stack pointer in a private field of the
-/// coroutine; it is the only word of that small struct that can lie inside the stack below the
-/// recorded pointer and above its lowest address (the others are the stack's bounds, an `Arc`, the initial stack pointer
-/// near the top, and a function pointer), so the struct's words are scanned for it.
+/// coroutine; it is the only word of that small struct that can lie strictly between the
+/// stack's lowest address and the recorded pointer (the others are the stack's bounds, an
+/// `Arc`, the initial stack pointer near the top, and a function pointer), so the struct's
+/// words are scanned for it.
 unsafe fn check_suspended_sp(fiber: &FiberInner) {
     const WORDS: usize = std::mem::size_of::<FiberCoroutine>() / std::mem::size_of::<usize>();
     // Word-sized fields only, so no padding is read.
