@@ -100,6 +100,7 @@ def submit_round_trip(contender, count=2_000):
     close = lambda: None  # noqa: E731
     if contender == "parallel":
         import parallel
+        wait_until_workers_ready(parallel)  # else the timed loop shares the CPUs with start-up
         call = lambda: parallel.submit(trivial, 1).result()  # noqa: E731
     elif contender == "multiprocessing":
         import multiprocessing
