@@ -111,7 +111,7 @@ struct InterpreterFrameHead313 {
 
 /// Reroutes a suspended tasklet's interpreter-frame chain (from `top`) around the frames that
 /// live in `[low, high)` — the `entry_frame`s (`FRAME_OWNED_BY_CSTACK`) that each C → Python
-/// entry keeps on the tasklet's C stack — and returns the links it changed, as
+/// entry keeps on the tasklet's C stack — and appends the links it changed to `changed`, as
 /// `(frame, original previous)`. Call it before copying the tasklet's stack bytes away; after
 /// that, walking the chain (`f_back`, tracebacks, `frame.clear()`) from any of its heap frames
 /// never reads the stack, which may hold another tasklet's bytes by then. Entry frames are
@@ -125,9 +125,9 @@ pub unsafe fn unlink_c_stack_frames(
     top: *mut ffi::_PyInterpreterFrame,
     low: usize,
     high: usize,
-) -> Vec<(usize, usize)> {
+    changed: &mut Vec<(usize, usize)>,
+) {
     let on_stack = |frame: *mut InterpreterFrameHead313| (low..high).contains(&(frame as usize));
-    let mut changed = Vec::new();
     let mut frame = top.cast::<InterpreterFrameHead313>();
     while !frame.is_null() {
         let previous = (*frame).previous;
@@ -143,7 +143,6 @@ pub unsafe fn unlink_c_stack_frames(
         (*frame).previous = next;
         frame = next;
     }
-    changed
 }
 
 /// Undoes [`unlink_c_stack_frames`] (emptying `changed`), once the tasklet's stack bytes are

@@ -291,7 +291,8 @@ unsafe fn occupy_stack(fiber: &mut FiberInner, identity: *mut ()) {
         let (lowest, top) = evicted.stacks.bounds(evicted.stack_index);
         let low = evicted.suspended_sp.saturating_sub(stack::BELOW_SP_MARGIN).max(lowest);
         if let Some(saved) = evicted.saved.as_ref() {
-            evicted.unlinked_frames = state::unlink_c_stack_frames(saved.current_frame, lowest, top);
+            // Into the fiber's own vector: relinking drains it and keeps its capacity.
+            state::unlink_c_stack_frames(saved.current_frame, lowest, top, &mut evicted.unlinked_frames);
         }
         evicted.saved_stack = Some(SavedStack::copy_off(low, top));
     }
