@@ -54,6 +54,9 @@ type FiberCoroutine = Coroutine<Transfer, Request, Request, StackView>;
 struct FiberInner {
     /// The callable, until the fiber starts (then it belongs to the running body).
     func: *mut ffi::PyObject,
+    /// First argument passed before the switch value (`func(arg, value)`), or NULL
+    /// (`func(value)`): lets a method run without a bound-method object per fiber.
+    arg: *mut ffi::PyObject,
     /// contextvars context to start with (strong reference, stolen at start), or NULL.
     context: *mut ffi::PyObject,
     /// Created when the fiber first runs (it writes its start frame onto the shared stack).
@@ -172,13 +175,19 @@ unsafe fn fiber_body(
     SavedThreadState::fresh_for_new_tasklet(budget, context).restore(ts);
     release_deferred();
     let func = std::mem::replace(&mut inner.func, ptr::null_mut());
+    let bound = std::mem::replace(&mut inner.arg, ptr::null_mut());
     let request = if !first.exc.is_null() {
         // Thrown into before it ever ran: the function never starts; the exception goes to main.
         ffi::Py_XDECREF(first.value);
         Request { target: ptr::null_mut(), transfer: Transfer { value: ptr::null_mut(), exc: first.exc } }
     } else {
         let arg = if first.value.is_null() { ffi::Py_NewRef(ffi::Py_None()) } else { first.value };
-        let result = ffi::PyObject_CallOneArg(func, arg);
+        let result = if bound.is_null() {
+            ffi::PyObject_CallOneArg(func, arg)
+        } else {
+            let args = [bound, arg];
+            ffi::PyObject_Vectorcall(func, args.as_ptr(), 2, ptr::null_mut())
+        };
         ffi::Py_DECREF(arg);
         if result.is_null() {
             let exc = ffi::PyErr_GetRaisedException();
@@ -188,6 +197,7 @@ unsafe fn fiber_body(
         }
     };
     ffi::Py_XDECREF(func);
+    ffi::Py_XDECREF(bound);
     state::retire_current(ts);
     request
 }
@@ -408,14 +418,18 @@ unsafe extern "C" fn fiber_new(
             return set_error(ffi::PyExc_TypeError, c"Fiber() takes no keyword arguments");
         }
         let nargs = ffi::PyTuple_Size(args);
-        if !(1..=2).contains(&nargs) {
-            return set_error(ffi::PyExc_TypeError, c"Fiber(func, context=None) takes 1 or 2 arguments");
+        if !(1..=3).contains(&nargs) {
+            return set_error(
+                ffi::PyExc_TypeError,
+                c"Fiber(func, context=None, arg=None) takes 1 to 3 arguments",
+            );
         }
         let func = ffi::PyTuple_GetItem(args, 0);
         if ffi::PyCallable_Check(func) == 0 {
             return set_error(ffi::PyExc_TypeError, c"Fiber() needs a callable");
         }
-        let context = if nargs == 2 { ffi::PyTuple_GetItem(args, 1) } else { ffi::Py_None() };
+        let context = if nargs >= 2 { ffi::PyTuple_GetItem(args, 1) } else { ffi::Py_None() };
+        let arg = if nargs == 3 { ffi::Py_NewRef(ffi::PyTuple_GetItem(args, 2)) } else { ptr::null_mut() };
         if context != ffi::Py_None() && ffi::PyContext_CheckExact(context) == 0 {
             return set_error(ffi::PyExc_TypeError, c"context must be a contextvars.Context or None");
         }
@@ -436,6 +450,7 @@ unsafe extern "C" fn fiber_new(
         }
         let inner = Box::new(FiberInner {
             func: ffi::Py_NewRef(func),
+            arg,
             context: if context == ffi::Py_None() { ptr::null_mut() } else { ffi::Py_NewRef(context) },
             coroutine: None,
             yielder: ptr::null(),
@@ -461,6 +476,7 @@ unsafe extern "C" fn fiber_dealloc(object: *mut ffi::PyObject) {
     if !raw.is_null() {
         let mut fiber = Box::from_raw(raw);
         ffi::Py_CLEAR(&mut fiber.func);
+        ffi::Py_CLEAR(&mut fiber.arg);
         ffi::Py_CLEAR(&mut fiber.context);
         if fiber.started && !fiber.dead {
             // Suspended with frames on its stack: dropping the coroutine would unwind through
@@ -490,7 +506,7 @@ unsafe extern "C" fn fiber_traverse(
     if raw.is_null() {
         return 0;
     }
-    for member in [(*raw).func, (*raw).context] {
+    for member in [(*raw).func, (*raw).arg, (*raw).context] {
         if !member.is_null() {
             let rc = visit(member, arg);
             if rc != 0 {
@@ -506,6 +522,7 @@ unsafe extern "C" fn fiber_clear(object: *mut ffi::PyObject) -> c_int {
     let raw = (*object.cast::<FiberObject>()).inner;
     if !raw.is_null() {
         ffi::Py_CLEAR(&mut (*raw).func);
+        ffi::Py_CLEAR(&mut (*raw).arg);
         ffi::Py_CLEAR(&mut (*raw).context);
     }
     0
@@ -561,7 +578,7 @@ pub unsafe fn create_fiber_type(module: *mut ffi::PyObject) -> *mut ffi::PyObjec
         ffi::PyType_Slot { slot: ffi::Py_tp_getset, pfunc: (&raw mut GETSETS).cast() },
         ffi::PyType_Slot {
             slot: ffi::Py_tp_doc,
-            pfunc: c"Fiber(func, context=None): func(value) run on its own C stack by switch().".as_ptr()
+            pfunc: c"Fiber(func, context=None, arg=None): func(value), or func(arg, value), run on its own C stack by switch().".as_ptr()
                 as *mut c_void,
         },
         ffi::PyType_Slot { slot: 0, pfunc: ptr::null_mut() },

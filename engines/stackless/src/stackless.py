@@ -219,7 +219,9 @@ class tasklet(_core.TaskletBase):
         return self
 
     def _make_fiber(self):
-        self._fiber = _core.Fiber(self._body, self._context)
+        # The plain function and the tasklet, not a bound method: one object fewer per tasklet
+        # for the cyclic GC to track.
+        self._fiber = _core.Fiber(tasklet._body, self._context, self)
         self._alive = True
 
     def setup(self, *args, **kwargs):

@@ -199,5 +199,27 @@ class CopyingTest(StacklessTestCase):
         self.assertEqual(seen, [(i, 2) for i in range(MANY)])
 
 
+class FiberCoreTest(StacklessTestCase):
+    """The switching core under tasklets: Fiber(func, context=None, arg=None)."""
+
+    def test_fiber_passes_its_arg_before_the_switch_value(self):
+        seen = []
+
+        def body(first, value):
+            seen.append((first, value))
+            return (None, "done")  # back to the main context with this value
+
+        fiber = _stackless_core.Fiber(body, None, "first")
+        self.assertEqual(_stackless_core.switch(fiber, "value"), "done")
+        self.assertEqual(seen, [("first", "value")])
+        self.assertTrue(fiber.dead)
+
+    def test_fiber_argument_count_is_checked(self):
+        with self.assertRaises(TypeError):
+            _stackless_core.Fiber()
+        with self.assertRaises(TypeError):
+            _stackless_core.Fiber(print, None, 1, 2)
+
+
 if __name__ == "__main__":
     unittest.main()
