@@ -745,21 +745,15 @@ pub unsafe extern "C" fn py_stats(
     if dict.is_null() {
         return dict;
     }
-    for (name, counter) in
-        [(c"switches", &SWITCHES), (c"fibers_started", &FIBERS_STARTED), (c"fibers_leaked", &FIBERS_LEAKED)]
-    {
-        let value = ffi::PyLong_FromUnsignedLongLong(counter.load(Ordering::Relaxed));
-        if value.is_null() || ffi::PyDict_SetItemString(dict, name.as_ptr(), value) < 0 {
-            ffi::Py_XDECREF(value);
-            ffi::Py_DECREF(dict);
-            return ptr::null_mut();
-        }
-        ffi::Py_DECREF(value);
-    }
-    for (name, counter) in
-        [(c"stack_evictions", &stack::EVICTIONS), (c"stack_bytes_copied", &stack::BYTES_COPIED)]
-    {
-        let value = ffi::PyLong_FromSize_t(counter.load(Ordering::Relaxed));
+    let counters = [
+        (c"switches", SWITCHES.load(Ordering::Relaxed)),
+        (c"fibers_started", FIBERS_STARTED.load(Ordering::Relaxed)),
+        (c"fibers_leaked", FIBERS_LEAKED.load(Ordering::Relaxed)),
+        (c"stack_evictions", stack::EVICTIONS.load(Ordering::Relaxed) as u64),
+        (c"stack_bytes_copied", stack::BYTES_COPIED.load(Ordering::Relaxed) as u64),
+    ];
+    for (name, count) in counters {
+        let value = ffi::PyLong_FromUnsignedLongLong(count);
         if value.is_null() || ffi::PyDict_SetItemString(dict, name.as_ptr(), value) < 0 {
             ffi::Py_XDECREF(value);
             ffi::Py_DECREF(dict);
