@@ -59,6 +59,10 @@ struct FiberInner {
     arg: *mut ffi::PyObject,
     /// contextvars context to start with (strong reference, stolen at start), or NULL.
     context: *mut ffi::PyObject,
+    /// A tasklet's fiber (see [`new_tasklet_fiber`]): started as `func(tasklet, value)` with
+    /// the tasklet that is current when it starts, in that tasklet's context unless
+    /// `context` was set.
+    for_tasklet: bool,
     /// Created when the fiber first runs (it writes its start frame onto the shared stack).
     coroutine: Option<FiberCoroutine>,
     /// Valid while the coroutine body runs.
@@ -170,19 +174,33 @@ unsafe fn fiber_body(
     let ts = state::current_thread_state();
     let inner = inner(fiber);
     inner.yielder = yielder;
-    let context = std::mem::replace(&mut inner.context, ptr::null_mut());
+    let mut context = std::mem::replace(&mut inner.context, ptr::null_mut());
+    let mut bound = std::mem::replace(&mut inner.arg, ptr::null_mut());
+    if inner.for_tasklet {
+        let (tasklet, tasklet_context) = crate::sched::current_tasklet_of(fiber);
+        bound = tasklet;
+        if context.is_null() {
+            context = tasklet_context;
+        } else {
+            ffi::Py_XDECREF(tasklet_context);
+        }
+    }
     let budget = state::c_recursion_budget_for_stack(STACK_SIZE).unwrap_or(state::MIN_C_RECURSION_BUDGET);
     SavedThreadState::fresh_for_new_tasklet(budget, context).restore(ts);
     release_deferred();
     let func = std::mem::replace(&mut inner.func, ptr::null_mut());
-    let bound = std::mem::replace(&mut inner.arg, ptr::null_mut());
     let request = if !first.exc.is_null() {
         // Thrown into before it ever ran: the function never starts; the exception goes to main.
         ffi::Py_XDECREF(first.value);
         Request { target: ptr::null_mut(), transfer: Transfer { value: ptr::null_mut(), exc: first.exc } }
     } else {
         let arg = if first.value.is_null() { ffi::Py_NewRef(ffi::Py_None()) } else { first.value };
-        let result = if bound.is_null() {
+        let result = if inner.for_tasklet && bound.is_null() {
+            set_error(
+                ffi::PyExc_RuntimeError,
+                c"a tasklet's fiber was started while another tasklet was current",
+            )
+        } else if bound.is_null() {
             ffi::PyObject_CallOneArg(func, arg)
         } else {
             let args = [bound, arg];
@@ -429,44 +447,86 @@ unsafe extern "C" fn fiber_new(
             return set_error(ffi::PyExc_TypeError, c"Fiber() needs a callable");
         }
         let context = if nargs >= 2 { ffi::PyTuple_GetItem(args, 1) } else { ffi::Py_None() };
-        let arg = if nargs == 3 { ffi::Py_NewRef(ffi::PyTuple_GetItem(args, 2)) } else { ptr::null_mut() };
+        let arg = if nargs == 3 { ffi::PyTuple_GetItem(args, 2) } else { ptr::null_mut() };
         if context != ffi::Py_None() && ffi::PyContext_CheckExact(context) == 0 {
             return set_error(ffi::PyExc_TypeError, c"context must be a contextvars.Context or None");
         }
-        let stacks = match ThreadStacks::for_current_thread() {
-            Ok(stacks) => stacks,
-            Err(error) => {
-                let message =
-                    std::ffi::CString::new(format!("cannot map this thread's tasklet stacks ({error})"))
-                        .unwrap_or_default();
-                ffi::PyErr_SetString(ffi::PyExc_MemoryError, message.as_ptr());
-                return ptr::null_mut();
-            }
-        };
-        let alloc = (*subtype).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
-        let object = alloc(subtype, 0);
-        if object.is_null() {
-            return object;
-        }
-        let inner = Box::new(FiberInner {
-            func: ffi::Py_NewRef(func),
-            arg,
-            context: if context == ffi::Py_None() { ptr::null_mut() } else { ffi::Py_NewRef(context) },
-            coroutine: None,
-            yielder: ptr::null(),
-            saved: None,
-            stacks,
-            stack_index: 0,
-            suspended_sp: 0,
-            saved_stack: None,
-            unlinked_frames: Vec::new(),
-            thread_id: thread_ident(),
-            started: false,
-            dead: false,
-        });
-        (*object.cast::<FiberObject>()).inner = Box::into_raw(inner);
-        object
+        alloc_fiber(subtype, func, context, arg, false)
     })
+}
+
+/// A new fiber for a tasklet: when it first runs, it calls `func(tasklet, value)` with the
+/// tasklet that is then current (the scheduler makes a tasklet current before switching to
+/// its fiber), in that tasklet's context. It holds no reference to the tasklet, so the pair
+/// makes no reference cycle, and it is not tracked by the cyclic garbage collector (its one
+/// reference, `func`, is stackless.py's `tasklet._body`, kept alive by its class anyway):
+/// a tasklet costs the collector one object, not two. NULL with an exception set on failure.
+///
+/// # Safety
+/// GIL held; the Fiber type exists (the module is initialised); `func` is callable.
+pub unsafe fn new_tasklet_fiber(func: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    let fiber = alloc_fiber(FIBER_TYPE, func, ffi::Py_None(), ptr::null_mut(), true);
+    if !fiber.is_null() {
+        // SAFETY (CPython 3.13): an untracked object of a GC type is allowed (as CPython does
+        // for tuples of atomic values); `fiber_dealloc`'s untrack checks for tracking first.
+        ffi::PyObject_GC_UnTrack(fiber.cast());
+    }
+    fiber
+}
+
+unsafe fn alloc_fiber(
+    subtype: *mut ffi::PyTypeObject,
+    func: *mut ffi::PyObject,
+    context: *mut ffi::PyObject,
+    arg: *mut ffi::PyObject,
+    for_tasklet: bool,
+) -> *mut ffi::PyObject {
+    let stacks = match ThreadStacks::for_current_thread() {
+        Ok(stacks) => stacks,
+        Err(error) => {
+            let message =
+                std::ffi::CString::new(format!("cannot map this thread's tasklet stacks ({error})"))
+                    .unwrap_or_default();
+            ffi::PyErr_SetString(ffi::PyExc_MemoryError, message.as_ptr());
+            return ptr::null_mut();
+        }
+    };
+    let alloc = (*subtype).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
+    let object = alloc(subtype, 0);
+    if object.is_null() {
+        return object;
+    }
+    let inner = Box::new(FiberInner {
+        func: ffi::Py_NewRef(func),
+        arg: if arg.is_null() { arg } else { ffi::Py_NewRef(arg) },
+        context: if context == ffi::Py_None() { ptr::null_mut() } else { ffi::Py_NewRef(context) },
+        for_tasklet,
+        coroutine: None,
+        yielder: ptr::null(),
+        saved: None,
+        stacks,
+        stack_index: 0,
+        suspended_sp: 0,
+        saved_stack: None,
+        unlinked_frames: Vec::new(),
+        thread_id: thread_ident(),
+        started: false,
+        dead: false,
+    });
+    (*object.cast::<FiberObject>()).inner = Box::into_raw(inner);
+    object
+}
+
+/// Whether `object` is a fiber that has started and not finished (its frames are live).
+///
+/// # Safety
+/// GIL held; `object` is a live object.
+pub unsafe fn is_running_fiber(object: *mut ffi::PyObject) -> bool {
+    if object.is_null() || FIBER_TYPE.is_null() || ffi::Py_TYPE(object) != FIBER_TYPE {
+        return false;
+    }
+    let fiber = inner(object);
+    fiber.started && !fiber.dead
 }
 
 unsafe extern "C" fn fiber_dealloc(object: *mut ffi::PyObject) {
@@ -632,18 +692,25 @@ pub unsafe extern "C" fn py_current_context(
     _module: *mut ffi::PyObject,
     _args: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    guarded(|| {
-        let ts = state::current_thread_state();
-        if (*ts).context.is_null() {
-            let context = ffi::PyContext_New();
-            if context.is_null() {
-                return context;
-            }
-            (*ts).context = context;
-            (*ts).context_ver = (*ts).context_ver.wrapping_add(1);
+    guarded(|| current_context())
+}
+
+/// The thread's current `contextvars.Context` (a new reference), created and installed if the
+/// thread has none yet; NULL with an exception set if that fails.
+///
+/// # Safety
+/// GIL held.
+pub unsafe fn current_context() -> *mut ffi::PyObject {
+    let ts = state::current_thread_state();
+    if (*ts).context.is_null() {
+        let context = ffi::PyContext_New();
+        if context.is_null() {
+            return context;
         }
-        ffi::Py_NewRef((*ts).context)
-    })
+        (*ts).context = context;
+        (*ts).context_ver = (*ts).context_ver.wrapping_add(1);
+    }
+    ffi::Py_NewRef((*ts).context)
 }
 
 /// `set_context(target, context)`: make `context` the context of `target` (a Fiber, or None

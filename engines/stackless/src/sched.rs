@@ -79,10 +79,14 @@ const T_CHAN_BOMB: usize = 8;
 const T_BOMB: usize = 9;
 const T_TEMPVAL: usize = 10;
 const T_BLOCK_TRAP: usize = 11;
+const T_FUNC: usize = 12;
+const T_ARGS: usize = 13;
+const T_KWARGS: usize = 14;
 const T_DEAD_THREAD: usize = 15;
 const T_IS_MAIN: usize = 16;
 const T_ATOMIC: usize = 17;
 const T_IGNORE_NESTING: usize = 18;
+const T_CONTEXT: usize = 19;
 const TASKLET_NAMES: [&CStr; 20] = [
     c"_next",
     c"_prev",
@@ -154,6 +158,10 @@ static CHANNEL_TYPE: AtomicPtr<ffi::PyTypeObject> = AtomicPtr::new(ptr::null_mut
 static SCHEDULE_PY: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
 static SEND_PY: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
 static RECEIVE_PY: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
+/// `tasklet._body` of stackless.py: what a tasklet's fiber runs (`_body(tasklet, value)`).
+static TASKLET_BODY: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
+/// `_thread_state()` of stackless.py: creates this OS thread's scheduler when it has none.
+static THREAD_STATE_PY: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
 
 /// Whether a schedule / channel callback is installed (then only Python runs).
 static SCHEDULE_CALLBACK: AtomicBool = AtomicBool::new(false);
@@ -707,13 +715,18 @@ pub unsafe extern "C" fn py_schedule(
     })
 }
 
-/// `_install(schedule_py, send_py, receive_py)`: the Python implementations to fall back to.
+/// `_install(schedule_py, send_py, receive_py, tasklet_body, thread_state)`: the Python
+/// implementations to fall back to, what a tasklet runs, and how a thread gets its scheduler.
 pub unsafe extern "C" fn py_install(_module: Obj, args: *mut Obj, nargs: ffi::Py_ssize_t) -> Obj {
     guarded(|| {
-        if nargs != 3 {
-            return set_error(ffi::PyExc_TypeError, c"_install(schedule, send, receive) takes 3 arguments");
+        if nargs != 5 {
+            return set_error(
+                ffi::PyExc_TypeError,
+                c"_install(schedule, send, receive, tasklet_body, thread_state) takes 5 arguments",
+            );
         }
-        for (i, slot) in [&SCHEDULE_PY, &SEND_PY, &RECEIVE_PY].into_iter().enumerate() {
+        let slots = [&SCHEDULE_PY, &SEND_PY, &RECEIVE_PY, &TASKLET_BODY, &THREAD_STATE_PY];
+        for (i, slot) in slots.into_iter().enumerate() {
             let func = *args.add(i);
             if ffi::PyCallable_Check(func) == 0 {
                 return set_error(ffi::PyExc_TypeError, c"_install needs callables");
@@ -928,40 +941,320 @@ unsafe extern "C" fn ch_q_item(ch: Obj, index: Obj) -> Obj {
     })
 }
 
-/// `tasklet._init_state(th)`: every slot of a tasklet to its initial value in one call: the
-/// thread state `th`, the flags False, the rest None, no ring links (stackless.py's reference
-/// for what a new tasklet holds; one C call instead of twenty attribute stores per tasklet).
-unsafe extern "C" fn t_init_state(t: Obj, th: Obj) -> Obj {
+/// Sets every slot of tasklet `t` to its initial value: the thread state `th`, the flags
+/// False, the rest None, no ring links (a new tasklet, unbound). Old values are released only
+/// once the tasklet is consistent (a release may run Python code).
+unsafe fn init_slots(t: Obj, th: Obj) {
+    let (none, no) = (ffi::Py_None(), ffi::Py_False());
+    let mut initial = [none; 20];
+    initial[T_NEXT] = ptr::null_mut();
+    initial[T_PREV] = ptr::null_mut();
+    initial[T_THREAD] = th;
+    for index in [
+        T_IN_RING,
+        T_ALIVE,
+        T_BLOCKED_SENDING,
+        T_BLOCK_TRAP,
+        T_DEAD_THREAD,
+        T_IS_MAIN,
+        T_ATOMIC,
+        T_IGNORE_NESTING,
+    ] {
+        initial[index] = no;
+    }
+    for value in initial.iter().filter(|value| !value.is_null()) {
+        ffi::Py_INCREF(*value);
+    }
+    let old = std::mem::replace(&mut tasklet(t).f, initial);
+    for value in old {
+        ffi::Py_XDECREF(value);
+    }
+}
+
+/// A new, unbound instance of `cls` (TaskletBase or a subclass) belonging to thread state `th`.
+unsafe fn alloc_tasklet(cls: *mut ffi::PyTypeObject, th: Obj) -> Obj {
+    let alloc = (*cls).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
+    let t = alloc(cls, 0);
+    if !t.is_null() {
+        init_slots(t, th);
+    }
+    t
+}
+
+/// `tasklet.__new__(cls, ...)`: an unbound tasklet of the calling OS thread (whose scheduler
+/// is created on first use). The arguments are for `__init__`.
+unsafe extern "C" fn t_new(cls: *mut ffi::PyTypeObject, _args: Obj, _kwargs: Obj) -> Obj {
+    guarded(|| {
+        let mut th = THREAD_STATE.with(|c| c.get());
+        let mut created = ptr::null_mut();
+        if th.is_null() {
+            let make = THREAD_STATE_PY.load(Ordering::Relaxed);
+            if make.is_null() {
+                return set_error(ffi::PyExc_RuntimeError, c"the stackless module is not initialised");
+            }
+            created = ffi::PyObject_CallNoArgs(make);
+            if created.is_null() {
+                return created;
+            }
+            if !is_instance(created, &THREAD_TYPE) {
+                ffi::Py_DECREF(created);
+                return set_error(ffi::PyExc_TypeError, c"_thread_state() did not return a thread state");
+            }
+            th = created;
+        }
+        let t = alloc_tasklet(cls, th);
+        ffi::Py_XDECREF(created);
+        t
+    })
+}
+
+/// `TaskletBase._new_for(th)` (a class method): a new unbound tasklet of `cls` for thread state
+/// `th`; how stackless.py makes a thread's main tasklet while that thread's scheduler is built.
+unsafe extern "C" fn t_new_for(cls: Obj, th: Obj) -> Obj {
     guarded(|| {
         if !is_instance(th, &THREAD_TYPE) {
-            return set_error(ffi::PyExc_TypeError, c"_init_state needs a thread state");
+            return set_error(ffi::PyExc_TypeError, c"_new_for needs a thread state");
         }
-        let (none, no) = (ffi::Py_None(), ffi::Py_False());
-        let mut initial = [none; 20];
-        initial[T_NEXT] = ptr::null_mut();
-        initial[T_PREV] = ptr::null_mut();
-        initial[T_THREAD] = th;
-        for index in [
-            T_IN_RING,
-            T_ALIVE,
-            T_BLOCKED_SENDING,
-            T_BLOCK_TRAP,
-            T_DEAD_THREAD,
-            T_IS_MAIN,
-            T_ATOMIC,
-            T_IGNORE_NESTING,
-        ] {
-            initial[index] = no;
+        alloc_tasklet(cls.cast(), th)
+    })
+}
+
+/// Parses `(func=None, args=None, kwargs=None)`; absent ones are NULL.
+unsafe fn parse_bind_args(args: Obj, kwargs: Obj, name: &CStr) -> Option<[Obj; 3]> {
+    let nargs = ffi::PyTuple_GET_SIZE(args);
+    let mut parsed = [ptr::null_mut(); 3];
+    if nargs > 3 {
+        let message = format!("{}() takes at most 3 arguments ({nargs} given)", name.to_string_lossy());
+        let message = std::ffi::CString::new(message).unwrap_or_default();
+        ffi::PyErr_SetString(ffi::PyExc_TypeError, message.as_ptr());
+        return None;
+    }
+    for (i, item) in parsed.iter_mut().enumerate().take(nargs as usize) {
+        *item = ffi::PyTuple_GET_ITEM(args, i as ffi::Py_ssize_t);
+    }
+    if !kwargs.is_null() {
+        let mut pos: ffi::Py_ssize_t = 0;
+        let (mut key, mut value) = (ptr::null_mut(), ptr::null_mut());
+        while ffi::PyDict_Next(kwargs, &mut pos, &mut key, &mut value) != 0 {
+            let index = [c"func", c"args", c"kwargs"].iter().position(|n| {
+                ffi::PyUnicode_Check(key) != 0 && ffi::PyUnicode_CompareWithASCIIString(key, n.as_ptr()) == 0
+            });
+            let Some(index) = index else {
+                ffi::PyErr_Format(
+                    ffi::PyExc_TypeError,
+                    c"%s() got an unexpected keyword argument %R".as_ptr(),
+                    name.as_ptr(),
+                    key,
+                );
+                return None;
+            };
+            if !parsed[index].is_null() {
+                ffi::PyErr_Format(
+                    ffi::PyExc_TypeError,
+                    c"%s() got multiple values for argument %R".as_ptr(),
+                    name.as_ptr(),
+                    key,
+                );
+                return None;
+            }
+            parsed[index] = value;
         }
-        for value in initial.iter().filter(|value| !value.is_null()) {
-            ffi::Py_INCREF(*value);
+    }
+    for item in parsed.iter_mut() {
+        if !item.is_null() && *item == ffi::Py_None() {
+            *item = ptr::null_mut();
         }
-        let old = std::mem::replace(&mut tasklet(t).f, initial);
-        // Released only now that the tasklet is consistent (a release may run Python code).
-        for value in old {
-            ffi::Py_XDECREF(value);
+    }
+    Some(parsed)
+}
+
+/// Gives a bound tasklet its fiber (`tasklet._body(t, value)` in the tasklet's context) and
+/// makes it alive.
+unsafe fn make_fiber(t: Obj) -> Result<(), ()> {
+    let body = TASKLET_BODY.load(Ordering::Relaxed);
+    if body.is_null() {
+        set_error(ffi::PyExc_RuntimeError, c"the stackless module is not initialised");
+        return Err(());
+    }
+    let fiber = fiber::new_tasklet_fiber(body);
+    if fiber.is_null() {
+        return Err(());
+    }
+    let mut drops = Drops::new();
+    let old = std::mem::replace(&mut tasklet(t).f[T_FIBER], fiber);
+    drops.push(old);
+    store_bool(&mut tasklet(t).f[T_ALIVE], true, &mut drops);
+    drops.release();
+    Ok(())
+}
+
+/// For a tasklet's fiber that starts: this thread's current tasklet, if `fiber` is its fiber,
+/// and that tasklet's context (new references, NULL when absent; no exception set).
+///
+/// # Safety
+/// GIL held.
+pub unsafe fn current_tasklet_of(fiber: Obj) -> (Obj, Obj) {
+    let th = THREAD_STATE.with(|c| c.get());
+    if th.is_null() {
+        return (ptr::null_mut(), ptr::null_mut());
+    }
+    let current = thread(th).f[S_CURRENT];
+    if current.is_null() || tasklet(current).f[T_FIBER] != fiber {
+        return (ptr::null_mut(), ptr::null_mut());
+    }
+    let context = tasklet(current).f[T_CONTEXT];
+    let context = if !context.is_null() && ffi::PyContext_CheckExact(context) != 0 {
+        ffi::Py_NewRef(context)
+    } else {
+        ptr::null_mut()
+    };
+    (ffi::Py_NewRef(current), context)
+}
+
+/// `tasklet.bind(func=None, args=None, kwargs=None)` (Stackless's checks and messages).
+unsafe fn bind(t: Obj, [func, args, kwargs]: [Obj; 3]) -> Result<(), ()> {
+    let fail = |kind: Obj, message: &CStr| {
+        set_error(kind, message);
+        Err(())
+    };
+    if !func.is_null() && ffi::PyCallable_Check(func) == 0 {
+        return fail(ffi::PyExc_TypeError, c"tasklet function must be a callable");
+    }
+    let task = tasklet(t);
+    let th = task.f[T_THREAD];
+    if !th.is_null() && is_instance(th, &THREAD_TYPE) && thread(th).f[S_CURRENT] == t {
+        return fail(ffi::PyExc_RuntimeError, c"cannot bind the current tasklet");
+    }
+    if is_true(task.f[T_IN_RING]) {
+        return fail(ffi::PyExc_RuntimeError, c"cannot bind a scheduled tasklet");
+    }
+    if !is_none(task.f[T_BLOCKED_ON]) {
+        return fail(ffi::PyExc_RuntimeError, c"cannot bind a blocked tasklet");
+    }
+    if fiber::is_running_fiber(task.f[T_FIBER]) {
+        return fail(ffi::PyExc_RuntimeError, c"cannot bind a tasklet that is running");
+    }
+    // Checked before anything changes (Python's version failed here after rebinding).
+    if (!args.is_null() || !kwargs.is_null()) && func.is_null() && is_none(task.f[T_FUNC]) {
+        return fail(ffi::PyExc_RuntimeError, c"the tasklet has no function to bind arguments to");
+    }
+    let mut bound_args = ptr::null_mut();
+    let mut bound_kwargs = ptr::null_mut();
+    if !args.is_null() || !kwargs.is_null() {
+        bound_args = if args.is_null() { ffi::PyTuple_New(0) } else { ffi::PySequence_Tuple(args) };
+        if bound_args.is_null() {
+            return Err(());
         }
-        ffi::Py_NewRef(none)
+        bound_kwargs = if kwargs.is_null() {
+            ffi::PyDict_New()
+        } else {
+            ffi::PyObject_CallOneArg(ptr::addr_of_mut!(ffi::PyDict_Type).cast(), kwargs)
+        };
+        if bound_kwargs.is_null() {
+            ffi::Py_DECREF(bound_args);
+            return Err(());
+        }
+    }
+    // A new tasklet shares its creator's current Context object (Stackless 3.7.6+).
+    let context = fiber::current_context();
+    if context.is_null() {
+        ffi::Py_XDECREF(bound_args);
+        ffi::Py_XDECREF(bound_kwargs);
+        return Err(());
+    }
+    let mut drops = Drops::new();
+    let task = tasklet(t);
+    if !func.is_null() {
+        store(&mut task.f[T_FUNC], func, &mut drops);
+    }
+    drops.push(std::mem::replace(&mut task.f[T_CONTEXT], context));
+    store(&mut task.f[T_FIBER], ffi::Py_None(), &mut drops);
+    store_bool(&mut task.f[T_ALIVE], false, &mut drops);
+    if bound_args.is_null() {
+        drops.release();
+        return Ok(());
+    }
+    drops.push(std::mem::replace(&mut task.f[T_ARGS], bound_args));
+    drops.push(std::mem::replace(&mut task.f[T_KWARGS], bound_kwargs));
+    drops.release();
+    make_fiber(t)
+}
+
+/// `tasklet.setup(*args, **kwargs)`, also `tasklet(*args, **kwargs)`: bind the arguments and
+/// put the tasklet at the end of its thread's run queue.
+unsafe fn setup(t: Obj, args: Obj, kwargs: Obj) -> Obj {
+    let task = tasklet(t);
+    if is_true(task.f[T_ALIVE]) {
+        return set_error(
+            ffi::PyExc_RuntimeError,
+            c"the tasklet is already alive (setup on an alive tasklet)",
+        );
+    }
+    if is_none(task.f[T_FUNC]) {
+        return set_error(ffi::PyExc_RuntimeError, c"the tasklet has no function (bind one first)");
+    }
+    let th = task.f[T_THREAD];
+    if th.is_null() || !is_instance(th, &THREAD_TYPE) {
+        return set_error(ffi::PyExc_RuntimeError, c"the tasklet has no thread");
+    }
+    // The call's keyword dict may be the caller's (a `**mapping` call): keep a copy.
+    let kwargs = if kwargs.is_null() { ffi::PyDict_New() } else { ffi::PyDict_Copy(kwargs) };
+    if kwargs.is_null() {
+        return kwargs;
+    }
+    let mut drops = Drops::new();
+    let task = tasklet(t);
+    store(&mut task.f[T_ARGS], args, &mut drops);
+    drops.push(std::mem::replace(&mut task.f[T_KWARGS], kwargs));
+    drops.release();
+    if make_fiber(t).is_err() {
+        return ptr::null_mut();
+    }
+    let th = ffi::Py_NewRef(tasklet(t).f[T_THREAD]);
+    if !is_true(tasklet(t).f[T_IN_RING]) && is_instance(th, &THREAD_TYPE) {
+        ring_insert(th, t, &mut drops);
+    }
+    drops.release();
+    ffi::Py_DECREF(th);
+    ffi::Py_NewRef(t)
+}
+
+unsafe extern "C" fn t_init(t: Obj, args: Obj, kwargs: Obj) -> c_int {
+    let result = guarded(|| {
+        let Some(parsed) = parse_bind_args(args, kwargs, c"tasklet") else { return ptr::null_mut() };
+        if parsed.iter().all(|a| a.is_null()) {
+            return ffi::Py_NewRef(ffi::Py_None());
+        }
+        match bind(t, parsed) {
+            Ok(()) => ffi::Py_NewRef(ffi::Py_None()),
+            Err(()) => ptr::null_mut(),
+        }
+    });
+    if result.is_null() {
+        return -1;
+    }
+    ffi::Py_DECREF(result);
+    0
+}
+
+unsafe extern "C" fn t_bind(t: Obj, args: Obj, kwargs: Obj) -> Obj {
+    guarded(|| {
+        let Some(parsed) = parse_bind_args(args, kwargs, c"bind") else { return ptr::null_mut() };
+        match bind(t, parsed) {
+            Ok(()) => ffi::Py_NewRef(t),
+            Err(()) => ptr::null_mut(),
+        }
+    })
+}
+
+unsafe extern "C" fn t_setup(t: Obj, args: Obj, kwargs: Obj) -> Obj {
+    guarded(|| setup(t, args, kwargs))
+}
+
+unsafe extern "C" fn t_make_fiber(t: Obj, _args: Obj) -> Obj {
+    guarded(|| match make_fiber(t) {
+        Ok(()) => ffi::Py_NewRef(ffi::Py_None()),
+        Err(()) => ptr::null_mut(),
     })
 }
 
@@ -996,18 +1289,44 @@ unsafe fn slots(object: Obj, offset: usize, count: usize) -> &'static mut [Obj] 
     std::slice::from_raw_parts_mut(object.cast::<u8>().add(offset).cast::<Obj>(), count)
 }
 
-/// Object slots of each type: (offset of the array, length).
-unsafe fn object_slots(object: Obj) -> &'static mut [Obj] {
-    let tp = ffi::Py_TYPE(object);
-    if is_instance(object, &TASKLET_TYPE) {
-        slots(object, offset_of!(TaskletObject, f), TASKLET_NAMES.len())
-    } else if is_instance(object, &THREAD_TYPE) {
-        slots(object, offset_of!(ThreadStateObject, f), THREAD_NAMES.len())
-    } else if is_instance(object, &CHANNEL_TYPE) {
-        slots(object, offset_of!(ChannelObject, f), CHANNEL_NAMES.len())
-    } else {
-        let _ = tp;
-        &mut []
+/// Which of the three base types `object` is an instance of (its type or the nearest base
+/// type that is one of them; a walk of `tp_base`, cheaper than `PyType_IsSubtype` in the
+/// garbage collector's traversals).
+#[derive(PartialEq)]
+enum Kind {
+    Tasklet,
+    Thread,
+    Channel,
+    Other,
+}
+
+unsafe fn kind(object: Obj) -> Kind {
+    let (tasklet_tp, thread_tp, channel_tp) = (
+        TASKLET_TYPE.load(Ordering::Relaxed),
+        THREAD_TYPE.load(Ordering::Relaxed),
+        CHANNEL_TYPE.load(Ordering::Relaxed),
+    );
+    let mut tp = ffi::Py_TYPE(object);
+    while !tp.is_null() {
+        if tp == tasklet_tp {
+            return Kind::Tasklet;
+        } else if tp == thread_tp {
+            return Kind::Thread;
+        } else if tp == channel_tp {
+            return Kind::Channel;
+        }
+        tp = (*tp).tp_base;
+    }
+    Kind::Other
+}
+
+/// The object slots of a base-type instance.
+unsafe fn object_slots(object: Obj, kind: &Kind) -> &'static mut [Obj] {
+    match kind {
+        Kind::Tasklet => slots(object, offset_of!(TaskletObject, f), TASKLET_NAMES.len()),
+        Kind::Thread => slots(object, offset_of!(ThreadStateObject, f), THREAD_NAMES.len()),
+        Kind::Channel => slots(object, offset_of!(ChannelObject, f), CHANNEL_NAMES.len()),
+        Kind::Other => &mut [],
     }
 }
 
@@ -1016,7 +1335,8 @@ unsafe fn object_slots(object: Obj) -> &'static mut [Obj] {
 // instance CPython has already handled the subclass's own `__dict__`/`__slots__` (see the
 // module's Safety section). They cannot panic: no allocation, no indexing, no unwrap.
 unsafe extern "C" fn base_traverse(object: Obj, visit: ffi::visitproc, arg: *mut c_void) -> c_int {
-    for &member in object_slots(object).iter() {
+    let kind = kind(object);
+    for &member in object_slots(object, &kind).iter() {
         if !member.is_null() {
             let rc = visit(member, arg);
             if rc != 0 {
@@ -1024,7 +1344,7 @@ unsafe extern "C" fn base_traverse(object: Obj, visit: ffi::visitproc, arg: *mut
             }
         }
     }
-    if is_instance(object, &CHANNEL_TYPE) {
+    if kind == Kind::Channel {
         if let Some(queue) = (*object.cast::<ChannelObject>()).queue.as_ref() {
             for &t in queue.iter() {
                 let rc = visit(t, arg);
@@ -1039,10 +1359,11 @@ unsafe extern "C" fn base_traverse(object: Obj, visit: ffi::visitproc, arg: *mut
 }
 
 unsafe extern "C" fn base_clear(object: Obj) -> c_int {
-    for member in object_slots(object).iter_mut() {
+    let kind = kind(object);
+    for member in object_slots(object, &kind).iter_mut() {
         ffi::Py_CLEAR(member);
     }
-    if is_instance(object, &CHANNEL_TYPE) {
+    if kind == Kind::Channel {
         if let Some(queue) = (*object.cast::<ChannelObject>()).queue.as_mut() {
             while let Some(t) = queue.pop_back() {
                 ffi::Py_DECREF(t);
@@ -1056,7 +1377,7 @@ unsafe extern "C" fn base_dealloc(object: Obj) {
     let tp = ffi::Py_TYPE(object);
     ffi::PyObject_GC_UnTrack(object.cast());
     base_clear(object);
-    if is_instance(object, &CHANNEL_TYPE) {
+    if kind(object) == Kind::Channel {
         drop((*object.cast::<ChannelObject>()).queue.take());
     }
     if let Some(free) = (*tp).tp_free {
@@ -1081,11 +1402,13 @@ struct BaseType {
     typed: usize,
     members: Vec<ffi::PyMemberDef>,
     methods: Vec<ffi::PyMethodDef>,
+    /// More type slots (`tp_new`, `tp_init`, `tp_call`, ...).
+    extra_slots: Vec<ffi::PyType_Slot>,
 }
 
 /// Creates one base type. Its tables are leaked (they must outlive the type).
 unsafe fn create_type(module: Obj, base: BaseType) -> Obj {
-    let BaseType { name, doc, basicsize, names, offset, typed, mut members, mut methods } = base;
+    let BaseType { name, doc, basicsize, names, offset, typed, mut members, mut methods, extra_slots } = base;
     let mut getsets = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let at = offset + i * std::mem::size_of::<Obj>();
@@ -1119,7 +1442,7 @@ unsafe fn create_type(module: Obj, base: BaseType) -> Obj {
     let getsets = Box::leak(getsets.into_boxed_slice());
     let members = Box::leak(members.into_boxed_slice());
     let methods = Box::leak(methods.into_boxed_slice());
-    let mut slots = [
+    let mut slots = vec![
         ffi::PyType_Slot { slot: ffi::Py_tp_dealloc, pfunc: base_dealloc as *mut c_void },
         ffi::PyType_Slot { slot: ffi::Py_tp_traverse, pfunc: base_traverse as *mut c_void },
         ffi::PyType_Slot { slot: ffi::Py_tp_clear, pfunc: base_clear as *mut c_void },
@@ -1127,8 +1450,9 @@ unsafe fn create_type(module: Obj, base: BaseType) -> Obj {
         ffi::PyType_Slot { slot: ffi::Py_tp_members, pfunc: members.as_mut_ptr().cast() },
         ffi::PyType_Slot { slot: ffi::Py_tp_methods, pfunc: methods.as_mut_ptr().cast() },
         ffi::PyType_Slot { slot: ffi::Py_tp_doc, pfunc: doc.as_ptr() as *mut c_void },
-        ffi::PyType_Slot { slot: 0, pfunc: ptr::null_mut() },
     ];
+    slots.extend(extra_slots);
+    slots.push(ffi::PyType_Slot { slot: 0, pfunc: ptr::null_mut() });
     let mut spec = ffi::PyType_Spec {
         name: name.as_ptr(),
         basicsize: basicsize as c_int,
@@ -1165,7 +1489,25 @@ pub unsafe fn add_types(module: Obj) -> c_int {
             offset: offset_of!(TaskletObject, f),
             typed: T_TYPED,
             members: Vec::new(),
-            methods: vec![method(c"_init_state", P { PyCFunction: t_init_state }, ffi::METH_O)],
+            methods: vec![
+                method(
+                    c"bind",
+                    P { PyCFunctionWithKeywords: t_bind },
+                    ffi::METH_VARARGS | ffi::METH_KEYWORDS,
+                ),
+                method(
+                    c"setup",
+                    P { PyCFunctionWithKeywords: t_setup },
+                    ffi::METH_VARARGS | ffi::METH_KEYWORDS,
+                ),
+                method(c"_make_fiber", P { PyCFunction: t_make_fiber }, ffi::METH_NOARGS),
+                method(c"_new_for", P { PyCFunction: t_new_for }, ffi::METH_O | ffi::METH_CLASS),
+            ],
+            extra_slots: vec![
+                ffi::PyType_Slot { slot: ffi::Py_tp_new, pfunc: t_new as *mut c_void },
+                ffi::PyType_Slot { slot: ffi::Py_tp_init, pfunc: t_init as *mut c_void },
+                ffi::PyType_Slot { slot: ffi::Py_tp_call, pfunc: t_setup as *mut c_void },
+            ],
         },
     );
     if tasklet.is_null() {
@@ -1182,6 +1524,7 @@ pub unsafe fn add_types(module: Obj) -> c_int {
             offset: offset_of!(ThreadStateObject, f),
             typed: S_TYPED,
             members: vec![ssize_member(c"runcount", offset_of!(ThreadStateObject, runcount))],
+            extra_slots: Vec::new(),
             methods: vec![
                 method(c"insert", P { PyCFunction: th_insert }, ffi::METH_O),
                 method(c"remove", P { PyCFunction: th_remove }, ffi::METH_O),
@@ -1203,6 +1546,7 @@ pub unsafe fn add_types(module: Obj) -> c_int {
             names: &CHANNEL_NAMES,
             offset: offset_of!(ChannelObject, f),
             typed: 0,
+            extra_slots: Vec::new(),
             members: vec![
                 ssize_member(c"_balance", offset_of!(ChannelObject, balance)),
                 ssize_member(c"_preference", offset_of!(ChannelObject, preference)),

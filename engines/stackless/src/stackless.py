@@ -63,8 +63,7 @@ class _ThreadState(_core.ThreadStateBase):
         # Alive tasklets that have a fiber running or suspended, in start order (a dict: the
         # exit-time kill then meets channel queues from the front, not at random).
         self.started = {}
-        main = object.__new__(tasklet)
-        main._init_state(self)
+        main = tasklet._new_for(self)
         main._is_main = True
         main._alive = True
         main._context = _core.current_context()
@@ -177,64 +176,16 @@ class tasklet(_core.TaskletBase):
     """A microthread: `tasklet(func)(*args, **kwargs)` binds it and puts it in the run queue.
     Its state lives in the slots of the base type (sched.rs)."""
 
-    def __new__(cls, *args, **kwargs):
-        self = object.__new__(cls)
-        self._init_state(_thread_state())
-        return self
-
-    # _init_state(th), in the base type (sched.rs): `_thread` = th; `_alive`, `_dead_thread`,
+    # In the base type (sched.rs): `tasklet(func=None, args=None, kwargs=None)` makes an
+    # unbound tasklet of the calling thread (slots: `_thread`; `_alive`, `_dead_thread`,
     # `_is_main`, `_in_ring`, `_blocked_sending`, `atomic`, `block_trap`, `ignore_nesting`
     # False; `_func`, `_args`, `_kwargs`, `_fiber`, `_blocked_on` (the channel it waits on),
     # `_chan_bomb` (exception a blocked sender hands its receiver), `_bomb` (exception to raise
-    # when it resumes), `tempval`, `_context` None; no ring links (`_next`, `_prev`).
-
-    def __init__(self, func=None, args=None, kwargs=None):
-        if func is not None or args is not None or kwargs is not None:
-            self.bind(func, args, kwargs)
-
-    # -- binding --
-    def bind(self, func=None, args=None, kwargs=None):
-        if func is not None and not callable(func):
-            raise TypeError("tasklet function must be a callable")
-        if self is self._thread.current:
-            raise RuntimeError("cannot bind the current tasklet")
-        if self._in_ring:
-            raise RuntimeError("cannot bind a scheduled tasklet")
-        if self._blocked_on is not None:
-            raise RuntimeError("cannot bind a blocked tasklet")
-        if self._fiber is not None and not self._fiber.dead and self._fiber.started:
-            raise RuntimeError("cannot bind a tasklet that is running")
-        if func is not None:
-            self._func = func
-        # A new tasklet shares its creator's current Context object (Stackless 3.7.6+).
-        self._context = _core.current_context()
-        self._fiber = None
-        self._alive = False
-        if args is not None or kwargs is not None:
-            if self._func is None:
-                raise RuntimeError("the tasklet has no function to bind arguments to")
-            self._args = tuple(args) if args is not None else ()
-            self._kwargs = dict(kwargs) if kwargs is not None else {}
-            self._make_fiber()
-        return self
-
-    def _make_fiber(self):
-        # The plain function and the tasklet, not a bound method: one object fewer per tasklet
-        # for the cyclic GC to track.
-        self._fiber = _core.Fiber(tasklet._body, self._context, self)
-        self._alive = True
-
-    def setup(self, *args, **kwargs):
-        if self._alive:
-            raise RuntimeError("the tasklet is already alive (setup on an alive tasklet)")
-        if self._func is None:
-            raise RuntimeError("the tasklet has no function (bind one first)")
-        self._args, self._kwargs = args, kwargs
-        self._make_fiber()
-        self._thread.insert(self)
-        return self
-
-    __call__ = setup
+    # when it resumes), `tempval`, `_context` None; no ring links `_next`, `_prev`) and binds
+    # it if given anything; `bind(func=None, args=None, kwargs=None)`; `setup(*args,
+    # **kwargs)`, also `__call__`, binds the arguments and inserts it in the run queue;
+    # `_make_fiber()` gives a bound tasklet its Fiber (running `tasklet._body`) and makes it
+    # alive; `_new_for(th)` (a class method) makes thread `th`'s main tasklet.
 
     def set_context(self, context):
         if not isinstance(context, _contextvars.Context):
@@ -919,5 +870,5 @@ def _kill_started(th):
                 pass
 
 
-_core._install(_schedule_py, channel._send_py, channel._receive_py)
+_core._install(_schedule_py, channel._send_py, channel._receive_py, tasklet._body, _thread_state)
 _thread_state()

@@ -128,6 +128,45 @@ class ConstructionTest(StacklessTestCase):
         self.assertRaises(RuntimeError, t, 1)
         self.assertEqual(stackless.getruncount(), 2)
 
+    def test_construction_argument_errors(self):
+        with self.assertRaisesRegex(TypeError, "at most 3 arguments"):
+            stackless.tasklet(nop, (), {}, 4)
+        with self.assertRaisesRegex(TypeError, "unexpected keyword argument 'function'"):
+            stackless.tasklet(function=nop)
+        with self.assertRaisesRegex(TypeError, "multiple values for argument 'func'"):
+            stackless.tasklet(nop, func=nop)
+        with self.assertRaisesRegex(TypeError, "at most 3 arguments"):
+            stackless.tasklet().bind(nop, (), {}, 4)
+        with self.assertRaises(TypeError):
+            stackless.tasklet().bind(nop, 42)  # args must be a sequence
+        with self.assertRaises(TypeError):
+            stackless.tasklet().bind(nop, (), 42)  # kwargs must be a mapping
+
+    def test_arguments_without_any_function_are_refused_and_change_nothing(self):
+        t = stackless.tasklet()
+        with self.assertRaisesRegex(RuntimeError, "no function to bind arguments to"):
+            t.bind(None, (1,))
+        self.assertFalse(t.alive)
+        with self.assertRaisesRegex(RuntimeError, "no function"):
+            t.setup(1)
+        self.assertFalse(t.alive)
+        self.assertFalse(t.scheduled)
+        self.assertEqual(stackless.getruncount(), 1)
+
+    def test_setup_keeps_its_own_copy_of_the_arguments(self):
+        calls = []
+        options = {"a": 1}
+        values = [1, 2]
+        t = stackless.tasklet(lambda *args, **kwargs: calls.append((args, kwargs)))
+        t(*values, **options)
+        options["b"] = 2
+        values.append(3)
+        u = stackless.tasklet().bind(lambda *args: calls.append(args), values)
+        values.append(4)
+        stackless.run()
+        u.run()
+        self.assertEqual(calls, [((1, 2), {"a": 1}), (1, 2, 3)])
+
     def test_finished_tasklet_can_be_rebound_and_keeps_identity(self):
         results = []
         t = stackless.tasklet(results.append)("first")
