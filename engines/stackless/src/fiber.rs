@@ -59,9 +59,9 @@ struct FiberInner {
     arg: *mut ffi::PyObject,
     /// contextvars context to start with (strong reference, stolen at start), or NULL.
     context: *mut ffi::PyObject,
-    /// A tasklet's fiber (see [`new_tasklet_fiber`]): started as `func(tasklet, value)` with
-    /// the tasklet that is current when it starts, in that tasklet's context unless
-    /// `context` was set.
+    /// A tasklet's fiber (see [`new_tasklet_fiber`]): it runs `sched::tasklet_body` for the
+    /// tasklet that is current when it starts, in that tasklet's context unless `context`
+    /// was set (it has no `func`).
     for_tasklet: bool,
     /// Created when the fiber first runs (it writes its start frame onto the shared stack).
     coroutine: Option<FiberCoroutine>,
@@ -195,11 +195,17 @@ unsafe fn fiber_body(
         Request { target: ptr::null_mut(), transfer: Transfer { value: ptr::null_mut(), exc: first.exc } }
     } else {
         let arg = if first.value.is_null() { ffi::Py_NewRef(ffi::Py_None()) } else { first.value };
-        let result = if inner.for_tasklet && bound.is_null() {
-            set_error(
-                ffi::PyExc_RuntimeError,
-                c"a tasklet's fiber was started while another tasklet was current",
-            )
+        let result = if inner.for_tasklet {
+            // Called directly, not through a Python function object: fewer C frames stay on
+            // the tasklet's stack (and are copied when it is evicted) while it is suspended.
+            if bound.is_null() {
+                set_error(
+                    ffi::PyExc_RuntimeError,
+                    c"a tasklet's fiber was started while another tasklet was current",
+                )
+            } else {
+                crate::sched::tasklet_body(bound)
+            }
         } else if bound.is_null() {
             ffi::PyObject_CallOneArg(func, arg)
         } else {
@@ -455,17 +461,17 @@ unsafe extern "C" fn fiber_new(
     })
 }
 
-/// A new fiber for a tasklet: when it first runs, it calls `func(tasklet, value)` with the
+/// A new fiber for a tasklet: when it first runs, it runs `sched::tasklet_body` for the
 /// tasklet that is then current (the scheduler makes a tasklet current before switching to
 /// its fiber), in that tasklet's context. It holds no reference to the tasklet, so the pair
-/// makes no reference cycle, and it is not tracked by the cyclic garbage collector (its one
-/// reference, `func`, is stackless.py's `tasklet._body`, kept alive by its class anyway):
-/// a tasklet costs the collector one object, not two. NULL with an exception set on failure.
+/// makes no reference cycle, and it holds no Python object at all, so it is not tracked by
+/// the cyclic garbage collector: a tasklet costs the collector one object, not two. NULL with
+/// an exception set on failure.
 ///
 /// # Safety
-/// GIL held; the Fiber type exists (the module is initialised); `func` is callable.
-pub unsafe fn new_tasklet_fiber(func: *mut ffi::PyObject) -> *mut ffi::PyObject {
-    let fiber = alloc_fiber(FIBER_TYPE, func, ffi::Py_None(), ptr::null_mut(), true);
+/// GIL held; the Fiber type exists (the module is initialised).
+pub unsafe fn new_tasklet_fiber() -> *mut ffi::PyObject {
+    let fiber = alloc_fiber(FIBER_TYPE, ptr::null_mut(), ffi::Py_None(), ptr::null_mut(), true);
     if !fiber.is_null() {
         // SAFETY (CPython 3.13): an untracked object of a GC type is allowed (as CPython does
         // for tuples of atomic values); `fiber_dealloc`'s untrack checks for tracking first.
@@ -497,7 +503,7 @@ unsafe fn alloc_fiber(
         return object;
     }
     let inner = Box::new(FiberInner {
-        func: ffi::Py_NewRef(func),
+        func: ffi::Py_XNewRef(func),
         arg: if arg.is_null() { arg } else { ffi::Py_NewRef(arg) },
         context: if context == ffi::Py_None() { ptr::null_mut() } else { ffi::Py_NewRef(context) },
         for_tasklet,

@@ -65,31 +65,37 @@ type Obj = *mut ffi::PyObject;
 
 // ----- layouts -----
 
-/// Tasklet slots: the typed ones first, then plain object members.
+/// Tasklet slots: the typed ones first (the run-queue ring `_next`/`_prev`, the ring of started
+/// tasklets `_started_next`/`_started_prev`), then plain object members.
 const T_NEXT: usize = 0;
 const T_PREV: usize = 1;
-const T_TYPED: usize = 2;
-const T_IN_RING: usize = 2;
-const T_ALIVE: usize = 3;
-const T_THREAD: usize = 4;
-const T_FIBER: usize = 5;
-const T_BLOCKED_ON: usize = 6;
-const T_BLOCKED_SENDING: usize = 7;
-const T_CHAN_BOMB: usize = 8;
-const T_BOMB: usize = 9;
-const T_TEMPVAL: usize = 10;
-const T_BLOCK_TRAP: usize = 11;
-const T_FUNC: usize = 12;
-const T_ARGS: usize = 13;
-const T_KWARGS: usize = 14;
-const T_DEAD_THREAD: usize = 15;
-const T_IS_MAIN: usize = 16;
-const T_ATOMIC: usize = 17;
-const T_IGNORE_NESTING: usize = 18;
-const T_CONTEXT: usize = 19;
-const TASKLET_NAMES: [&CStr; 20] = [
+const T_STARTED_NEXT: usize = 2;
+const T_STARTED_PREV: usize = 3;
+const T_TYPED: usize = 4;
+const T_IN_RING: usize = 4;
+const T_ALIVE: usize = 5;
+const T_THREAD: usize = 6;
+const T_FIBER: usize = 7;
+const T_BLOCKED_ON: usize = 8;
+const T_BLOCKED_SENDING: usize = 9;
+const T_CHAN_BOMB: usize = 10;
+const T_BOMB: usize = 11;
+const T_TEMPVAL: usize = 12;
+const T_BLOCK_TRAP: usize = 13;
+const T_FUNC: usize = 14;
+const T_ARGS: usize = 15;
+const T_KWARGS: usize = 16;
+const T_DEAD_THREAD: usize = 17;
+const T_IS_MAIN: usize = 18;
+const T_ATOMIC: usize = 19;
+const T_IGNORE_NESTING: usize = 20;
+const T_CONTEXT: usize = 21;
+const T_COUNT: usize = 22;
+const TASKLET_NAMES: [&CStr; T_COUNT] = [
     c"_next",
     c"_prev",
+    c"_started_next",
+    c"_started_prev",
     c"_in_ring",
     c"_alive",
     c"_thread",
@@ -113,23 +119,27 @@ const TASKLET_NAMES: [&CStr; 20] = [
 #[repr(C)]
 pub struct TaskletObject {
     ob_base: ffi::PyObject,
-    f: [Obj; 20],
+    f: [Obj; T_COUNT],
 }
 
-/// Thread-state slots: typed ones first.
+/// Thread-state slots: typed ones first (`started_head`: the first of the ring of tasklets
+/// that have started and not finished, in start order).
 const S_MAIN: usize = 0;
 const S_CURRENT: usize = 1;
 const S_HEAD: usize = 2;
-const S_TYPED: usize = 3;
-const S_TRAP: usize = 3;
-const S_SOFT_STOP: usize = 4;
-const S_PREEMPT: usize = 5;
-const THREAD_NAMES: [&CStr; 7] = [c"main", c"current", c"head", c"trap", c"soft_stop", c"preempt", c"ident"];
+const S_STARTED: usize = 3;
+const S_TYPED: usize = 4;
+const S_TRAP: usize = 4;
+const S_SOFT_STOP: usize = 5;
+const S_PREEMPT: usize = 6;
+const S_COUNT: usize = 8;
+const THREAD_NAMES: [&CStr; S_COUNT] =
+    [c"main", c"current", c"head", c"started_head", c"trap", c"soft_stop", c"preempt", c"ident"];
 
 #[repr(C)]
 pub struct ThreadStateObject {
     ob_base: ffi::PyObject,
-    f: [Obj; 7],
+    f: [Obj; S_COUNT],
     runcount: ffi::Py_ssize_t,
 }
 
@@ -158,10 +168,12 @@ static CHANNEL_TYPE: AtomicPtr<ffi::PyTypeObject> = AtomicPtr::new(ptr::null_mut
 static SCHEDULE_PY: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
 static SEND_PY: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
 static RECEIVE_PY: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
-/// `tasklet._body` of stackless.py: what a tasklet's fiber runs (`_body(tasklet, value)`).
-static TASKLET_BODY: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
 /// `_thread_state()` of stackless.py: creates this OS thread's scheduler when it has none.
 static THREAD_STATE_PY: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
+/// stackless.TaskletExit.
+static TASKLET_EXIT: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
+/// `_notify_schedule(prev, next)` of stackless.py: calls the schedule callback, if any.
+static NOTIFY_SCHEDULE_PY: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
 
 /// Whether a schedule / channel callback is installed (then only Python runs).
 static SCHEDULE_CALLBACK: AtomicBool = AtomicBool::new(false);
@@ -357,6 +369,256 @@ unsafe fn ring_make_first(th: Obj, t: Obj, drops: &mut Drops) -> Result<(), ()> 
     }
     store(&mut thread(th).f[S_HEAD], t, drops);
     Ok(())
+}
+
+// ----- the ring of started tasklets (start order; the exit-time kill walks it) -----
+
+/// Appends `t` (not in the ring) at the end of `th`'s ring of started tasklets.
+unsafe fn started_add(th: Obj, t: Obj, drops: &mut Drops) {
+    let head = thread(th).f[S_STARTED];
+    if head.is_null() {
+        store(&mut thread(th).f[S_STARTED], t, drops);
+        store(&mut tasklet(t).f[T_STARTED_NEXT], t, drops);
+        store(&mut tasklet(t).f[T_STARTED_PREV], t, drops);
+    } else {
+        let last = tasklet(head).f[T_STARTED_PREV];
+        store(&mut tasklet(t).f[T_STARTED_PREV], last, drops);
+        store(&mut tasklet(t).f[T_STARTED_NEXT], head, drops);
+        store(&mut tasklet(last).f[T_STARTED_NEXT], t, drops);
+        store(&mut tasklet(head).f[T_STARTED_PREV], t, drops);
+    }
+}
+
+/// [`started_add`] with its own [`Drops`], kept out of the caller's stack frame: the caller,
+/// [`tasklet_body`], stays on the tasklet's stack while the tasklet runs.
+#[inline(never)]
+unsafe fn record_started(th: Obj, t: Obj) {
+    let mut drops = Drops::new();
+    started_add(th, t, &mut drops);
+    drops.release();
+}
+
+/// Takes `t` out of `th`'s ring of started tasklets; nothing if it is not in one.
+unsafe fn started_remove(th: Obj, t: Obj, drops: &mut Drops) {
+    let (next, prev) = (tasklet(t).f[T_STARTED_NEXT], tasklet(t).f[T_STARTED_PREV]);
+    if next.is_null() || prev.is_null() {
+        return;
+    }
+    if next == t {
+        if thread(th).f[S_STARTED] == t {
+            store(&mut thread(th).f[S_STARTED], ptr::null_mut(), drops);
+        }
+    } else {
+        store(&mut tasklet(prev).f[T_STARTED_NEXT], next, drops);
+        store(&mut tasklet(next).f[T_STARTED_PREV], prev, drops);
+        if thread(th).f[S_STARTED] == t {
+            store(&mut thread(th).f[S_STARTED], next, drops);
+        }
+    }
+    store(&mut tasklet(t).f[T_STARTED_NEXT], ptr::null_mut(), drops);
+    store(&mut tasklet(t).f[T_STARTED_PREV], ptr::null_mut(), drops);
+}
+
+/// `th.started_list()`: the started tasklets, in start order.
+unsafe extern "C" fn th_started_list(th: Obj, _args: Obj) -> Obj {
+    guarded(|| {
+        let list = ffi::PyList_New(0);
+        if list.is_null() {
+            return list;
+        }
+        let head = thread(th).f[S_STARTED];
+        let mut t = head;
+        while !t.is_null() {
+            if ffi::PyList_Append(list, t) < 0 {
+                ffi::Py_DECREF(list);
+                return ptr::null_mut();
+            }
+            t = tasklet(t).f[T_STARTED_NEXT];
+            if t == head {
+                break;
+            }
+        }
+        list
+    })
+}
+
+/// `th.started_clear()`: empties the ring of started tasklets.
+unsafe extern "C" fn th_started_clear(th: Obj, _args: Obj) -> Obj {
+    guarded(|| {
+        let mut drops = Drops::new();
+        while !thread(th).f[S_STARTED].is_null() {
+            let t = ffi::Py_NewRef(thread(th).f[S_STARTED]);
+            started_remove(th, t, &mut drops);
+            drops.push(t);
+            drops.release();
+        }
+        ffi::Py_NewRef(ffi::Py_None())
+    })
+}
+
+// ----- the body of every tasklet -----
+
+/// Calls the schedule callback (through stackless.py) for a switch from `prev` to `next`, if
+/// one is installed; false with an exception set if it raised.
+unsafe fn notify_schedule(prev: Obj, next: Obj) -> bool {
+    if !SCHEDULE_CALLBACK.load(Ordering::Relaxed) {
+        return true;
+    }
+    let notify = NOTIFY_SCHEDULE_PY.load(Ordering::Relaxed);
+    if notify.is_null() {
+        return true;
+    }
+    let args = [prev, next];
+    let result = ffi::PyObject_Vectorcall(notify, args.as_ptr(), 2, ptr::null_mut());
+    ffi::Py_XDECREF(result);
+    !result.is_null()
+}
+
+/// `func(*args, **kwargs)` for a tasklet's bound function and arguments of other types than
+/// `setup` stores (Python code may have set `_args`/`_kwargs`).
+#[inline(never)]
+unsafe fn call_bound(func: Obj, args: Obj, kwargs: Obj) -> Obj {
+    let args = if ffi::PyTuple_Check(args) != 0 {
+        ffi::Py_NewRef(args)
+    } else if is_none(args) {
+        ffi::PyTuple_New(0)
+    } else {
+        ffi::PySequence_Tuple(args)
+    };
+    if args.is_null() {
+        return args;
+    }
+    let kwargs = if is_none(kwargs) || ffi::PyDict_Check(kwargs) != 0 {
+        ffi::Py_XNewRef(if is_none(kwargs) { ptr::null_mut() } else { kwargs })
+    } else {
+        let copy = ffi::PyObject_CallOneArg(ptr::addr_of_mut!(ffi::PyDict_Type).cast(), kwargs);
+        if copy.is_null() {
+            ffi::Py_DECREF(args);
+            return copy;
+        }
+        copy
+    };
+    let result = ffi::PyObject_Call(func, args, kwargs);
+    ffi::Py_DECREF(args);
+    ffi::Py_XDECREF(kwargs);
+    result
+}
+
+/// What a tasklet's fiber runs: the tasklet's function, then the hand-over to whoever runs
+/// next. Returns `(fiber to run next, None)`; an exception that ends the tasklet (other than
+/// TaskletExit) is raised, and the fiber machinery delivers it to the thread's main tasklet.
+/// stackless.py's reference semantics: an uncaught exception goes to main, a tasklet that
+/// ends while the main tasklet is blocked with nobody left to run raises the deadlock error.
+///
+/// # Safety
+/// GIL held; `t` is a tasklet (a strong reference held by the caller) whose fiber is running
+/// this, on the tasklet's own stack.
+pub unsafe fn tasklet_body(t: Obj) -> Obj {
+    let th = tasklet(t).f[T_THREAD];
+    if th.is_null() || !is_instance(th, &THREAD_TYPE) {
+        return set_error(ffi::PyExc_RuntimeError, c"the tasklet has no thread");
+    }
+    let th = ffi::Py_NewRef(th);
+    record_started(th, t);
+    let bomb = take(&mut tasklet(t).f[T_BOMB]);
+    let result = if !is_none(bomb) {
+        raise(bomb);
+        ptr::null_mut()
+    } else {
+        ffi::Py_DECREF(bomb);
+        let func = none_if_null(tasklet(t).f[T_FUNC]);
+        let args = take(&mut tasklet(t).f[T_ARGS]);
+        let kwargs = take(&mut tasklet(t).f[T_KWARGS]);
+        let result = if ffi::PyTuple_CheckExact(args) != 0 && ffi::PyDict_CheckExact(kwargs) != 0 {
+            ffi::PyObject_Call(func, args, kwargs)
+        } else {
+            call_bound(func, args, kwargs)
+        };
+        ffi::Py_DECREF(func);
+        ffi::Py_DECREF(args);
+        ffi::Py_DECREF(kwargs);
+        result
+    };
+    let mut error = ptr::null_mut();
+    if result.is_null() {
+        let exc = ffi::PyErr_GetRaisedException();
+        let tasklet_exit = TASKLET_EXIT.load(Ordering::Relaxed);
+        if !tasklet_exit.is_null() && ffi::PyErr_GivenExceptionMatches(exc, tasklet_exit) != 0 {
+            ffi::Py_DECREF(exc);
+        } else {
+            error = exc;
+        }
+    } else {
+        ffi::Py_DECREF(result);
+    }
+    let next = finish_tasklet(th, t, error);
+    ffi::Py_DECREF(th);
+    next
+}
+
+/// The end of [`tasklet_body`] (its own function: its locals are not on the stack while the
+/// tasklet runs); `error` (stolen) is the exception that ended the tasklet, or NULL.
+#[inline(never)]
+unsafe fn finish_tasklet(th: Obj, t: Obj, mut error: Obj) -> Obj {
+    let mut drops = Drops::new();
+    started_remove(th, t, &mut drops);
+    store_bool(&mut tasklet(t).f[T_ALIVE], false, &mut drops);
+    store(&mut tasklet(t).f[T_BOMB], ffi::Py_None(), &mut drops);
+    if is_true(tasklet(t).f[T_IN_RING]) && ring_remove(th, t, &mut drops).is_err() {
+        ffi::PyErr_Clear(); // not reached: the tasklet is in the ring
+    }
+    drops.release();
+    let main = ffi::Py_XNewRef(thread(th).f[S_MAIN]);
+    let head = ffi::Py_XNewRef(thread(th).f[S_HEAD]);
+    if main.is_null() {
+        ffi::Py_XDECREF(head);
+        ffi::Py_XDECREF(error);
+        return set_error(ffi::PyExc_RuntimeError, c"the tasklet's thread has no main tasklet");
+    }
+    let blocked_on = tasklet(main).f[T_BLOCKED_ON];
+    if error.is_null() && head.is_null() && !is_none(blocked_on) {
+        let sending =
+            is_instance(blocked_on, &CHANNEL_TYPE) && (*blocked_on.cast::<ChannelObject>()).balance > 0;
+        let message = if sending {
+            c"the main tasklet is sending without a receiver available."
+        } else {
+            c"the main tasklet is receiving without a sender available."
+        };
+        set_error(ffi::PyExc_RuntimeError, message);
+        error = ffi::PyErr_GetRaisedException();
+    }
+    let target = if error.is_null() && !head.is_null() { ffi::Py_NewRef(head) } else { ffi::Py_NewRef(main) };
+    ffi::Py_XDECREF(head);
+    ffi::Py_DECREF(main);
+    store(&mut thread(th).f[S_CURRENT], target, &mut drops);
+    drops.release();
+    let notified = notify_schedule(t, target);
+    if !notified {
+        ffi::Py_XDECREF(error);
+        ffi::Py_DECREF(target);
+        return ptr::null_mut();
+    }
+    if !error.is_null() {
+        ffi::Py_DECREF(target);
+        ffi::PyErr_SetRaisedException(error);
+        return ptr::null_mut();
+    }
+    let result = ffi::PyTuple_New(2);
+    if !result.is_null() {
+        ffi::PyTuple_SET_ITEM(result, 0, ffi::Py_NewRef(none_if_null_borrowed(tasklet(target).f[T_FIBER])));
+        ffi::PyTuple_SET_ITEM(result, 1, ffi::Py_NewRef(ffi::Py_None()));
+    }
+    ffi::Py_DECREF(target);
+    result
+}
+
+#[inline]
+unsafe fn none_if_null_borrowed(o: Obj) -> Obj {
+    if o.is_null() {
+        ffi::Py_None()
+    } else {
+        o
+    }
 }
 
 // ----- the switch -----
@@ -715,17 +977,19 @@ pub unsafe extern "C" fn py_schedule(
     })
 }
 
-/// `_install(schedule_py, send_py, receive_py, tasklet_body, thread_state)`: the Python
-/// implementations to fall back to, what a tasklet runs, and how a thread gets its scheduler.
+/// `_install(schedule_py, send_py, receive_py, thread_state, TaskletExit, notify_schedule)`:
+/// the Python implementations to fall back to, how a thread gets its scheduler, the exception
+/// that ends a tasklet silently, and how the end of a tasklet reports its switch.
 pub unsafe extern "C" fn py_install(_module: Obj, args: *mut Obj, nargs: ffi::Py_ssize_t) -> Obj {
     guarded(|| {
-        if nargs != 5 {
+        if nargs != 6 {
             return set_error(
                 ffi::PyExc_TypeError,
-                c"_install(schedule, send, receive, tasklet_body, thread_state) takes 5 arguments",
+                c"_install(schedule, send, receive, thread_state, TaskletExit, notify_schedule) takes 6 arguments",
             );
         }
-        let slots = [&SCHEDULE_PY, &SEND_PY, &RECEIVE_PY, &TASKLET_BODY, &THREAD_STATE_PY];
+        let slots =
+            [&SCHEDULE_PY, &SEND_PY, &RECEIVE_PY, &THREAD_STATE_PY, &TASKLET_EXIT, &NOTIFY_SCHEDULE_PY];
         for (i, slot) in slots.into_iter().enumerate() {
             let func = *args.add(i);
             if ffi::PyCallable_Check(func) == 0 {
@@ -946,9 +1210,10 @@ unsafe extern "C" fn ch_q_item(ch: Obj, index: Obj) -> Obj {
 /// once the tasklet is consistent (a release may run Python code).
 unsafe fn init_slots(t: Obj, th: Obj) {
     let (none, no) = (ffi::Py_None(), ffi::Py_False());
-    let mut initial = [none; 20];
-    initial[T_NEXT] = ptr::null_mut();
-    initial[T_PREV] = ptr::null_mut();
+    let mut initial = [none; T_COUNT];
+    for index in [T_NEXT, T_PREV, T_STARTED_NEXT, T_STARTED_PREV] {
+        initial[index] = ptr::null_mut();
+    }
     initial[T_THREAD] = th;
     for index in [
         T_IN_RING,
@@ -1071,12 +1336,7 @@ unsafe fn parse_bind_args(args: Obj, kwargs: Obj, name: &CStr) -> Option<[Obj; 3
 /// Gives a bound tasklet its fiber (`tasklet._body(t, value)` in the tasklet's context) and
 /// makes it alive.
 unsafe fn make_fiber(t: Obj) -> Result<(), ()> {
-    let body = TASKLET_BODY.load(Ordering::Relaxed);
-    if body.is_null() {
-        set_error(ffi::PyExc_RuntimeError, c"the stackless module is not initialised");
-        return Err(());
-    }
-    let fiber = fiber::new_tasklet_fiber(body);
+    let fiber = fiber::new_tasklet_fiber();
     if fiber.is_null() {
         return Err(());
     }
@@ -1530,6 +1790,8 @@ pub unsafe fn add_types(module: Obj) -> c_int {
                 method(c"remove", P { PyCFunction: th_remove }, ffi::METH_O),
                 method(c"make_first", P { PyCFunction: th_make_first }, ffi::METH_O),
                 method(c"insert_after", P { PyCFunctionFast: th_insert_after }, ffi::METH_FASTCALL),
+                method(c"started_list", P { PyCFunction: th_started_list }, ffi::METH_NOARGS),
+                method(c"started_clear", P { PyCFunction: th_started_clear }, ffi::METH_NOARGS),
             ],
         },
     );

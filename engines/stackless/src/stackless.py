@@ -45,7 +45,7 @@ class _ThreadState(_core.ThreadStateBase):
     holds `main`, `current`, `head`, `runcount`, `trap`, `soft_stop`, `preempt` and `ident`,
     and implements the ring operations `insert`, `insert_after`, `remove` and `make_first`."""
 
-    __slots__ = ("watchdogs", "started", "wakeup", "waiting", "interrupted", "interrupt_pending")
+    __slots__ = ("watchdogs", "wakeup", "waiting", "interrupted", "interrupt_pending")
 
     def __init__(self, ident):
         self.ident = ident
@@ -60,9 +60,9 @@ class _ThreadState(_core.ThreadStateBase):
         self.runcount = 0
         self.watchdogs = 0  # nesting of run() calls in progress on the main tasklet
         self.trap = 0
-        # Alive tasklets that have a fiber running or suspended, in start order (a dict: the
-        # exit-time kill then meets channel queues from the front, not at random).
-        self.started = {}
+        # The base type also keeps the tasklets that have started and not finished, in start
+        # order (`started_list()`, `started_clear()`): the exit-time kill then meets channel
+        # queues from the front, not at random.
         main = tasklet._new_for(self)
         main._is_main = True
         main._alive = True
@@ -106,9 +106,9 @@ class _ThreadEnd:
         while th.head is not None:
             queued.append(th.head)
             th.remove(th.head)
-        for t in queued + list(th.started) + [th.main]:
+        for t in queued + th.started_list() + [th.main]:
             t._dead_thread = True
-        th.started.clear()
+        th.started_clear()
 
 
 _thread_end = _thread._local()
@@ -184,7 +184,7 @@ class tasklet(_core.TaskletBase):
     # when it resumes), `tempval`, `_context` None; no ring links `_next`, `_prev`) and binds
     # it if given anything; `bind(func=None, args=None, kwargs=None)`; `setup(*args,
     # **kwargs)`, also `__call__`, binds the arguments and inserts it in the run queue;
-    # `_make_fiber()` gives a bound tasklet its Fiber (running `tasklet._body`) and makes it
+    # `_make_fiber()` gives a bound tasklet its Fiber (running `_core.tasklet_body`) and makes it
     # alive; `_new_for(th)` (a class method) makes thread `th`'s main tasklet.
 
     def set_context(self, context):
@@ -213,43 +213,11 @@ class tasklet(_core.TaskletBase):
     def context_id(self):
         return id(self._context_object())
 
-    # -- the body, on the tasklet's own stack --
-    def _body(self, _value):
-        th = self._thread
-        th.started[self] = None
-        error = None
-        try:
-            bomb, self._bomb = self._bomb, None
-            if bomb is not None:
-                raise bomb
-            func, args, kwargs = self._func, self._args, self._kwargs
-            self._args = self._kwargs = None
-            func(*args, **kwargs)
-        except TaskletExit:
-            pass
-        except BaseException as exc:
-            error = exc
-        th.started.pop(self, None)
-        self._alive = False
-        self._bomb = None
-        if self._in_ring:
-            th.remove(self)
-        main = th.main
-        target = th.head
-        if error is None and target is None and main._blocked_on is not None:
-            what = "sending without a receiver" if main._blocked_on._balance > 0 else "receiving without a sender"
-            error = RuntimeError(f"the main tasklet is {what} available.")
-        if error is not None:
-            th.current = main
-            if _schedule_callback is not None:
-                _schedule_callback(self, main)
-            raise error
-        if target is None:
-            target = main
-        th.current = target
-        if _schedule_callback is not None:
-            _schedule_callback(self, target)
-        return (target._fiber, None)
+    # -- the body, on the tasklet's own stack: `_core.tasklet_body(tasklet, value)` (sched.rs)
+    # records the tasklet as started, raises a pending `_bomb` or calls `_func(*_args,
+    # **_kwargs)`, ends the tasklet (not alive, out of the run queue) and names who runs next:
+    # the head of the run queue, else main; an uncaught exception other than TaskletExit goes
+    # to main, and so does the deadlock error when main is blocked and nobody else can run.
 
     # -- scheduling --
     def insert(self):
@@ -862,7 +830,7 @@ def _kill_started(th):
     """Kill `th`'s tasklets that have frames, from its main tasklet (on its own thread)."""
     if th.current is not th.main or _current_thread_state() is not th:
         return
-    for t in list(th.started):
+    for t in th.started_list():
         if t.alive and t._fiber is not None and t._fiber.started and not t._fiber.dead:
             try:
                 t.kill()
@@ -870,5 +838,11 @@ def _kill_started(th):
                 pass
 
 
-_core._install(_schedule_py, channel._send_py, channel._receive_py, tasklet._body, _thread_state)
+def _notify_schedule(prev, next):
+    if _schedule_callback is not None:
+        _schedule_callback(prev, next)
+
+
+_core._install(_schedule_py, channel._send_py, channel._receive_py, _thread_state, TaskletExit,
+               _notify_schedule)
 _thread_state()
