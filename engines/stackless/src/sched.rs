@@ -529,7 +529,9 @@ pub unsafe fn tasklet_body(t: Obj) -> Obj {
         let func = none_if_null(tasklet(t).f[T_FUNC]);
         let args = take(&mut tasklet(t).f[T_ARGS]);
         let kwargs = take(&mut tasklet(t).f[T_KWARGS]);
-        let result = if ffi::PyTuple_CheckExact(args) != 0 && ffi::PyDict_CheckExact(kwargs) != 0 {
+        let result = if ffi::PyTuple_CheckExact(args) != 0 && kwargs == ffi::Py_None() {
+            ffi::PyObject_Call(func, args, ptr::null_mut())
+        } else if ffi::PyTuple_CheckExact(args) != 0 && ffi::PyDict_CheckExact(kwargs) != 0 {
             ffi::PyObject_Call(func, args, kwargs)
         } else {
             call_bound(func, args, kwargs)
@@ -1406,7 +1408,7 @@ unsafe fn bind(t: Obj, [func, args, kwargs]: [Obj; 3]) -> Result<(), ()> {
             return Err(());
         }
         bound_kwargs = if kwargs.is_null() {
-            ffi::PyDict_New()
+            ffi::Py_NewRef(ffi::Py_None())
         } else {
             ffi::PyObject_CallOneArg(ptr::addr_of_mut!(ffi::PyDict_Type).cast(), kwargs)
         };
@@ -1457,8 +1459,13 @@ unsafe fn setup(t: Obj, args: Obj, kwargs: Obj) -> Obj {
     if th.is_null() || !is_instance(th, &THREAD_TYPE) {
         return set_error(ffi::PyExc_RuntimeError, c"the tasklet has no thread");
     }
-    // The call's keyword dict may be the caller's (a `**mapping` call): keep a copy.
-    let kwargs = if kwargs.is_null() { ffi::PyDict_New() } else { ffi::PyDict_Copy(kwargs) };
+    // No keywords: None (no dict per tasklet). The call's keyword dict may be the caller's (a
+    // `**mapping` call): keep a copy.
+    let kwargs = if kwargs.is_null() || ffi::PyDict_Size(kwargs) == 0 {
+        ffi::Py_NewRef(ffi::Py_None())
+    } else {
+        ffi::PyDict_Copy(kwargs)
+    };
     if kwargs.is_null() {
         return kwargs;
     }
@@ -1596,8 +1603,11 @@ unsafe fn object_slots(object: Obj, kind: &Kind) -> &'static mut [Obj] {
 // module's Safety section). They cannot panic: no allocation, no indexing, no unwrap.
 unsafe extern "C" fn base_traverse(object: Obj, visit: ffi::visitproc, arg: *mut c_void) -> c_int {
     let kind = kind(object);
+    let (none, yes, no) = (ffi::Py_None(), ffi::Py_True(), ffi::Py_False());
     for &member in object_slots(object, &kind).iter() {
-        if !member.is_null() {
+        // The immortal singletons most slots hold are not worth a call (CPython 3.13's
+        // collector ignores objects it does not track, and these are not tracked).
+        if !member.is_null() && member != none && member != yes && member != no {
             let rc = visit(member, arg);
             if rc != 0 {
                 return rc;
