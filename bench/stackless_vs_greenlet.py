@@ -1,12 +1,16 @@
 #!/usr/bin/env python3.13
 """Compare pyhost's `stackless` engine with greenlet and asyncio, side by side.
 
-Three measurements, each in fresh child processes:
+Four measurements, each in fresh child processes:
 
 1. Switch round trip: stackless `schedule()` between the main tasklet and one other tasklet
    that loops on `schedule()` (two schedule() calls per round trip), under
    `pyhost --engine stackless`; versus a greenlet `g.switch()` round trip between the main
    greenlet and one greenlet that loops switching back to its parent, under python3.13.
+1b. One switch in a ring of 100: 100 tasklets in the run queue (more than the engine's 8
+   shared stacks per thread, so every switch copies one tasklet's stack off and another's
+   back); versus 100 greenlets each switching to the next. No target: it shows what stack
+   copying costs.
 2. Channel ping-pong round trip: `ch.send(x); ch.receive()` from the main tasklet against an
    echo tasklet (`while True: ch.send(ch.receive())`); versus an asyncio.Queue ping-pong
    between two coroutines (two queues, `await put` / `await get`) under python3.13.
@@ -22,7 +26,7 @@ Three measurements, each in fresh child processes:
 Every measurement runs in its own child process, which prints one JSON line. Each one is
 repeated (--runs, default 5; 2 with --quick), the two sides of a measurement run back to back
 in random order, the measurements in random order within each round; medians are reported,
-with the ratio of the medians and the range of the per-round ratios. Loop counts for 1 and 2
+with the ratio of the medians and the range of the per-round ratios. Loop counts for 1, 1b and 2
 are calibrated once per side so that a timed loop takes about --target-seconds (0.3 s).
 
 greenlet comes from PyPI: a venv at target/bench-venv-greenlet is created on first use
@@ -169,6 +173,67 @@ def switch_greenlet(n):
     return r
 
 
+RING = 100  # microthreads in the ring measurement (more than the engine's 8 shared stacks)
+
+
+def per_switch(r):
+    """A ring result counts rounds (`ns_per_op`, what calibration scales); add per switch."""
+    r["ring"] = RING
+    r["ns_per_switch"] = r["ns_per_op"] / RING
+    r["cpu_ns_per_switch"] = r["cpu_ns_per_op"] / RING
+    return r
+
+
+def ring_stackless(n):
+    """One switch in a ring of RING tasklets (main + RING - 1 that loop on schedule()):
+    with more tasklets than shared stacks, every switch copies stacks off and back."""
+    import stackless
+    schedule = stackless.schedule
+
+    def other():
+        while True:
+            schedule()
+
+    for _ in range(RING - 1):
+        stackless.tasklet(other)()
+
+    def run(k):
+        for _ in range(k):
+            schedule()  # once around the ring: RING switches
+
+    def check():
+        assert stackless.getruncount() == RING, "a ring tasklet is gone"
+
+    return per_switch(loop_benchmark(run, n, check))
+
+
+def ring_greenlet(n):
+    """One switch in a ring of RING greenlets (main + RING - 1, each switching to the next)."""
+    import greenlet
+    main = greenlet.getcurrent()
+    ring = []
+
+    def other(i):
+        while True:
+            (ring[i + 1] if i + 1 < len(ring) else main).switch()
+
+    ring.extend(greenlet.greenlet(lambda i=i: other(i)) for i in range(RING - 1))
+    first = ring[0]
+    first.switch()  # starts each in turn; the last switches back to main
+
+    def run(k):
+        switch = first.switch
+        for _ in range(k):
+            switch()  # once around the ring: RING switches
+
+    def check():
+        assert all(not g.dead for g in ring), "a ring greenlet died"
+
+    r = per_switch(loop_benchmark(run, n, check))
+    r["greenlet"] = greenlet.__version__
+    return r
+
+
 def channel_stackless(n):
     import stackless
     ch = stackless.channel()
@@ -306,6 +371,7 @@ def version_greenlet(_n):
 
 MODES = {
     "switch-stackless": switch_stackless, "switch-greenlet": switch_greenlet,
+    "ring-stackless": ring_stackless, "ring-greenlet": ring_greenlet,
     "channel-stackless": channel_stackless, "channel-asyncio": channel_asyncio,
     "many-stackless": many_stackless, "many-greenlet": many_greenlet,
     "version-greenlet": version_greenlet,
@@ -500,6 +566,7 @@ def calibrate(runner, args, side, mode):
 def run_all(args, runner):
     rng = random.Random(args.seed)
     raw = {"switch": {"stackless": [], "greenlet": []},
+           "ring": {"stackless": [], "greenlet": []},
            "channel": {"stackless": [], "asyncio": []},
            "many": {"stackless": [], "greenlet": []},
            "many_fallback": {"stackless": [], "greenlet": []}}
@@ -509,6 +576,8 @@ def run_all(args, runner):
     loops = {
         ("switch", "stackless"): calibrate(runner, args, "stackless", "switch-stackless"),
         ("switch", "greenlet"): calibrate(runner, args, "greenlet", "switch-greenlet"),
+        ("ring", "stackless"): calibrate(runner, args, "stackless", "ring-stackless"),
+        ("ring", "greenlet"): calibrate(runner, args, "greenlet", "ring-greenlet"),
         ("channel", "stackless"): calibrate(runner, args, "stackless", "channel-stackless"),
         ("channel", "asyncio"): calibrate(runner, args, "asyncio", "channel-asyncio"),
     }
@@ -537,6 +606,8 @@ def run_all(args, runner):
         blocks = [
             ("switch", [("stackless", "switch-stackless", loops[("switch", "stackless")]),
                         ("greenlet", "switch-greenlet", loops[("switch", "greenlet")])]),
+            ("ring", [("stackless", "ring-stackless", loops[("ring", "stackless")]),
+                      ("greenlet", "ring-greenlet", loops[("ring", "greenlet")])]),
             ("channel", [("stackless", "channel-stackless", loops[("channel", "stackless")]),
                          ("asyncio", "channel-asyncio", loops[("channel", "asyncio")])]),
         ]
@@ -565,7 +636,10 @@ def run_all(args, runner):
                         continue
                     raise BenchError(f"{mode} {n} failed: {r['error']}")
                 raw[name][side].append(r)
-                if "ns_per_op" in r:
+                if "ns_per_switch" in r:
+                    log(args, f"  {mode:18s} {r['ns_per_switch']:9.1f} ns/switch "
+                              f"(cpu {r['cpu_ns_per_switch']:.1f})")
+                elif "ns_per_op" in r:
                     log(args, f"  {mode:18s} {r['ns_per_op']:9.1f} ns/round trip "
                               f"(cpu {r['cpu_ns_per_op']:.1f})")
                 else:
@@ -607,6 +681,16 @@ def summarize(raw, failures, meta, args):
         "pair_ratios": pair_ratios(sw_s, sw_g, "ns_per_op"),
     }
     s["switch"]["ratio"] = s["switch"]["stackless_ns"] / s["switch"]["greenlet_ns"]
+    ring_s, ring_g = raw["ring"]["stackless"], raw["ring"]["greenlet"]
+    s["ring"] = {
+        "stackless_ns": med([r["ns_per_switch"] for r in ring_s]),
+        "greenlet_ns": med([r["ns_per_switch"] for r in ring_g]),
+        "stackless_cpu_ns": med([r["cpu_ns_per_switch"] for r in ring_s]),
+        "greenlet_cpu_ns": med([r["cpu_ns_per_switch"] for r in ring_g]),
+        "pair_ratios": pair_ratios(ring_s, ring_g, "ns_per_switch"),
+    }
+    s["ring"]["ratio"] = s["ring"]["stackless_ns"] / s["ring"]["greenlet_ns"]
+    s["ring"]["size"] = (ring_s or ring_g)[0]["ring"]
     ch_s, ch_a = raw["channel"]["stackless"], raw["channel"]["asyncio"]
     s["channel"] = {
         "stackless_ns": med([r["ns_per_op"] for r in ch_s]),
@@ -671,6 +755,19 @@ def report(s, meta, args, header, load_end):
       f" < {TARGET_SWITCH_MIN:.2f}x, faster than greenlet (minimum): "
       f"{'met' if sw['ratio'] < TARGET_SWITCH_MIN else 'NOT met'}")
     w("")
+    rg = s["ring"]
+    RING = rg["size"]
+    w(f"1b. One switch in a ring of {RING} (stackless: schedule() with {RING} tasklets in the run "
+      f"queue,")
+    w(f"    more than its 8 shared stacks, so every switch copies stacks off and back; "
+      f"greenlet: {RING} greenlets each switching to the next)")
+    w(f"   loops per run (rounds of {RING} switches): stackless {meta['loops']['ring/stackless']:,}, "
+      f"greenlet {meta['loops']['ring/greenlet']:,}")
+    w(f"   stackless schedule()   {rg['stackless_ns']:8.1f} ns   (cpu {rg['stackless_cpu_ns']:.1f} ns)")
+    w(f"   greenlet g.switch()    {rg['greenlet_ns']:8.1f} ns   (cpu {rg['greenlet_cpu_ns']:.1f} ns)")
+    w(f"   ratio stackless/greenlet {rg['ratio']:.2f}x   per-round ratios {fmt_range(rg['pair_ratios'])}"
+      f"   (no target: shows the cost of stack copying)")
+    w("")
     ch = s["channel"]
     w("2. Channel ping-pong round trip (stackless send+receive vs echo tasklet; "
       "asyncio: two Queues, two coroutines)")
@@ -728,6 +825,9 @@ def report(s, meta, args, header, load_end):
                  f"<= {TARGET_SWITCH_GOAL}x goal / < 1x min",
                  "goal met" if sw["ratio"] <= TARGET_SWITCH_GOAL else
                  ("minimum met" if sw["ratio"] < TARGET_SWITCH_MIN else "NOT met")))
+    rows.append((f"switch in a ring of {rg['size']}", f"{rg['stackless_ns']:.0f} ns",
+                 f"{rg['greenlet_ns']:.0f} ns (greenlet)", f"{rg['ratio']:.2f}x", "none (informative)",
+                 "-"))
     rows.append(("channel round trip", f"{ch['stackless_ns']:.0f} ns",
                  f"{ch['asyncio_ns']:.0f} ns (asyncio.Queue)", f"{1 / ch['speedup']:.2f}x",
                  f">= {TARGET_CHANNEL_SPEEDUP:.0f}x faster ({ch['speedup']:.1f}x)",
