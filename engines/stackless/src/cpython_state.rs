@@ -566,8 +566,8 @@ pub unsafe fn retire_current(ts: *mut PyThreadState313) {
 pub const DATA_STACK_CHUNK_SIZE: usize = 16 * 1024;
 
 /// Bytes of a tasklet's root data-stack chunk (header included): room for the frames of a
-/// tasklet blocked a few ordinary calls deep (the tasklet's `_body` frame and the function it
-/// runs take about 400 bytes).
+/// tasklet blocked a few ordinary calls deep (the tasklet's body is Rust code, so the first
+/// frame here is the tasklet's function's; a small function's frame takes about 100 bytes).
 pub const ROOT_CHUNK_SIZE: usize = 1024;
 
 fn root_chunk_layout() -> std::alloc::Layout {
