@@ -30,6 +30,8 @@ use std::sync::Arc;
 pub static SWITCHES: AtomicU64 = AtomicU64::new(0);
 /// Fibers started, all threads.
 pub static FIBERS_STARTED: AtomicU64 = AtomicU64::new(0);
+/// Fiber objects allocated and not yet deallocated, all threads (a reference leak shows here).
+pub static FIBERS_ALIVE: AtomicU64 = AtomicU64::new(0);
 /// Suspended fibers that were deallocated with frames still on their stack and had to be
 /// leaked (see `dealloc`).
 pub static FIBERS_LEAKED: AtomicU64 = AtomicU64::new(0);
@@ -520,6 +522,7 @@ unsafe fn alloc_fiber(
         dead: false,
     });
     (*object.cast::<FiberObject>()).inner = Box::into_raw(inner);
+    FIBERS_ALIVE.fetch_add(1, Ordering::Relaxed);
     object
 }
 
@@ -540,6 +543,7 @@ unsafe extern "C" fn fiber_dealloc(object: *mut ffi::PyObject) {
     ffi::PyObject_GC_UnTrack(object.cast());
     let raw = (*object.cast::<FiberObject>()).inner;
     if !raw.is_null() {
+        FIBERS_ALIVE.fetch_sub(1, Ordering::Relaxed);
         let mut fiber = Box::from_raw(raw);
         ffi::Py_CLEAR(&mut fiber.func);
         ffi::Py_CLEAR(&mut fiber.arg);
@@ -821,6 +825,7 @@ pub unsafe extern "C" fn py_stats(
     let counters = [
         (c"switches", SWITCHES.load(Ordering::Relaxed)),
         (c"fibers_started", FIBERS_STARTED.load(Ordering::Relaxed)),
+        (c"fibers_alive", FIBERS_ALIVE.load(Ordering::Relaxed)),
         (c"fibers_leaked", FIBERS_LEAKED.load(Ordering::Relaxed)),
         (c"stack_evictions", stack::EVICTIONS.load(Ordering::Relaxed) as u64),
         (c"stack_bytes_copied", stack::BYTES_COPIED.load(Ordering::Relaxed) as u64),

@@ -216,9 +216,20 @@ fn guarded(body: impl FnOnce() -> Obj) -> Obj {
     })
 }
 
+/// A new reference to `o`, or to None if `o` is NULL.
 #[inline]
-unsafe fn none_if_null(o: Obj) -> Obj {
-    ffi::Py_NewRef(if o.is_null() { ffi::Py_None() } else { o })
+unsafe fn new_ref_or_none(o: Obj) -> Obj {
+    ffi::Py_NewRef(or_none(o))
+}
+
+/// `o` (borrowed), or None if `o` is NULL.
+#[inline]
+unsafe fn or_none(o: Obj) -> Obj {
+    if o.is_null() {
+        ffi::Py_None()
+    } else {
+        o
+    }
 }
 
 /// References to release once the data structures are consistent again.
@@ -526,7 +537,7 @@ pub unsafe fn tasklet_body(t: Obj) -> Obj {
         ptr::null_mut()
     } else {
         ffi::Py_DECREF(bomb);
-        let func = none_if_null(tasklet(t).f[T_FUNC]);
+        let func = new_ref_or_none(tasklet(t).f[T_FUNC]);
         let args = take(&mut tasklet(t).f[T_ARGS]);
         let kwargs = take(&mut tasklet(t).f[T_KWARGS]);
         let result = if ffi::PyTuple_CheckExact(args) != 0 && kwargs == ffi::Py_None() {
@@ -607,20 +618,11 @@ unsafe fn finish_tasklet(th: Obj, t: Obj, mut error: Obj) -> Obj {
     }
     let result = ffi::PyTuple_New(2);
     if !result.is_null() {
-        ffi::PyTuple_SET_ITEM(result, 0, ffi::Py_NewRef(none_if_null_borrowed(tasklet(target).f[T_FIBER])));
+        ffi::PyTuple_SET_ITEM(result, 0, ffi::Py_NewRef(or_none(tasklet(target).f[T_FIBER])));
         ffi::PyTuple_SET_ITEM(result, 1, ffi::Py_NewRef(ffi::Py_None()));
     }
     ffi::Py_DECREF(target);
     result
-}
-
-#[inline]
-unsafe fn none_if_null_borrowed(o: Obj) -> Obj {
-    if o.is_null() {
-        ffi::Py_None()
-    } else {
-        o
-    }
 }
 
 // ----- the switch -----
@@ -663,7 +665,7 @@ unsafe fn small_zero() -> Obj {
 unsafe fn switch_fast(th: Obj, me: Obj, target: Obj) -> Obj {
     let mut drops = Drops::new();
     store(&mut thread(th).f[S_CURRENT], target, &mut drops);
-    let fiber = ffi::Py_NewRef(none_if_null(tasklet(target).f[T_FIBER]));
+    let fiber = new_ref_or_none(tasklet(target).f[T_FIBER]);
     drops.release();
     let value = fiber::switch_to(fiber, ptr::null_mut(), ptr::null_mut());
     // Running again (the same fix-ups as the `finally` of the Python `_switch`). SAFETY: the
@@ -1022,7 +1024,7 @@ pub unsafe extern "C" fn py_set_callback_flags(_module: Obj, args: *mut Obj, nar
 
 /// `thread_state()`: this OS thread's scheduler object, or None.
 pub unsafe extern "C" fn py_thread_state(_module: Obj, _args: Obj) -> Obj {
-    guarded(|| none_if_null(THREAD_STATE.with(|c| c.get())))
+    guarded(|| new_ref_or_none(THREAD_STATE.with(|c| c.get())))
 }
 
 /// `set_thread_state(th)`: remember `th` (a ThreadStateBase) as this OS thread's scheduler.
@@ -1531,7 +1533,7 @@ unsafe extern "C" fn t_make_fiber(t: Obj, _args: Obj) -> Obj {
 /// SAFETY: CPython checks that `object` is an instance of the descriptor's type before calling
 /// (`descr_check`), so the offset (taken from that type's layout) is inside the object.
 unsafe extern "C" fn get_tasklet_slot(object: Obj, closure: *mut c_void) -> Obj {
-    none_if_null(*object.cast::<u8>().add(closure as usize).cast::<Obj>())
+    new_ref_or_none(*object.cast::<u8>().add(closure as usize).cast::<Obj>())
 }
 
 unsafe extern "C" fn set_tasklet_slot(object: Obj, value: Obj, closure: *mut c_void) -> c_int {
