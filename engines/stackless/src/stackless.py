@@ -698,6 +698,12 @@ def _interrupt(th):
         th.current = me
         if not me._in_ring and me._alive:
             th.make_first(me)
+    # Killed or thrown into while interrupted: raised here, where the tasklet was stopped
+    # (as `_switch` does for a tasklet that switched out by itself).
+    bomb = me._bomb
+    if bomb is not None:
+        me._bomb = None
+        raise bomb
 
 
 def _on_preempt_signal(signum, frame):

@@ -269,6 +269,45 @@ class PreemptionTest(StacklessTestCase):
         t.kill()
         self.assertFalse(t.alive)
 
+    def test_kill_and_throw_reach_an_interrupted_tasklet_where_it_stopped(self):
+        state = {"n": 0, "ended_by": None}
+
+        def busy():
+            try:
+                for i in range(BUSY_ITERATIONS):
+                    state["n"] = i
+            except BaseException as e:
+                state["ended_by"] = type(e)
+                raise
+
+        t = stackless.tasklet(busy)()
+        self.assertIs(stackless.run(1000), t)
+        stopped_at = state["n"]
+        t.kill()  # paused (out of the queue): killed at once, where the timeslice stopped it
+        self.assertFalse(t.alive)
+        self.assertIs(state["ended_by"], stackless.TaskletExit)
+        self.assertEqual(state["n"], stopped_at)
+
+        state.update(n=0, ended_by=None)
+        u = stackless.tasklet(busy)()
+        self.assertIs(stackless.run(1000), u)
+        stopped_at = state["n"]
+        with self.assertRaises(KeyError):
+            u.throw(KeyError("stop"))  # uncaught in the tasklet: it comes back to the thrower
+        self.assertIs(state["ended_by"], KeyError)
+        self.assertEqual(state["n"], stopped_at)
+        self.assertFalse(u.alive)
+
+        state.update(n=0, ended_by=None)
+        w = stackless.tasklet(busy)()
+        self.assertIs(stackless.run(1000), w)
+        w.kill(pending=True)  # back in the queue, killed when it next runs
+        self.assertTrue(w.alive)
+        stackless.run()
+        self.assertIs(state["ended_by"], stackless.TaskletExit)
+        self.assertFalse(w.alive)
+        self.assertLess(state["n"], BUSY_ITERATIONS - 1)
+
     def test_run_timeout_returns_none_when_all_finish(self):
         done = []
         stackless.tasklet(done.append)(1)
