@@ -130,13 +130,18 @@ pub unsafe extern "C" fn py_pool_start(
         }
         let pool = Pool::create(workers as usize, init_payload);
         for index in 0..workers as usize {
+            // A worker of a pool that stopped, if one is parked; else a new one.
+            if let Some(parked) = crate::pool::take_parked() {
+                parked.assign(crate::pool::Assignment::Serve(pool.clone(), index));
+                continue;
+            }
             let worker_pool = pool.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("parallel-worker-{index}"))
                 .stack_size(WORKER_STACK_SIZE)
                 .spawn(move || worker_thread(worker_pool, index));
             match spawned {
-                Ok(handle) => pool.add_thread(handle),
+                Ok(handle) => crate::pool::add_worker_thread(handle),
                 Err(error) => pool.worker_gone(index, Some(format!("cannot start its thread: {error}"))),
             }
         }
@@ -358,14 +363,18 @@ pub unsafe extern "C" fn py_pool_shutdown(
     })
 }
 
-/// Shuts every pool down and joins the workers: the engine's at-exit safety net for pools the
-/// program did not shut down itself. Needs the GIL (released while joining).
+/// Shuts every pool down, then ends every worker's interpreter (parked ones too) and joins
+/// the worker threads: the engine's at-exit step (parallel.py shuts its own pools down from
+/// atexit; this catches any left, and the interpreter must not finalize while workers live).
+/// Needs the GIL (released while waiting).
 pub fn shutdown_all_pools() {
     for pool in Pool::all() {
         // SAFETY: called from the host's at-exit hook with the main GIL held.
         unsafe { without_gil(|| pool.shutdown(true, true)) };
         pool.forget();
     }
+    // SAFETY: as above.
+    unsafe { without_gil(crate::pool::stop_parked) };
 }
 
 /// `pool_wait_stopped(pool, timeout) -> bool`: after shutdown, whether every worker ended.
@@ -673,24 +682,63 @@ unsafe fn call_parallel(
 }
 
 /// Body of a worker thread: create the sub-interpreter, start it up (serialized), serve tasks
-/// until the pool stops, end the interpreter.
+/// until the pool stops; then park, to serve a later pool (see `pool::park`), or end the
+/// interpreter.
 fn worker_thread(pool: Arc<Pool>, worker: usize) {
+    let mut serving = (pool, worker);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // SAFETY: this OS thread has no thread state; CPython 3.13's Py_NewInterpreterFromConfig
         // accepts that (it then copies the main interpreter's config) and leaves the new
         // interpreter's thread state current with its own GIL held. Every later call in this
-        // function runs with that GIL held, until Py_EndInterpreter releases everything.
-        unsafe { serve(&pool, worker) }
+        // function runs with that GIL held (parking releases and retakes it), until
+        // Py_EndInterpreter releases everything.
+        unsafe { serve(&mut serving) }
     }));
     let error = match outcome {
-        Ok(Ok(())) => None,
-        Ok(Err(message)) => Some(message),
-        Err(_) => Some("internal error in the parallel engine (panic in a worker)".into()),
+        Ok(Ok(())) => return,
+        Ok(Err(message)) => message,
+        Err(_) => "internal error in the parallel engine (panic in a worker)".into(),
     };
-    pool.worker_gone(worker, error);
+    let (pool, worker) = serving;
+    pool.worker_gone(worker, Some(error));
 }
 
-unsafe fn serve(pool: &Pool, worker: usize) -> Result<(), String> {
+/// Serves `serving` (and the pools it is handed to later, updating `serving`); Ok once the
+/// interpreter has ended normally, Err (with the interpreter ended, or never created) for
+/// the pool being served then.
+unsafe fn serve(serving: &mut (Arc<Pool>, usize)) -> Result<(), String> {
+    let tstate = start_interpreter(&serving.0, serving.1)?;
+    loop {
+        let (pool, worker) = (serving.0.clone(), serving.1);
+        let served = call_parallel(c"_worker_loop", &pool, worker, &[]).map(|result| ffi::Py_DECREF(result));
+        if let Err(message) = served {
+            pool.set_worker(worker, |info| info.state = "stopping");
+            ffi::Py_EndInterpreter(tstate);
+            return Err(message);
+        }
+        // Parks first, then leaves the pool ("stopped", under the pool's lock): a pool opened
+        // as soon as this one is seen stopped finds the worker waiting.
+        let parked = crate::pool::park();
+        pool.worker_gone(worker, None);
+        let Some(parked) = parked else { break };
+        let saved = ffi::PyEval_SaveThread();
+        let assignment = parked.wait();
+        ffi::PyEval_RestoreThread(saved);
+        let crate::pool::Assignment::Serve(next_pool, next_worker) = assignment else { break };
+        *serving = (next_pool, next_worker);
+        join_pool(tstate, &serving.0, serving.1);
+        let settings = serving.0.init_payload.clone();
+        if let Err(message) = call_parallel(c"_worker_rebind", &serving.0, serving.1, &settings) {
+            serving.0.set_worker(serving.1, |info| info.error = Some(message));
+        }
+    }
+    ffi::Py_EndInterpreter(tstate);
+    Ok(())
+}
+
+/// Creates the worker's sub-interpreter (serialized with the other workers' start-ups) and
+/// imports the main script in it; returns its thread state (current, its GIL held).
+unsafe fn start_interpreter(pool: &Pool, worker: usize) -> Result<*mut ffi::PyThreadState, String> {
     let startup = STARTUP_LOCK.lock().unwrap_or_else(|poison| poison.into_inner());
     let config = ffi::PyInterpreterConfig {
         use_main_obmalloc: 0,
@@ -711,15 +759,9 @@ unsafe fn serve(pool: &Pool, worker: usize) -> Result<(), String> {
         };
         return Err(format!("cannot create its sub-interpreter: {reason}"));
     }
-    let interpreter = ffi::PyThreadState_GetInterpreter(tstate);
-    pool.set_worker(worker, |info| {
-        info.interpreter_id = ffi::PyInterpreterState_GetID(interpreter);
-        info.interpreter = interpreter as usize;
-        info.native_thread_id = native_thread_id();
-        info.state = "importing";
-    });
+    join_pool(tstate, pool, worker);
+    pool.set_worker(worker, |info| info.state = "importing");
     crate::pool::WORKERS_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    guard::set_worker_interrupt(pool.interrupt_of(worker));
     // Imports the main script as `__mp_main__`; a failure is kept (tasks that need the
     // script report it) and the worker still serves tasks that do not.
     match call_parallel(c"_worker_init", pool, worker, &pool.init_payload) {
@@ -734,10 +776,20 @@ unsafe fn serve(pool: &Pool, worker: usize) -> Result<(), String> {
         Err(message) => pool.set_worker(worker, |info| info.error = Some(message)),
     }
     drop(startup);
-    let served = call_parallel(c"_worker_loop", pool, worker, &[]).map(|result| ffi::Py_DECREF(result));
-    pool.set_worker(worker, |info| info.state = "stopping");
-    ffi::Py_EndInterpreter(tstate);
-    served
+    Ok(tstate)
+}
+
+/// Makes this worker (its interpreter current, GIL held) worker `worker` of `pool`: what the
+/// pool reports about it, and where its Ctrl-C comes from.
+unsafe fn join_pool(tstate: *mut ffi::PyThreadState, pool: &Pool, worker: usize) {
+    let interpreter = ffi::PyThreadState_GetInterpreter(tstate);
+    pool.set_worker(worker, |info| {
+        info.interpreter_id = ffi::PyInterpreterState_GetID(interpreter);
+        info.interpreter = interpreter as usize;
+        info.native_thread_id = native_thread_id();
+        info.state = "idle";
+    });
+    guard::set_worker_interrupt(pool.interrupt_of(worker));
 }
 
 fn native_thread_id() -> u64 {

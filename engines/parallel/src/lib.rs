@@ -75,6 +75,7 @@ impl Engine for ParallelEngine {
                 ("tasks_done".to_string(), pool::TASKS_DONE.load(Ordering::Relaxed) as f64),
                 ("pools_started".to_string(), pool::POOLS_STARTED.load(Ordering::Relaxed) as f64),
                 ("workers_started".to_string(), pool::WORKERS_STARTED.load(Ordering::Relaxed) as f64),
+                ("workers_reused".to_string(), pool::WORKERS_REUSED.load(Ordering::Relaxed) as f64),
             ]
         }
         #[cfg(not(parallel_supported))]

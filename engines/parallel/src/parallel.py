@@ -1364,6 +1364,20 @@ def _worker_init(pool_id, index, settings):
     return None
 
 
+def _worker_rebind(pool_id, index, settings):
+    """Runs in a worker whose pool stopped when a new pool takes it (see pool.rs: ending a
+    sub-interpreter does not give all its memory back, so workers are reused). The main
+    script stays imported (and guarded) as it was; sys.path and sys.argv follow the new
+    pool's settings, as a new worker's would."""
+    global _worker, _shared_sites
+    _worker = (pool_id, index)
+    settings = _pickle.loads(settings)
+    _sys.path[:] = settings["path"]
+    _sys.argv[:] = settings["argv"]
+    if settings["main"] is not None:
+        _shared_sites = settings["shared_sites"]
+
+
 # Methods that change a list, set or bytearray, and the verb for the error message.
 _LIST_MUTATORS = {
     "append": "append to", "extend": "extend", "insert": "insert into", "pop": "pop from",

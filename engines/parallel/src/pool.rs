@@ -200,9 +200,8 @@ pub struct Pool {
     work_ready: Condvar,
     completion_ready: Condvar,
     claimed_ready: Condvar,
-    /// Notified when a worker thread ends.
+    /// Notified when a worker leaves the pool.
     worker_ended: Condvar,
-    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// Engine statistics (all pools): tasks finished by workers, pools and workers started.
@@ -258,7 +257,6 @@ impl Pool {
             completion_ready: Condvar::new(),
             claimed_ready: Condvar::new(),
             worker_ended: Condvar::new(),
-            threads: Mutex::new(Vec::new()),
         });
         lock(registry()).insert(pool.id, pool.clone());
         POOLS_STARTED.fetch_add(1, Ordering::Relaxed);
@@ -271,10 +269,6 @@ impl Pool {
 
     pub fn all() -> Vec<Arc<Pool>> {
         lock(registry()).values().cloned().collect()
-    }
-
-    pub fn add_thread(&self, handle: JoinHandle<()>) {
-        lock(&self.threads).push(handle);
     }
 
     fn push(&self, payload: Vec<u8>, sink: Sink) -> Result<u64, String> {
@@ -470,8 +464,8 @@ impl Pool {
         update(&mut lock(&self.state).workers[worker]);
     }
 
-    /// A worker thread ends (normally or because its interpreter could not be created). When
-    /// the last one goes, queued tasks fail instead of waiting forever.
+    /// A worker leaves the pool (it stopped serving it, or its interpreter could not be
+    /// created). When the last one goes, queued tasks fail instead of waiting forever.
     pub fn worker_gone(&self, worker: usize, error: Option<String>) {
         let mut state = lock(&self.state);
         state.workers[worker].state = "stopped";
@@ -506,7 +500,7 @@ impl Pool {
     }
 
     /// Stops the pool: with `cancel_pending`, queued tasks fail as cancelled; the others still
-    /// run. Workers end after their current task. With `wait`, joins the worker threads (the
+    /// run. Workers leave after their current task. With `wait`, waits until they all left (the
     /// caller must not hold a GIL that a worker needs: workers need none but their own).
     pub fn shutdown(&self, wait: bool, cancel_pending: bool) {
         let cancelled: Vec<Task> = {
@@ -527,22 +521,17 @@ impl Pool {
             self.fail(task, "cancelled: the pool was shut down");
         }
         if wait {
-            self.join();
+            self.wait_all_left();
         }
     }
 
-    /// Joins the worker threads (after shutdown).
-    fn join(&self) {
-        let threads: Vec<JoinHandle<()>> = lock(&self.threads).drain(..).collect();
-        for thread in threads {
-            // A worker thread does not panic out (its body catches panics); if it did,
-            // there is nothing more to clean up here.
-            let _ = thread.join();
-        }
+    fn wait_all_left(&self) {
+        let state = lock(&self.state);
+        let _left = self.worker_ended.wait_while(state, |s| s.alive > 0).unwrap_or_else(|p| p.into_inner());
     }
 
-    /// Waits up to `timeout` for every worker to end its interpreter (after shutdown); true
-    /// when they all did.
+    /// Waits up to `timeout` for every worker to leave the pool (after shutdown); true when
+    /// they all did.
     pub fn wait_stopped(&self, timeout: Duration) -> bool {
         let state = lock(&self.state);
         let (state, _) = self
@@ -552,18 +541,17 @@ impl Pool {
         state.alive == 0
     }
 
-    /// Joins the workers and removes the pool from the registry: its id is unknown from now
-    /// on. Called once the collector thread has drained the completion queue.
+    /// Waits until the workers left and removes the pool from the registry: its id is unknown
+    /// from now on. Called once the collector thread has drained the completion queue.
     pub fn forget(&self) {
-        self.join();
+        self.wait_all_left();
         lock(registry()).remove(&self.id);
     }
 
-    /// Calls `interrupt` with the interpreter address of every worker running a task, with the
-    /// pool locked: a worker ends its interpreter only after marking itself "stopping" under
-    /// that lock, so every address passed is alive during the call.
     /// Raises the Interrupt of every worker running a task and calls `notify` with its
-    /// interpreter (alive while the pool's state is locked, as here).
+    /// interpreter address, with the pool locked: a worker leaves the pool (and may then end
+    /// its interpreter) only after marking itself "stopped" under that lock, so every address
+    /// passed is alive during the call.
     pub fn interrupt_running(&self, notify: impl Fn(usize)) {
         let state = lock(&self.state);
         for worker in &state.workers {
@@ -602,6 +590,113 @@ fn no_worker_message(state: &PoolState) -> String {
         "the pool has no running worker".to_string()
     } else {
         format!("the pool has no running worker ({})", reasons.join("; "))
+    }
+}
+
+// ----- workers kept for later pools -----
+//
+// CPython 3.13 does not give back all the memory of a sub-interpreter it ends (a few MB each,
+// measured with plain `_interpreters.create`/`destroy`), so a program that opens and closes
+// `parallel.Executor`s in a loop would grow without bound. A worker whose pool stopped is
+// therefore parked, its interpreter alive and idle (no GIL held), and the next pool takes it
+// instead of creating an interpreter; at most [`max_parked`] wait, the others end. At exit,
+// [`stop_parked`] ends them all (before CPython finalizes).
+
+/// What a parked worker is told to do next.
+pub enum Assignment {
+    Serve(Arc<Pool>, usize),
+    Exit,
+}
+
+/// A worker waiting for a pool.
+pub struct Parked {
+    assignment: Mutex<Option<Assignment>>,
+    assigned: Condvar,
+}
+
+impl Parked {
+    /// Hands the worker its next job (it wakes up and takes it).
+    pub fn assign(&self, assignment: Assignment) {
+        *lock(&self.assignment) = Some(assignment);
+        self.assigned.notify_one();
+    }
+
+    /// Blocks until an assignment comes.
+    pub fn wait(&self) -> Assignment {
+        let mut slot = lock(&self.assignment);
+        loop {
+            if let Some(assignment) = slot.take() {
+                return assignment;
+            }
+            slot = self.assigned.wait(slot).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+struct ParkingLot {
+    parked: Vec<Arc<Parked>>,
+    /// Set at exit: workers leaving a pool end instead of parking.
+    closed: bool,
+    /// Every worker thread ever started, joined at exit.
+    threads: Vec<JoinHandle<()>>,
+}
+
+fn parking_lot() -> &'static Mutex<ParkingLot> {
+    static LOT: OnceLock<Mutex<ParkingLot>> = OnceLock::new();
+    LOT.get_or_init(|| Mutex::new(ParkingLot { parked: Vec::new(), closed: false, threads: Vec::new() }))
+}
+
+/// Workers kept at most: as many as a default pool has.
+pub fn max_parked() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2)
+}
+
+/// Workers reused by a later pool instead of a new interpreter (statistics).
+pub static WORKERS_REUSED: AtomicU64 = AtomicU64::new(0);
+
+/// Remembers a worker thread, to be joined at exit.
+pub fn add_worker_thread(handle: JoinHandle<()>) {
+    let mut lot = lock(parking_lot());
+    // Forget the ones that already ended (their interpreters are gone).
+    lot.threads.retain(|thread| !thread.is_finished());
+    lot.threads.push(handle);
+}
+
+/// A parked worker for a new pool, if one waits.
+pub fn take_parked() -> Option<Arc<Parked>> {
+    let parked = lock(parking_lot()).parked.pop();
+    if parked.is_some() {
+        WORKERS_REUSED.fetch_add(1, Ordering::Relaxed);
+    }
+    parked
+}
+
+/// Parks the calling worker if there is room (None: it should end its interpreter).
+pub fn park() -> Option<Arc<Parked>> {
+    let mut lot = lock(parking_lot());
+    if lot.closed || lot.parked.len() >= max_parked() {
+        return None;
+    }
+    let parked = Arc::new(Parked { assignment: Mutex::new(None), assigned: Condvar::new() });
+    lot.parked.push(parked.clone());
+    Some(parked)
+}
+
+/// At exit: no more parking; every parked worker ends its interpreter; every worker thread
+/// is joined. Pools must have been stopped first (a worker still serving one is waited for).
+pub fn stop_parked() {
+    let (parked, threads) = {
+        let mut lot = lock(parking_lot());
+        lot.closed = true;
+        (std::mem::take(&mut lot.parked), std::mem::take(&mut lot.threads))
+    };
+    for worker in parked {
+        worker.assign(Assignment::Exit);
+    }
+    for thread in threads {
+        // A worker thread does not panic out (its body catches panics); if it did, there is
+        // nothing more to clean up here.
+        let _ = thread.join();
     }
 }
 
@@ -661,8 +756,11 @@ mod tests {
         assert_eq!(batch.next(Duration::from_millis(1)).unwrap().0, 0);
         pool.close_batch(&batch);
         assert!(lock(batches()).get(&batch.id).is_none());
-        pool.shutdown(true, false);
+        pool.shutdown(false, false);
         assert!(pool.next_task(0).is_none(), "the third task was cancelled");
+        assert!(!pool.wait_stopped(Duration::from_millis(1)), "the worker has not left yet");
+        pool.worker_gone(0, None);
+        assert!(pool.wait_stopped(Duration::from_millis(1)));
         assert!(Pool::get(pool.id).is_some(), "known until forgotten");
         pool.forget();
         assert!(Pool::get(pool.id).is_none());
@@ -701,9 +799,33 @@ mod tests {
         let (done, outcome) = pool.next_completion(Duration::from_millis(1)).unwrap().unwrap();
         assert_eq!(done, a);
         assert_eq!(outcome.kind, OutcomeKind::Returned);
-        pool.shutdown(true, true);
+        pool.shutdown(false, true);
+        pool.worker_gone(0, None);
         assert!(pool.next_completion(Duration::from_millis(1)).is_err());
         assert!(pool.submit(Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_parked_worker_takes_the_next_assignment() {
+        // The parking lot is process-wide: this test alone uses it.
+        let parked = park().expect("room for a parked worker");
+        let taken = take_parked().expect("the parked worker is offered");
+        assert!(Arc::ptr_eq(&parked, &taken));
+        assert!(take_parked().is_none());
+        let pool = Pool::create(1, Vec::new());
+        let waiter = std::thread::spawn(move || match parked.wait() {
+            Assignment::Serve(pool, worker) => Some((pool.id, worker)),
+            Assignment::Exit => None,
+        });
+        taken.assign(Assignment::Serve(pool.clone(), 0));
+        assert_eq!(waiter.join().unwrap(), Some((pool.id, 0)));
+        // At exit: parked workers are told to end, and nothing parks any more.
+        let last = park().expect("room again");
+        let ender = std::thread::spawn(move || matches!(last.wait(), Assignment::Exit));
+        stop_parked();
+        assert!(ender.join().unwrap());
+        assert!(park().is_none(), "no parking after stop_parked");
+        pool.worker_gone(0, None);
     }
 
     #[test]

@@ -53,6 +53,18 @@ def mark_then_sleep(path, seconds, value):
     return value
 
 
+REBOUND = 0
+
+
+def rebind_a_global():
+    global REBOUND
+    REBOUND += 1
+
+
+def worker_index():
+    return parallel.current_context().worker
+
+
 def sleep_chunked(seconds):
     time.sleep(seconds)
     return seconds
@@ -316,6 +328,29 @@ class ExecutorTest(unittest.TestCase):
             self.assertEqual(hook_errors, [])
         finally:
             threading.excepthook = old_hook
+
+    def test_closed_executors_hand_their_workers_to_the_next(self):
+        # Ending a sub-interpreter does not give all its memory back (CPython 3.13: MBs each),
+        # so the workers of a closed executor serve the next one instead of new interpreters.
+        import pyhost
+
+        def statistics():
+            return pyhost.engine_statistics()
+
+        with parallel.Executor(2) as ex:
+            self.assertEqual(list(ex.map(square, range(4))), [0, 1, 4, 9])
+        started, reused = statistics()["workers_started"], statistics()["workers_reused"]
+        for _ in range(5):
+            with parallel.Executor(2) as ex:
+                self.assertEqual(list(ex.map(square, range(6))), [0, 1, 4, 9, 16, 25])
+                # Each knows its place in the new pool, and the script stays protected.
+                indexes = {ex.submit(worker_index).result() for _ in range(20)}
+                self.assertLessEqual(indexes, {0, 1})
+                with self.assertRaises(parallel.ProtectionError):
+                    ex.submit(rebind_a_global).result()
+        self.assertEqual(statistics()["workers_started"], started)
+        self.assertEqual(statistics()["workers_reused"], reused + 10)
+        self.assertEqual(REBOUND, 0)
 
     def test_switch_from_another_executor_by_one_line(self):
         def job(executor_class):
