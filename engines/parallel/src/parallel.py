@@ -994,6 +994,10 @@ class _TaskFuture(_futures.Future):
                     return False  # already running
             except ValueError:
                 pass  # the pool is gone
+            else:
+                # Out of the queue, it will never complete: nobody else would let go of it.
+                with pool.lock:
+                    pool.futures.pop(task, None)
         return super().cancel()
 
     def running(self):

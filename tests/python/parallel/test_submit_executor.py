@@ -169,6 +169,20 @@ class SubmitTest(unittest.TestCase):
         self.assertFalse(running[0].cancelled())
         self.assertEqual(parallel.submit(square, 6).result(timeout=30), 36)
 
+    def test_cancelled_futures_are_not_kept(self):
+        # Regression test (a bug of the 2026-11-27 16:39 build, fixed since): a cancelled
+        # task never completes, and the pool kept its future (and what it refers to) forever.
+        import gc
+        import weakref
+        running = occupy_default_workers(0.3)
+        queued = [parallel.submit(square, i) for i in range(20)]
+        refs = [weakref.ref(future) for future in queued]
+        self.assertTrue(all(future.cancel() for future in queued))
+        del queued
+        gc.collect()
+        self.assertEqual([ref() for ref in refs], [None] * 20)
+        self.assertEqual([f.result(timeout=30) for f in running], [None] * len(running))
+
     def test_running_reports_a_running_task(self):
         # Regression test (a bug of the 2026-11-27 11:19 build, fixed since):
         # a _TaskFuture stays PENDING until its outcome is collected
