@@ -717,8 +717,10 @@ def run(timeout=0, threadblock=False, soft=False, ignore_nesting=False, totaltim
     (main thread only), a tasklet that runs `timeout` ticks without switching (a tick is one
     microsecond of CPU time) is taken out of the queue and returned. `soft`: return None at the
     next switch instead, leaving the tasklet queued. `totaltimeout`: the ticks count over the
-    whole run. `ignore_nesting` and `threadblock` are accepted; every nesting level can be
-    interrupted here."""
+    whole run. `threadblock`: when nothing is runnable but a tasklet of this thread is blocked
+    and another Python thread exists (which may wake it through a channel), wait for that
+    instead of returning. `ignore_nesting` is accepted; every nesting level can be interrupted
+    here."""
     th = _thread_state()
     me = th.current
     if me is not th.main:
@@ -738,6 +740,16 @@ def run(timeout=0, threadblock=False, soft=False, ignore_nesting=False, totaltim
     th.watchdogs += 1
     try:
         _switch(th, th.head)
+        # Back with only this (main) tasklet runnable: with threadblock, wait while a blocked
+        # tasklet of this thread may be woken by another thread, and run what it wakes.
+        while threadblock and th.interrupted is None and th.runcount == 1 and _others_may_act() \
+                and any(t._blocked_on is not None for t in th.started_list()):
+            th.waiting = True
+            th.wakeup.acquire(timeout=0.1)
+            th.waiting = False
+            if th.runcount > 1:
+                th.remove(me)
+                _switch(th, th.head)
     finally:
         th.watchdogs -= 1
         if preempting:

@@ -358,6 +358,34 @@ class ChannelsAcrossThreadsTest(StacklessTestCase):
         self.assertTrue(worker.result(self))
         self.assertEqual(ch.balance, 0)
 
+    def test_run_with_threadblock_waits_for_another_thread_to_wake_a_tasklet(self):
+        # Stackless docs: with threadblock, when nothing else can run and other Python threads
+        # exist, run() blocks expecting them to wake a tasklet, instead of returning.
+        for threadblock in (False, True):
+            ch = stackless.channel()
+            log = []
+
+            def in_thread():
+                stackless.tasklet(lambda: log.append(ch.receive()))()
+                stackless.run(threadblock=threadblock)
+                log.append("run returned")
+                return True
+
+            worker = ThreadResult(in_thread).start()
+            if threadblock:
+                deadline = time.monotonic() + JOIN_TIMEOUT
+                while ch.balance != -1 and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                self.assertEqual(ch.balance, -1, "the receiver did not block")
+                time.sleep(0.05)
+                self.assertEqual(log, [], "run(threadblock=True) returned with a tasklet blocked")
+                ch.send("hello")
+                self.assertTrue(worker.result(self))
+                self.assertEqual(log, ["hello", "run returned"])
+            else:
+                self.assertTrue(worker.result(self))  # returned at once; the receiver is killed
+                self.assertEqual(log, ["run returned"])
+
 
 if __name__ == "__main__":
     unittest.main()
