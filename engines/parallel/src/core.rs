@@ -377,7 +377,23 @@ pub fn shutdown_all_pools() {
     unsafe { without_gil(crate::pool::stop_parked) };
 }
 
-/// `pool_wait_stopped(pool, timeout) -> bool`: after shutdown, whether every worker ended.
+/// `end_parked_workers()`: ends the interpreters of the workers parked for later pools and
+/// waits until they are gone (before `os.fork()`, see `pool::end_parked`).
+pub unsafe extern "C" fn py_end_parked_workers(
+    _module: *mut ffi::PyObject,
+    _args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        if !arg_count(nargs, 0, "end_parked_workers") {
+            return ptr::null_mut();
+        }
+        without_gil(crate::pool::end_parked);
+        ffi::Py_NewRef(ffi::Py_None())
+    })
+}
+
+/// `pool_wait_stopped(pool, timeout) -> bool`: after shutdown, whether every worker left.
 pub unsafe extern "C" fn py_pool_wait_stopped(
     _module: *mut ffi::PyObject,
     args: *mut *mut ffi::PyObject,

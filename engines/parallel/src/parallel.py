@@ -1173,6 +1173,13 @@ def _exit_now(status, message):
 if _worker is None:
     import atexit
     atexit.register(_shutdown_all)
+    try:
+        # Idle interpreters kept for later pools end before a fork: CPython 3.13.0's child
+        # deadlocks deleting inherited sub-interpreters (pool.rs, end_parked).
+        import os as _os
+        _os.register_at_fork(before=_core.end_parked_workers)
+    except RuntimeError:
+        pass  # a worker's interpreter (no fork there)
 
 
 # ----- the worker side -----

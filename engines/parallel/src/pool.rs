@@ -612,6 +612,7 @@ pub enum Assignment {
 pub struct Parked {
     assignment: Mutex<Option<Assignment>>,
     assigned: Condvar,
+    thread: std::thread::ThreadId,
 }
 
 impl Parked {
@@ -677,9 +678,36 @@ pub fn park() -> Option<Arc<Parked>> {
     if lot.closed || lot.parked.len() >= max_parked() {
         return None;
     }
-    let parked = Arc::new(Parked { assignment: Mutex::new(None), assigned: Condvar::new() });
+    let parked = Arc::new(Parked {
+        assignment: Mutex::new(None),
+        assigned: Condvar::new(),
+        thread: std::thread::current().id(),
+    });
     lot.parked.push(parked.clone());
     Some(parked)
+}
+
+/// Ends the parked workers' interpreters and waits until they are gone (later pools start
+/// new workers). Called before `os.fork()`: CPython 3.13.0's child deadlocks deleting the
+/// sub-interpreters it inherits (`_PyInterpreterState_DeleteExceptMain` takes the runtime
+/// lock that `PyInterpreterState_Clear` takes again), so idle ones must not exist then.
+pub fn end_parked() {
+    let (parked, threads) = {
+        let mut lot = lock(parking_lot());
+        let parked = std::mem::take(&mut lot.parked);
+        let ids: HashSet<std::thread::ThreadId> = parked.iter().map(|worker| worker.thread).collect();
+        let (ending, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut lot.threads)
+            .into_iter()
+            .partition(|thread| ids.contains(&thread.thread().id()));
+        lot.threads = kept;
+        (parked, ending)
+    };
+    for worker in parked {
+        worker.assign(Assignment::Exit);
+    }
+    for thread in threads {
+        let _ = thread.join();
+    }
 }
 
 /// At exit: no more parking; every parked worker ends its interpreter; every worker thread
@@ -825,6 +853,7 @@ mod tests {
         stop_parked();
         assert!(ender.join().unwrap());
         assert!(park().is_none(), "no parking after stop_parked");
+        end_parked(); // nothing parked: returns at once
         pool.worker_gone(0, None);
     }
 

@@ -360,5 +360,42 @@ class ExitCrashStressTest(unittest.TestCase):
         self.assertEqual(failures, [])
 
 
+FORK_CHILD = '''
+import os
+import warnings
+import parallel
+
+
+def inc(x):
+    return x + 1
+
+
+if __name__ == "__main__":
+    warnings.simplefilter("ignore", DeprecationWarning)  # fork() of a threaded process
+    with parallel.Executor(2) as ex:
+        assert list(ex.map(inc, range(4))) == [1, 2, 3, 4]
+    pid = os.fork()
+    if pid == 0:
+        os._exit(7)
+    _, status = os.waitpid(pid, 0)
+    with parallel.Executor(2) as ex:
+        assert list(ex.map(inc, range(4))) == [1, 2, 3, 4]
+    print("child exit", os.waitstatus_to_exitcode(status), flush=True)
+'''
+
+
+class ForkTest(unittest.TestCase):
+    def test_fork_after_an_executor_closed(self):
+        # Regression test (a bug of the 2026-11-27 16:39 build, fixed since): the workers a
+        # closed executor keeps for later pools are idle sub-interpreters, and CPython 3.13.0's
+        # forked child deadlocks deleting inherited sub-interpreters; they now end before a fork.
+        with tempfile.TemporaryDirectory() as folder:
+            script = os.path.join(folder, "fork_child.py")
+            with open(script, "w") as file:
+                file.write(FORK_CHILD)
+            child = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=60)
+        self.assertEqual((child.returncode, child.stdout.strip()), (0, "child exit 7"), child.stderr[-500:])
+
+
 if __name__ == "__main__":
     unittest.main()
