@@ -278,7 +278,8 @@ pub const C_STACK_RESERVE: usize = 16 * 1024;
 /// its own `MAXSTACK` (6,000 levels, ~100 bytes of C stack each), *before* the AST and compiler
 /// stages, which are metered. On a 256 KiB stack `ast.parse("-" * 3000 + "1")` overflowed the
 /// guard page (SIGSEGV), while 2,600 levels still ended in `RecursionError`. Tasklets that may
-/// compile deeply nested source need stacks of at least ~640 KiB (1 MiB is safe).
+/// compile deeply nested source need stacks of at least ~640 KiB (1 MiB is safe); the
+/// engine's are 8 MiB (`stack::STACK_SIZE`).
 pub fn c_recursion_budget_for_stack(stack_bytes: usize) -> Option<c_int> {
     let usable = stack_bytes.checked_sub(C_STACK_RESERVE)?;
     let units = (usable / C_STACK_BYTES_PER_UNIT).min(PY_C_RECURSION_LIMIT as usize) as c_int;

@@ -33,9 +33,13 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Usable bytes of each shared C stack. Pages are touched lazily, so RSS grows only with the
-/// deepest use, and suspended tasklets keep only their used bytes.
-pub const STACK_SIZE: usize = 256 * 1024;
+/// Usable bytes of each shared C stack: 8 MiB, the size of a Linux main thread's stack, so a
+/// tasklet gets CPython's main-thread C-recursion budget (10,000 units, 839 bytes each) and
+/// what stays inside it there stays inside it here. (256 KiB stacks with a 512-byte unit let
+/// `sorted(key=f)` recursion and `ast.parse` of deeply nested source run into the guard page
+/// where python3.13 raises RecursionError.) Only address space: pages are touched lazily, so
+/// RSS grows only with the deepest use, and suspended tasklets keep only their used bytes.
+pub const STACK_SIZE: usize = 8 * 1024 * 1024;
 
 /// Shared stacks per OS thread: this many tasklets of one thread alternate without copying.
 pub const SHARED_STACKS: usize = 8;

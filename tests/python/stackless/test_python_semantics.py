@@ -78,6 +78,28 @@ class RecursionTest(StacklessTestCase):
         self.assertEqual(caught, [RecursionError, 100])
         self.assertEqual(recurse(100, lambda: 0), 100)
 
+    def test_c_recursion_as_deep_as_on_the_main_thread(self):
+        # Regression test (a bug of the 2026-11-27 16:39 build, fixed since): tasklets ran on
+        # 256 KiB stacks, and C recursion with big frames (sorted's key, ~5 KB a level) or
+        # unmetered (the parser) hit the guard page, a SIGSEGV, where python3.13 raises
+        # RecursionError or succeeds. Tasklet stacks are now as large as the main thread's.
+        import ast
+        outcomes = []
+
+        def sort_key(x):
+            return sorted([x - 1, x], key=sort_key)[0] if x > 0 else 0
+
+        def body():
+            try:
+                sort_key(2000)
+            except RecursionError:
+                outcomes.append("RecursionError")
+            outcomes.append(type(ast.parse("-" * 3000 + "1")).__name__)
+
+        stackless.tasklet(body)()
+        stackless.run()
+        self.assertEqual(outcomes, ["RecursionError", "Module"])
+
 
 class TracebackTest(StacklessTestCase):
     def test_traceback_of_tasklet_error_shows_tasklet_frames(self):
