@@ -676,19 +676,23 @@ unsafe fn call_parallel(
         return Err(take_error_text());
     }
     let name = ffi::PyUnicode_FromString(function.as_ptr());
-    let result = if name.is_null() {
+    let pool_id = ffi::PyLong_FromUnsignedLongLong(pool.id);
+    let index = ffi::PyLong_FromSize_t(worker);
+    let result = if name.is_null() || pool_id.is_null() || index.is_null() {
         ptr::null_mut()
     } else {
         ffi::PyObject_CallMethodObjArgs(
             module,
             name,
-            ffi::PyLong_FromUnsignedLongLong(pool.id),
-            ffi::PyLong_FromSize_t(worker),
+            pool_id,
+            index,
             payload,
             ptr::null_mut::<ffi::PyObject>(),
         )
     };
-    ffi::Py_XDECREF(name);
+    for reference in [name, pool_id, index] {
+        ffi::Py_XDECREF(reference);
+    }
     ffi::Py_DECREF(payload);
     ffi::Py_DECREF(module);
     if result.is_null() {
