@@ -672,25 +672,24 @@ def fmt_range(xs, fmt="{:.2f}"):
 
 def summarize(raw, failures, meta, args):
     s = {}
-    sw_s, sw_g = raw["switch"]["stackless"], raw["switch"]["greenlet"]
-    s["switch"] = {
-        "stackless_ns": med([r["ns_per_op"] for r in sw_s]),
-        "greenlet_ns": med([r["ns_per_op"] for r in sw_g]),
-        "stackless_cpu_ns": med([r["cpu_ns_per_op"] for r in sw_s]),
-        "greenlet_cpu_ns": med([r["cpu_ns_per_op"] for r in sw_g]),
-        "pair_ratios": pair_ratios(sw_s, sw_g, "ns_per_op"),
-    }
-    s["switch"]["ratio"] = s["switch"]["stackless_ns"] / s["switch"]["greenlet_ns"]
-    ring_s, ring_g = raw["ring"]["stackless"], raw["ring"]["greenlet"]
-    s["ring"] = {
-        "stackless_ns": med([r["ns_per_switch"] for r in ring_s]),
-        "greenlet_ns": med([r["ns_per_switch"] for r in ring_g]),
-        "stackless_cpu_ns": med([r["cpu_ns_per_switch"] for r in ring_s]),
-        "greenlet_cpu_ns": med([r["cpu_ns_per_switch"] for r in ring_g]),
-        "pair_ratios": pair_ratios(ring_s, ring_g, "ns_per_switch"),
-    }
-    s["ring"]["ratio"] = s["ring"]["stackless_ns"] / s["ring"]["greenlet_ns"]
-    s["ring"]["size"] = (ring_s or ring_g)[0]["ring"]
+
+    def against_greenlet(block, key):
+        """Medians of `key` (and its cpu_ twin) per side, per-round and overall ratios."""
+        st, gl = raw[block]["stackless"], raw[block]["greenlet"]
+        d = {
+            "stackless_ns": med([r[key] for r in st]),
+            "greenlet_ns": med([r[key] for r in gl]),
+            "stackless_cpu_ns": med([r["cpu_" + key] for r in st]),
+            "greenlet_cpu_ns": med([r["cpu_" + key] for r in gl]),
+            "pair_ratios": pair_ratios(st, gl, key),
+        }
+        d["ratio"] = d["stackless_ns"] / d["greenlet_ns"]
+        return d
+
+    s["switch"] = against_greenlet("switch", "ns_per_op")
+    s["ring"] = against_greenlet("ring", "ns_per_switch")
+    ring_runs = raw["ring"]["stackless"] or raw["ring"]["greenlet"]
+    s["ring"]["size"] = ring_runs[0]["ring"]
     ch_s, ch_a = raw["channel"]["stackless"], raw["channel"]["asyncio"]
     s["channel"] = {
         "stackless_ns": med([r["ns_per_op"] for r in ch_s]),
