@@ -774,7 +774,8 @@ pub unsafe extern "C" fn py_set_context(
     })
 }
 
-/// `arm_watchdog(ticks, signal, restart_on_switch)`: see `watchdog::arm`.
+/// `arm_watchdog(ticks, delivery, restart_on_switch)`: see `watchdog::arm`. `delivery` is a
+/// signal number (main thread) or the callable that turns the monitoring events on.
 pub unsafe extern "C" fn py_arm_watchdog(
     _module: *mut ffi::PyObject,
     args: *mut *mut ffi::PyObject,
@@ -784,16 +785,30 @@ pub unsafe extern "C" fn py_arm_watchdog(
         if nargs != 3 {
             return set_error(
                 ffi::PyExc_TypeError,
-                c"arm_watchdog(ticks, signal, restart_on_switch) takes 3 arguments",
+                c"arm_watchdog(ticks, delivery, restart_on_switch) takes 3 arguments",
             );
         }
-        let ticks = ffi::PyLong_AsUnsignedLongLong(*args);
-        let signal = ffi::PyLong_AsLong(*args.offset(1));
-        let restart = ffi::PyObject_IsTrue(*args.offset(2));
+        let (ticks, delivery, restart) = (*args, *args.offset(1), *args.offset(2));
+        let ticks = ffi::PyLong_AsUnsignedLongLong(ticks);
+        let restart = ffi::PyObject_IsTrue(restart);
         if !ffi::PyErr_Occurred().is_null() || restart < 0 {
             return ptr::null_mut();
         }
-        match crate::watchdog::arm(ticks, signal as i32, restart != 0) {
+        let (delivery, hook) = if ffi::PyLong_Check(delivery) != 0 {
+            let signal = ffi::PyLong_AsLong(delivery);
+            if !ffi::PyErr_Occurred().is_null() {
+                return ptr::null_mut();
+            }
+            let Ok(signal) = i32::try_from(signal) else {
+                return set_error(ffi::PyExc_ValueError, c"signal number out of range");
+            };
+            (crate::watchdog::Delivery::Signal(signal), ptr::null_mut())
+        } else if ffi::PyCallable_Check(delivery) != 0 {
+            (crate::watchdog::Delivery::MonitoringEvents, delivery)
+        } else {
+            return set_error(ffi::PyExc_TypeError, c"delivery must be a signal number or a callable");
+        };
+        match crate::watchdog::arm(ticks, delivery, restart != 0, hook) {
             Ok(()) => ffi::Py_NewRef(ffi::Py_None()),
             Err(message) => {
                 let message = std::ffi::CString::new(message).unwrap_or_default();
@@ -804,13 +819,57 @@ pub unsafe extern "C" fn py_arm_watchdog(
     })
 }
 
-/// `disarm_watchdog()`.
+/// `disarm_watchdog()`: for the calling thread.
 pub unsafe extern "C" fn py_disarm_watchdog(
     _module: *mut ffi::PyObject,
     _args: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    crate::watchdog::disarm();
-    ffi::Py_NewRef(ffi::Py_None())
+    guarded(|| {
+        crate::watchdog::disarm();
+        ffi::Py_NewRef(ffi::Py_None())
+    })
+}
+
+/// `take_expired()`: whether the calling thread's time slice expired (clearing the mark).
+pub unsafe extern "C" fn py_take_expired(
+    _module: *mut ffi::PyObject,
+    _args: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    guarded(|| ffi::PyBool_FromLong(crate::watchdog::take_expired() as _))
+}
+
+/// `any_expired()`: whether some thread's time slice expired and was not acted on yet.
+pub unsafe extern "C" fn py_any_expired(
+    _module: *mut ffi::PyObject,
+    _args: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    guarded(|| ffi::PyBool_FromLong(crate::watchdog::any_expired() as _))
+}
+
+/// `switch_from_monitoring()`: `switch(None)` (to the thread's main context) from inside a
+/// `sys.monitoring` callback.
+///
+/// CPython 3.13 runs a callback with `tstate->tracing` raised and `what_event` set
+/// (instrumentation.c, `call_one_instrument`) and fires no events while `tracing` is non-zero;
+/// both are per-thread, not carried by a switch. So they are cleared while this tasklet is
+/// suspended (the tasklets that run meanwhile are not inside the callback) and put back when
+/// it resumes, before the callback returns.
+pub unsafe extern "C" fn py_switch_from_monitoring(
+    _module: *mut ffi::PyObject,
+    _args: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        let ts = state::current_thread_state();
+        // SAFETY: `ts` is this thread's 3.13 thread state (layout in cpython_state.rs); the
+        // same OS thread resumes this tasklet, so `ts` is still its thread state afterwards.
+        let (tracing, what_event) = ((*ts).tracing, (*ts).what_event);
+        (*ts).tracing = 0;
+        (*ts).what_event = -1;
+        let result = switch_to(ffi::Py_None(), ptr::null_mut(), ptr::null_mut());
+        (*ts).tracing = tracing;
+        (*ts).what_event = what_event;
+        result
+    })
 }
 
 /// `stats()`: the engine's counters as a dict.

@@ -56,18 +56,36 @@ pub fn register() -> Result<(), String> {
 }
 
 // SAFETY (statics below): read by CPython; only PyModuleDef_Init writes the base, under the GIL.
-static mut CORE_METHODS: [ffi::PyMethodDef; 14] = [
+static mut CORE_METHODS: [ffi::PyMethodDef; 17] = [
     ffi::PyMethodDef {
         ml_name: c"arm_watchdog".as_ptr(),
         ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: fiber::py_arm_watchdog },
         ml_flags: ffi::METH_FASTCALL,
-        ml_doc: c"arm_watchdog(ticks, signal, restart_on_switch)\n--\n\nTrip `signal` after `ticks` microseconds of CPU time.".as_ptr(),
+        ml_doc: c"arm_watchdog(ticks, delivery, restart_on_switch)\n--\n\nInterrupt this thread after `ticks` microseconds of CPU time: trip signal `delivery`, or call `delivery` to turn the monitoring events on.".as_ptr(),
     },
     ffi::PyMethodDef {
         ml_name: c"disarm_watchdog".as_ptr(),
         ml_meth: ffi::PyMethodDefPointer { PyCFunction: fiber::py_disarm_watchdog },
         ml_flags: ffi::METH_NOARGS,
-        ml_doc: c"disarm_watchdog()\n--\n\nStop the run(timeout) watchdog.".as_ptr(),
+        ml_doc: c"disarm_watchdog()\n--\n\nStop this thread's run(timeout) watchdog.".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"take_expired".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunction: fiber::py_take_expired },
+        ml_flags: ffi::METH_NOARGS,
+        ml_doc: c"take_expired()\n--\n\nWhether this thread's time slice expired (clears the mark).".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"any_expired".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunction: fiber::py_any_expired },
+        ml_flags: ffi::METH_NOARGS,
+        ml_doc: c"any_expired()\n--\n\nWhether some thread's time slice expired and was not taken yet.".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"switch_from_monitoring".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunction: fiber::py_switch_from_monitoring },
+        ml_flags: ffi::METH_NOARGS,
+        ml_doc: c"switch_from_monitoring()\n--\n\nswitch(None) from inside a sys.monitoring callback.".as_ptr(),
     },
     ffi::PyMethodDef {
         ml_name: c"current_context".as_ptr(),

@@ -45,7 +45,8 @@ class _ThreadState(_core.ThreadStateBase):
     holds `main`, `current`, `head`, `runcount`, `trap`, `soft_stop`, `preempt` and `ident`,
     and implements the ring operations `insert`, `insert_after`, `remove` and `make_first`."""
 
-    __slots__ = ("watchdogs", "wakeup", "waiting", "interrupted", "interrupt_pending")
+    __slots__ = ("watchdogs", "wakeup", "waiting", "interrupted", "interrupt_pending",
+                 "interrupt_at")
 
     def __init__(self, ident):
         self.ident = ident
@@ -56,6 +57,7 @@ class _ThreadState(_core.ThreadStateBase):
         self.interrupted = None  # the tasklet a watchdog interrupt took out of the queue
         self.soft_stop = False  # soft timeout expired: return to run() at the next switch
         self.interrupt_pending = False  # expired inside an atomic section
+        self.interrupt_at = None  # code object: switch out at its next instruction (monitoring)
         self.head = None
         self.runcount = 0
         self.watchdogs = 0  # nesting of run() calls in progress on the main tasklet
@@ -670,12 +672,18 @@ def schedule_remove(retval=None):
     return result
 
 
-# Preemption is delivered through the signal machinery (see watchdog.rs): a real-time signal
-# number that this module claims while run(timeout) runs on the main thread.
+# Preemption (see watchdog.rs). On the main thread it is delivered through the signal
+# machinery: a real-time signal number that this module claims while run(timeout) runs there.
+# Other threads run no signal handlers: there an expired time slice turns on sys.monitoring
+# JUMP and PY_START events (one fires at every loop iteration and call) under a tool id this
+# module claims at the first such run(timeout), and the callbacks switch the tasklet out.
 _PREEMPT_SIGNAL = _signal.SIGRTMAX - 3 if hasattr(_signal, "SIGRTMAX") else None
+_PREEMPT_TOOL_IDS = (4, 3)  # the ids sys.monitoring leaves free (0-2 and 5 are named)
+_preempt_tool = None
+_preempt_tool_lock = _thread.allocate_lock()
 
 
-def _interrupt(th):
+def _interrupt(th, from_monitoring=False):
     """Take the running tasklet out of the queue and return it from run()."""
     me = th.current
     preempt = th.preempt
@@ -693,7 +701,10 @@ def _interrupt(th):
     th.interrupted = me
     th.current = th.main
     try:
-        _core.switch(None, None)
+        if from_monitoring:
+            _core.switch_from_monitoring()
+        else:
+            _core.switch(None, None)
     finally:
         th.current = me
         if not me._in_ring and me._alive:
@@ -712,10 +723,79 @@ def _on_preempt_signal(signum, frame):
         _interrupt(th)
 
 
+def _expired_thread_state():
+    """In a preemption monitoring callback: this thread's scheduler if its time slice expired
+    (taking the expiry), else None. The events go off once no thread's slice is expired."""
+    expired_here = _core.take_expired()
+    if not _core.any_expired():
+        _sys.monitoring.set_events(_preempt_tool, 0)
+    return _threads.get(_thread.get_ident()) if expired_here else None
+
+
+def _on_preempt_start(code, offset):
+    """PY_START: switch the tasklet out at this call (something thrown into it while it is out
+    is raised at the call, in the caller)."""
+    th = _expired_thread_state()
+    if th is not None:
+        _interrupt(th, from_monitoring=True)
+
+
+def _on_preempt_jump(code, offset, destination):
+    """JUMP: an exception raised from a JUMP callback skips the frame's own handlers (CPython
+    3.12 and 3.13), so the tasklet is switched out at the next instruction instead, from an
+    INSTRUCTION event turned on for this code object alone."""
+    th = _expired_thread_state()
+    if th is not None:
+        th.interrupt_at = code
+        _sys.monitoring.set_local_events(_preempt_tool, code, _sys.monitoring.events.INSTRUCTION)
+
+
+def _on_preempt_instruction(code, offset):
+    th = _threads.get(_thread.get_ident())
+    if th is None or th.interrupt_at is not code:
+        return
+    _stop_interrupting_at(th)
+    _interrupt(th, from_monitoring=True)
+
+
+def _stop_interrupting_at(th):
+    code, th.interrupt_at = th.interrupt_at, None
+    if code is not None and not any(other.interrupt_at is code for other in list(_threads.values())):
+        _sys.monitoring.set_local_events(_preempt_tool, code, 0)
+
+
+def _preempt_events_on():
+    """Called by the watchdog (as a pending call) when a time slice of a non-main thread has
+    expired."""
+    events = _sys.monitoring.events
+    _sys.monitoring.set_events(_preempt_tool, events.JUMP | events.PY_START)
+
+
+def _claim_preempt_tool():
+    global _preempt_tool
+    with _preempt_tool_lock:
+        if _preempt_tool is not None:
+            return
+        monitoring = _sys.monitoring
+        for tool in _PREEMPT_TOOL_IDS:
+            if monitoring.get_tool(tool) is None:
+                monitoring.use_tool_id(tool, "stackless run(timeout)")
+                events = monitoring.events
+                monitoring.register_callback(tool, events.PY_START, _on_preempt_start)
+                monitoring.register_callback(tool, events.JUMP, _on_preempt_jump)
+                monitoring.register_callback(tool, events.INSTRUCTION, _on_preempt_instruction)
+                _preempt_tool = tool
+                return
+        raise RuntimeError(
+            "run(timeout) outside the main thread needs a free sys.monitoring tool id "
+            f"({' or '.join(map(str, _PREEMPT_TOOL_IDS))}); all are in use"
+        )
+
+
 def run(timeout=0, threadblock=False, soft=False, ignore_nesting=False, totaltimeout=False):
-    """Run the queued tasklets until none is runnable and return None; with `timeout` > 0
-    (main thread only), a tasklet that runs `timeout` ticks without switching (a tick is one
-    microsecond of CPU time) is taken out of the queue and returned. `soft`: return None at the
+    """Run the queued tasklets until none is runnable and return None; with `timeout` > 0, a
+    tasklet that runs `timeout` ticks without switching (a tick is one microsecond of CPU time)
+    is taken out of the queue and returned. `soft`: return None at the
     next switch instead, leaving the tasklet queued. `totaltimeout`: the ticks count over the
     whole run. `threadblock`: when nothing is runnable but a tasklet of this thread is blocked
     and another Python thread exists (which may wake it through a channel), wait for that
@@ -726,19 +806,25 @@ def run(timeout=0, threadblock=False, soft=False, ignore_nesting=False, totaltim
     if me is not th.main:
         schedule()
         return None
+    preempting = timeout > 0
+    by_signal = preempting and th.ident == _MAIN_THREAD and _PREEMPT_SIGNAL is not None
+    if preempting and not by_signal:
+        _claim_preempt_tool()
     if me._in_ring:
         th.remove(me)
     if th.head is None:
         th.make_first(me)
         return None
-    preempting = timeout > 0 and th.ident == _MAIN_THREAD and _PREEMPT_SIGNAL is not None
-    previous_handler = None
-    if preempting:
-        previous_handler = _signal.signal(_PREEMPT_SIGNAL, _on_preempt_signal)
-        th.preempt = (bool(soft),)
-        _core.arm_watchdog(int(timeout), _PREEMPT_SIGNAL, not totaltimeout)
+    handler_installed, previous_handler = False, None
     th.watchdogs += 1
     try:
+        if by_signal:
+            previous_handler = _signal.signal(_PREEMPT_SIGNAL, _on_preempt_signal)
+            handler_installed = True
+        if preempting:
+            th.preempt = (bool(soft),)
+            _core.arm_watchdog(int(timeout), _PREEMPT_SIGNAL if by_signal else _preempt_events_on,
+                               not totaltimeout)
         _switch(th, th.head)
         # Back with only this (main) tasklet runnable: with threadblock, wait while a blocked
         # tasklet of this thread may be woken by another thread, and run what it wakes.
@@ -756,7 +842,11 @@ def run(timeout=0, threadblock=False, soft=False, ignore_nesting=False, totaltim
             _core.disarm_watchdog()
             th.preempt = None
             th.soft_stop = th.interrupt_pending = False
-            _signal.signal(_PREEMPT_SIGNAL, previous_handler if previous_handler is not None else _signal.SIG_DFL)
+            if th.interrupt_at is not None:
+                _stop_interrupting_at(th)
+        if handler_installed:
+            _signal.signal(_PREEMPT_SIGNAL,
+                           previous_handler if previous_handler is not None else _signal.SIG_DFL)
         if not me._in_ring:
             th.make_first(me)
     interrupted, th.interrupted = th.interrupted, None

@@ -7,6 +7,10 @@ preemption rules come from Stackless/module/scheduling.c and stacklessmodule.c (
 Run standalone: `pyhost --engine stackless tests/python/stackless/test_scheduler.py`.
 """
 
+import os
+import subprocess
+import sys
+import threading
 import unittest
 
 import stackless
@@ -390,6 +394,128 @@ class PreemptionTest(StacklessTestCase):
         self.assertTrue(state["atomic_done"])
         self.assertFalse(t.atomic)
         t.kill()
+
+
+class PreemptionOnAnotherThreadTest(PreemptionTest):
+    """The same rules on a thread other than the main one, which has its own scheduler: there
+    Python runs no signal handlers, so the watchdog delivers through sys.monitoring events."""
+
+    def _callTestMethod(self, method):
+        failures = []
+
+        def body():
+            try:
+                method()
+            except BaseException as e:
+                failures.append(e)
+
+        thread = threading.Thread(target=body)
+        thread.start()
+        thread.join()
+        if failures:
+            raise failures[0]
+
+    def test_events_are_off_once_the_tasklet_is_out(self):
+        t = stackless.tasklet(busy_loop)()
+        self.assertIs(stackless.run(1000), t)
+        tool = next(i for i in range(6) if sys.monitoring.get_tool(i) == "stackless run(timeout)")
+        self.assertEqual(sys.monitoring.get_events(tool), 0)
+        t.kill()
+
+    def test_a_second_tasklet_is_interrupted_while_the_first_is_still_out(self):
+        # The first was switched out from inside a monitoring callback; events must still
+        # reach the tasklets that run meanwhile.
+        t = stackless.tasklet(busy_loop)()
+        self.assertIs(stackless.run(1000), t)
+        u = stackless.tasklet(busy_recursion)()
+        self.assertIs(stackless.run(1000), u)
+        t.insert()
+        self.assertIs(stackless.run(1000), t)
+        t.kill()
+        u.kill()
+        self.assertFalse(t.alive or u.alive)
+
+    def test_kill_unwinds_a_tasklet_interrupted_at_a_loop_or_a_call_through_its_handlers(self):
+        # Interrupted either at a loop's jump or at the call of f (whichever event comes first
+        # after the slice expires); in both cases the kill must run the tasklet's own handlers.
+        for _ in range(20):
+            ended = []
+
+            def calls():
+                def f():
+                    return 1
+
+                try:
+                    while True:
+                        f()
+                finally:
+                    ended.append(True)
+
+            t = stackless.tasklet(calls)()
+            self.assertIs(stackless.run(500), t)
+            t.kill()
+            self.assertEqual(ended, [True])
+            self.assertFalse(t.alive)
+
+
+def busy_loop():
+    for _ in range(BUSY_ITERATIONS):
+        pass
+
+
+def busy_recursion():
+    def down(n):
+        return down(n - 1) if n else 0
+
+    for _ in range(BUSY_ITERATIONS):
+        down(50)
+
+
+class PreemptionOnSeveralThreadsTest(StacklessTestCase):
+    def test_each_thread_interrupts_its_own_busy_tasklet_at_the_same_time(self):
+        results = {}
+        start = threading.Barrier(3)
+
+        def body(name):
+            t = stackless.tasklet(busy_loop)()
+            start.wait()
+            interrupted = stackless.run(2000)
+            results[name] = (interrupted is t, t.alive, t.paused)
+            t.kill()
+
+        threads = [threading.Thread(target=body, args=(f"thread {i}",)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        body("main")
+        for thread in threads:
+            thread.join()
+        self.assertEqual(results, {name: (True, True, True) for name in ("main", "thread 0", "thread 1")})
+
+    def test_no_free_monitoring_tool_is_a_clear_error(self):
+        code = """if True:
+            import sys, stackless, threading
+            for tool in (3, 4):
+                sys.monitoring.use_tool_id(tool, "someone else")
+            def body():
+                stackless.tasklet(lambda: None)()
+                try:
+                    stackless.run(1000)
+                except RuntimeError as e:
+                    print("error:", e)
+                print("runcount", stackless.getruncount())
+                stackless.run()
+                print("runcount", stackless.getruncount())
+            threading.Thread(target=body).start()
+        """
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=60, env=dict(os.environ))
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertEqual(proc.stdout.splitlines(), [
+            "error: run(timeout) outside the main thread needs a free sys.monitoring tool id "
+            "(4 or 3); all are in use",
+            "runcount 2",
+            "runcount 1",
+        ])
 
 
 class CallbackTest(StacklessTestCase):
