@@ -571,18 +571,10 @@ pub const DATA_STACK_CHUNK_SIZE: usize = 16 * 1024;
 /// frame here is the tasklet's function's; a small function's frame takes about 100 bytes).
 pub const ROOT_CHUNK_SIZE: usize = 1024;
 
-fn root_chunk_layout() -> std::alloc::Layout {
-    // 16-byte alignment, as the arena allocator's page-aligned chunks have at least.
-    std::alloc::Layout::from_size_align(ROOT_CHUNK_SIZE, 16).expect("valid layout")
-}
-
-/// A fresh root chunk of the engine's own, or None if memory is exhausted.
+/// A fresh root chunk of the engine's own (from the pre-faulted `pool`, aligned as the arena
+/// allocator's page-aligned chunks are at least to 16 bytes), or None if memory is exhausted.
 fn new_root_chunk() -> Option<*mut PyStackChunk313> {
-    // SAFETY: non-zero size.
-    let chunk = unsafe { std::alloc::alloc(root_chunk_layout()) }.cast::<PyStackChunk313>();
-    if chunk.is_null() {
-        return None;
-    }
+    let chunk = crate::pool::allocate(ROOT_CHUNK_SIZE)?.cast::<PyStackChunk313>();
     // SAFETY: freshly allocated, large enough for the header.
     unsafe {
         chunk.write(PyStackChunk313 {
@@ -604,7 +596,7 @@ unsafe fn free_chunk_chain(mut chunk: *mut PyStackChunk313) {
     while !chunk.is_null() {
         let previous = (*chunk).previous;
         if previous.is_null() && (*chunk).size == ROOT_CHUNK_SIZE {
-            std::alloc::dealloc(chunk.cast(), root_chunk_layout());
+            crate::pool::release(chunk.cast(), ROOT_CHUNK_SIZE);
         } else if let Some(free) = arena.free {
             free(arena.ctx, chunk.cast(), (*chunk).size);
         } // else: arena machinery already torn down: leak, as greenlet does
@@ -613,6 +605,10 @@ unsafe fn free_chunk_chain(mut chunk: *mut PyStackChunk313) {
 }
 
 // ----- A cache in front of the object arena allocator, for data-stack chunks -----
+
+/// CPython 3.13's obmalloc arena size on 64-bit builds (`ARENA_BITS` 20, Objects/obmalloc.c):
+/// small objects (tasklets among them) are carved from arenas of this size.
+pub const OBMALLOC_ARENA_SIZE: usize = 1 << 20;
 
 /// Freed [`DATA_STACK_CHUNK_SIZE`] blocks kept for reuse (at most this many, all threads).
 pub const CACHED_DATA_STACK_CHUNKS: usize = 16;
@@ -642,10 +638,12 @@ extern "C" fn cached_arena_alloc(_ctx: *mut core::ffi::c_void, size: usize) -> *
     }
     let inner = cache.inner;
     drop(guard);
-    match inner.alloc {
-        Some(alloc) => alloc(inner.ctx, size),
-        None => ptr::null_mut(),
+    let Some(alloc) = inner.alloc else { return ptr::null_mut() };
+    let block = alloc(inner.ctx, size);
+    if size == OBMALLOC_ARENA_SIZE && !block.is_null() {
+        crate::pool::populate(block as usize, size);
     }
+    block
 }
 
 extern "C" fn cached_arena_free(_ctx: *mut core::ffi::c_void, block: *mut core::ffi::c_void, size: usize) {
@@ -670,7 +668,8 @@ extern "C" fn cached_arena_free(_ctx: *mut core::ffi::c_void, block: *mut core::
 /// levels deeper than it would pay a map and an unmap per iteration without the cache. Other
 /// sizes (obmalloc's 1 MiB arenas) pass straight through; blocks CPython allocated before the
 /// cache was installed are compatible (same underlying allocator), so the cache may take them.
-/// Installed once per process; `PyObject_SetArenaAllocator` is a public API.
+/// obmalloc's arenas have their pages faulted in when they are mapped (see `pool`: one call
+/// per arena instead of a page fault per page as objects fill it). Installed once per process; `PyObject_SetArenaAllocator` is a public API.
 ///
 /// # Safety
 /// GIL held (no other thread is allocating an arena while the allocator is swapped).

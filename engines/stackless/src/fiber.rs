@@ -330,7 +330,11 @@ unsafe fn occupy_stack(fiber: &mut FiberInner, identity: *mut ()) {
             // Into the fiber's own vector: relinking drains it and keeps its capacity.
             state::unlink_c_stack_frames(saved.current_frame, lowest, top, &mut evicted.unlinked_frames);
         }
-        evicted.saved_stack = Some(SavedStack::copy_off(low, top));
+        let Some(saved_stack) = SavedStack::copy_off(low, top) else {
+            // As a failed Box allocation would: there is no way on without these bytes.
+            std::alloc::handle_alloc_error(std::alloc::Layout::from_size_align_unchecked(top - low, 1));
+        };
+        evicted.saved_stack = Some(saved_stack);
     }
     fiber.stacks.set_occupant(fiber.stack_index, identity);
 }

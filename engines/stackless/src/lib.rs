@@ -22,6 +22,8 @@ mod fiber;
 #[cfg(stackless_supported)]
 mod modules;
 #[cfg(stackless_supported)]
+mod pool;
+#[cfg(stackless_supported)]
 mod sched;
 #[cfg(stackless_supported)]
 mod stack;

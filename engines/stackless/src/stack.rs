@@ -169,24 +169,27 @@ unsafe impl Stack for StackView {
 }
 
 /// The live bytes of a suspended tasklet, copied off its shared stack: they belong at
-/// `[low, low + bytes.len())`, which ends at the stack's top.
+/// `[low, low + len)`, which ends at the stack's top. Held in a `pool` block (pre-faulted
+/// memory: starting many tasklets is mostly page faults otherwise).
 pub struct SavedStack {
     low: usize,
-    bytes: Box<[u8]>,
+    len: usize,
+    block: *mut u8,
 }
 
 impl SavedStack {
-    /// Copies `[low, top)` off a shared stack.
+    /// Copies `[low, top)` off a shared stack; None if memory is exhausted.
     ///
     /// # Safety
     /// `[low, top)` lies inside one mapped shared stack and holds the bytes of a suspended
     /// tasklet; nothing runs on that stack during the copy (the caller is on another stack).
-    pub unsafe fn copy_off(low: usize, top: usize) -> SavedStack {
+    pub unsafe fn copy_off(low: usize, top: usize) -> Option<SavedStack> {
         let len = top - low;
-        let bytes: Box<[u8]> = std::slice::from_raw_parts(low as *const u8, len).into();
+        let block = crate::pool::allocate(len)?;
+        std::ptr::copy_nonoverlapping(low as *const u8, block, len);
         BYTES_COPIED.fetch_add(len, Ordering::Relaxed);
         EVICTIONS.fetch_add(1, Ordering::Relaxed);
-        SavedStack { low, bytes }
+        Some(SavedStack { low, len, block })
     }
 
     /// Copies the bytes back where they came from.
@@ -195,8 +198,15 @@ impl SavedStack {
     /// The stack they came from is mapped, and nothing runs on it (its previous occupant's
     /// bytes have been copied off, or it had none).
     pub unsafe fn copy_back(self) {
-        std::ptr::copy_nonoverlapping(self.bytes.as_ptr(), self.low as *mut u8, self.bytes.len());
-        BYTES_COPIED.fetch_add(self.bytes.len(), Ordering::Relaxed);
+        std::ptr::copy_nonoverlapping(self.block, self.low as *mut u8, self.len);
+        BYTES_COPIED.fetch_add(self.len, Ordering::Relaxed);
+    }
+}
+
+impl Drop for SavedStack {
+    fn drop(&mut self) {
+        // SAFETY: the block came from `pool::allocate(self.len)` and is dropped once.
+        unsafe { crate::pool::release(self.block, self.len) };
     }
 }
 
