@@ -384,6 +384,26 @@ unsafe fn suspend_recording_sp(
     yielder.suspend(request)
 }
 
+/// [`switch_to`] from the thread's main context: runs fibers until one switches back. Out of
+/// line (with the dispatcher inlined here), so that the frame of `switch_to`, which every
+/// suspended fiber keeps, stays small (see `sched::switch_fast` on frame sizes).
+#[inline(never)]
+unsafe fn switch_from_main(
+    ts: *mut state::PyThreadState313,
+    target: *mut ffi::PyObject,
+    transfer: Transfer,
+) -> *mut ffi::PyObject {
+    CORE.with(|c| *c.main_saved.borrow_mut() = Some(SavedThreadState::save(ts)));
+    deliver(dispatch(target, transfer))
+}
+
+/// `fiber.saved = save(ts)`, out of line so the saved state is not built in the frame of
+/// [`switch_to`] (which a suspended fiber keeps).
+#[inline(never)]
+unsafe fn save_state(fiber: &mut FiberInner, ts: *mut state::PyThreadState313) {
+    fiber.saved = Some(SavedThreadState::save(ts));
+}
+
 /// `switch(target, value=None, exc=None)`: transfer control to `target` (a fiber, or None for
 /// the thread's main context), returning what is sent back when control returns here.
 pub(crate) unsafe fn switch_to(
@@ -419,8 +439,7 @@ pub(crate) unsafe fn switch_to(
     let target = if target.is_null() { target } else { ffi::Py_NewRef(target) };
     let ts = state::current_thread_state();
     if current.is_null() {
-        CORE.with(|c| *c.main_saved.borrow_mut() = Some(SavedThreadState::save(ts)));
-        deliver(dispatch(target, transfer))
+        switch_from_main(ts, target, transfer)
     } else {
         let fiber = inner(current);
         if fiber.yielder.is_null() {
@@ -429,7 +448,7 @@ pub(crate) unsafe fn switch_to(
             ffi::Py_XDECREF(transfer.exc);
             return set_error(ffi::PyExc_RuntimeError, c"fiber is not running on its own stack");
         }
-        fiber.saved = Some(SavedThreadState::save(ts));
+        save_state(fiber, ts);
         let yielder = &*fiber.yielder;
         let back = suspend_recording_sp(yielder, Request { target, transfer }, &raw mut fiber.suspended_sp);
         deliver(back)

@@ -662,15 +662,36 @@ unsafe fn small_zero() -> Obj {
 /// # Safety
 /// GIL held; `th` is this thread's scheduler, `me` its current tasklet, `target` a tasklet of
 /// this thread; the caller holds strong references to all three.
+///
+/// Frame size matters on this path: every frame between a tasklet's start and the point where
+/// it suspends is copied off its stack and kept while it is suspended, so the work before and
+/// after the switch (with its `Drops`, 136 bytes) lives in functions of their own, and the
+/// frame held across the switch keeps only a few pointers. The same goes for the channel
+/// operations that call this ([`action_fast`]).
 unsafe fn switch_fast(th: Obj, me: Obj, target: Obj) -> Obj {
+    let fiber = make_current(th, target);
+    let value = fiber::switch_to(fiber, ptr::null_mut(), ptr::null_mut());
+    resumed(th, me, fiber, value)
+}
+
+/// Before [`switch_fast`] switches: `target` becomes the current tasklet; returns its fiber
+/// (a new reference).
+#[inline(never)]
+unsafe fn make_current(th: Obj, target: Obj) -> Obj {
     let mut drops = Drops::new();
     store(&mut thread(th).f[S_CURRENT], target, &mut drops);
     let fiber = new_ref_or_none(tasklet(target).f[T_FIBER]);
     drops.release();
-    let value = fiber::switch_to(fiber, ptr::null_mut(), ptr::null_mut());
-    // Running again (the same fix-ups as the `finally` of the Python `_switch`). SAFETY: the
-    // exception (if any) is fetched first, as a `finally` block runs: the ring operations below
-    // may fail and raise their own, and their decrefs may run Python code (a `__del__`).
+    fiber
+}
+
+/// After [`switch_fast`]'s switch, running `me` again: the same fix-ups as the `finally` of
+/// the Python `_switch`; releases `fiber` and returns what `switch_fast` returns.
+#[inline(never)]
+unsafe fn resumed(th: Obj, me: Obj, fiber: Obj, value: Obj) -> Obj {
+    let mut drops = Drops::new();
+    // SAFETY: the exception (if any) is fetched first, as a `finally` block runs: the ring
+    // operations below may fail and raise their own, and their decrefs may run Python code.
     let exc = if value.is_null() { ffi::PyErr_GetRaisedException() } else { ptr::null_mut() };
     ffi::Py_DECREF(fiber);
     store(&mut thread(th).f[S_CURRENT], me, &mut drops);
@@ -764,7 +785,9 @@ unsafe fn schedule_fast(retval: Obj) -> Option<Obj> {
 }
 
 /// `channel._action(sending, value, None)` fast path; None means "use the Python
-/// implementation" (nothing has been changed then).
+/// implementation" (nothing has been changed then). Each case is a function of its own, so
+/// that a tasklet blocked here keeps only the small frames of the blocking one (see
+/// [`switch_fast`] on frame sizes).
 unsafe fn action_fast(ch: Obj, sending: bool, value: Obj) -> Option<Obj> {
     if CHANNEL_CALLBACK.load(Ordering::Relaxed) {
         return None;
@@ -773,70 +796,103 @@ unsafe fn action_fast(ch: Obj, sending: bool, value: Obj) -> Option<Obj> {
     if th.is_null() {
         return None;
     }
-    let channel = &mut *ch.cast::<ChannelObject>();
-    let me = thread(th).f[S_CURRENT];
+    let channel = &*ch.cast::<ChannelObject>();
     let partner_waiting = if sending { channel.balance < 0 } else { channel.balance > 0 };
     if partner_waiting {
-        let &partner = channel.queue.as_ref().and_then(|q| q.front())?;
-        let pref = channel.preference;
-        let partner_first = (pref < 0 && sending) || (pref > 0 && !sending);
-        if tasklet(partner).f[T_THREAD] != th
-            || channel.schedule_all != 0
-            || (partner_first && !is_true(tasklet(me).f[T_IN_RING]))
-        {
-            return None;
-        }
-        let th = ffi::Py_NewRef(th);
-        let me = ffi::Py_NewRef(me);
-        let mut drops = Drops::new();
-        // The queue's reference to the partner (its front) becomes ours.
-        if let Some(queue) = channel.queue.as_mut() {
-            queue.pop_front();
-        }
-        channel.balance += if sending { 1 } else { -1 };
-        let p = tasklet(partner);
-        store(&mut p.f[T_BLOCKED_ON], ffi::Py_None(), &mut drops);
-        let (result, bomb) = if sending {
-            store(&mut p.f[T_TEMPVAL], value, &mut drops);
-            store(&mut p.f[T_BOMB], ffi::Py_None(), &mut drops);
-            (ffi::Py_NewRef(ffi::Py_None()), ptr::null_mut())
-        } else {
-            (take(&mut p.f[T_TEMPVAL]), take(&mut p.f[T_CHAN_BOMB]))
-        };
-        let mut outcome = Ok(());
-        if partner_first {
-            outcome = ring_insert_after(th, me, partner, &mut drops);
-            if outcome.is_ok() {
-                store(&mut thread(th).f[S_HEAD], partner, &mut drops);
-                drops.release();
-                let back = switch_fast(th, me, partner);
-                if back.is_null() {
-                    outcome = Err(());
-                } else {
-                    ffi::Py_DECREF(back);
-                }
+        pass_to_partner(ch, th, sending, value)
+    } else {
+        block_on(ch, th, sending, value)
+    }
+}
+
+/// [`action_fast`] with a partner waiting on the channel.
+#[inline(never)]
+unsafe fn pass_to_partner(ch: Obj, th: Obj, sending: bool, value: Obj) -> Option<Obj> {
+    let channel = &mut *ch.cast::<ChannelObject>();
+    let me = thread(th).f[S_CURRENT];
+    let &partner = channel.queue.as_ref().and_then(|q| q.front())?;
+    let pref = channel.preference;
+    let partner_first = (pref < 0 && sending) || (pref > 0 && !sending);
+    if tasklet(partner).f[T_THREAD] != th
+        || channel.schedule_all != 0
+        || (partner_first && !is_true(tasklet(me).f[T_IN_RING]))
+    {
+        return None;
+    }
+    let th = ffi::Py_NewRef(th);
+    let me = ffi::Py_NewRef(me);
+    let mut drops = Drops::new();
+    // The queue's reference to the partner (its front) becomes ours.
+    if let Some(queue) = channel.queue.as_mut() {
+        queue.pop_front();
+    }
+    channel.balance += if sending { 1 } else { -1 };
+    let p = tasklet(partner);
+    store(&mut p.f[T_BLOCKED_ON], ffi::Py_None(), &mut drops);
+    let (result, bomb) = if sending {
+        store(&mut p.f[T_TEMPVAL], value, &mut drops);
+        store(&mut p.f[T_BOMB], ffi::Py_None(), &mut drops);
+        (ffi::Py_NewRef(ffi::Py_None()), ptr::null_mut())
+    } else {
+        (take(&mut p.f[T_TEMPVAL]), take(&mut p.f[T_CHAN_BOMB]))
+    };
+    let mut outcome = Ok(());
+    if partner_first {
+        outcome = ring_insert_after(th, me, partner, &mut drops);
+        if outcome.is_ok() {
+            store(&mut thread(th).f[S_HEAD], partner, &mut drops);
+            drops.release();
+            let back = switch_fast(th, me, partner);
+            if back.is_null() {
+                outcome = Err(());
+            } else {
+                ffi::Py_DECREF(back);
             }
-        } else {
-            ring_insert(th, partner, &mut drops);
         }
-        drops.release();
-        ffi::Py_DECREF(partner);
+    } else {
+        ring_insert(th, partner, &mut drops);
+    }
+    drops.release();
+    ffi::Py_DECREF(partner);
+    ffi::Py_DECREF(me);
+    ffi::Py_DECREF(th);
+    if outcome.is_err() {
+        ffi::Py_DECREF(result);
+        ffi::Py_XDECREF(bomb);
+        return Some(ptr::null_mut());
+    }
+    if !sending && !is_none(bomb) {
+        ffi::Py_DECREF(result);
+        raise(bomb);
+        return Some(ptr::null_mut());
+    }
+    ffi::Py_XDECREF(bomb);
+    Some(result)
+}
+
+/// [`action_fast`] with nobody waiting: block, if another tasklet of this thread can run.
+#[inline(never)]
+unsafe fn block_on(ch: Obj, th: Obj, sending: bool, value: Obj) -> Option<Obj> {
+    let me = thread(th).f[S_CURRENT];
+    let target = blocking_target(ch, th, me)?;
+    let th = ffi::Py_NewRef(th);
+    let me = ffi::Py_NewRef(me);
+    let target = ffi::Py_NewRef(target);
+    if enqueue_blocked(ch, th, me, sending, value).is_err() {
+        ffi::Py_DECREF(target);
         ffi::Py_DECREF(me);
         ffi::Py_DECREF(th);
-        if outcome.is_err() {
-            ffi::Py_DECREF(result);
-            ffi::Py_XDECREF(bomb);
-            return Some(ptr::null_mut());
-        }
-        if !sending && !is_none(bomb) {
-            ffi::Py_DECREF(result);
-            raise(bomb);
-            return Some(ptr::null_mut());
-        }
-        ffi::Py_XDECREF(bomb);
-        return Some(result);
+        return Some(ptr::null_mut());
     }
-    // Nobody waiting: block, if another tasklet of this thread can run.
+    let back = switch_fast(th, me, target);
+    Some(unblocked(ch, th, me, target, sending, back))
+}
+
+/// Who runs when `me` blocks on `ch`: the next runnable tasklet, else the main tasklet; None
+/// (use the Python implementation) for a closing channel, a block trap, or a deadlock.
+#[inline(never)]
+unsafe fn blocking_target(ch: Obj, th: Obj, me: Obj) -> Option<Obj> {
+    let channel = &*ch.cast::<ChannelObject>();
     if channel.f[C_CLOSING] != ffi::Py_False() || tasklet(me).f[T_BLOCK_TRAP] != ffi::Py_False() {
         return None;
     }
@@ -851,25 +907,25 @@ unsafe fn action_fast(ch: Obj, sending: bool, value: Obj) -> Option<Obj> {
     } else {
         head
     };
-    let target = if !next_head.is_null() {
-        next_head
-    } else {
-        let main = thread(th).f[S_MAIN];
-        if main.is_null() || main == me || !is_none(tasklet(main).f[T_BLOCKED_ON]) {
-            return None; // deadlock, or waiting for other threads: Python's business
-        }
-        main
-    };
-    let th = ffi::Py_NewRef(th);
-    let me = ffi::Py_NewRef(me);
-    let target = ffi::Py_NewRef(target);
+    if !next_head.is_null() {
+        return Some(next_head);
+    }
+    let main = thread(th).f[S_MAIN];
+    if main.is_null() || main == me || !is_none(tasklet(main).f[T_BLOCKED_ON]) {
+        return None; // deadlock, or waiting for other threads: Python's business
+    }
+    Some(main)
+}
+
+/// Takes `me` out of the run queue and puts it on `ch`'s queue (Err with an exception set if
+/// the ring operation fails).
+#[inline(never)]
+unsafe fn enqueue_blocked(ch: Obj, th: Obj, me: Obj, sending: bool, value: Obj) -> Result<(), ()> {
+    let channel = &mut *ch.cast::<ChannelObject>();
     let mut drops = Drops::new();
-    if in_ring && ring_remove(th, me, &mut drops).is_err() {
+    if is_true(tasklet(me).f[T_IN_RING]) && ring_remove(th, me, &mut drops).is_err() {
         drops.release();
-        ffi::Py_DECREF(target);
-        ffi::Py_DECREF(me);
-        ffi::Py_DECREF(th);
-        return Some(ptr::null_mut());
+        return Err(());
     }
     let m = tasklet(me);
     store(&mut m.f[T_BLOCKED_ON], ch, &mut drops);
@@ -881,7 +937,15 @@ unsafe fn action_fast(ch: Obj, sending: bool, value: Obj) -> Option<Obj> {
     channel.queue.get_or_insert_with(Default::default).push_back(ffi::Py_NewRef(me));
     channel.balance += if sending { 1 } else { -1 };
     drops.release();
-    let back = switch_fast(th, me, target);
+    Ok(())
+}
+
+/// After [`block_on`]'s switch, `me` running again (`back` is what it was resumed with, or
+/// NULL with an exception set): releases `th`, `me` and `target` and returns the channel
+/// operation's result.
+#[inline(never)]
+unsafe fn unblocked(ch: Obj, th: Obj, me: Obj, target: Obj, sending: bool, back: Obj) -> Obj {
+    let mut drops = Drops::new();
     // Fetched before any decref (which may run Python code).
     let exc = if back.is_null() { ffi::PyErr_GetRaisedException() } else { ptr::null_mut() };
     ffi::Py_DECREF(target);
@@ -904,12 +968,12 @@ unsafe fn action_fast(ch: Obj, sending: bool, value: Obj) -> Option<Obj> {
                 ffi::PyErr_SetRaisedException(exc);
             }
         }
-        return Some(ptr::null_mut());
+        return ptr::null_mut();
     }
     ffi::Py_DECREF(back);
     if sending {
         ffi::Py_DECREF(me);
-        return Some(ffi::Py_NewRef(ffi::Py_None()));
+        return ffi::Py_NewRef(ffi::Py_None());
     }
     let result = take(&mut tasklet(me).f[T_TEMPVAL]);
     let bomb = take(&mut tasklet(me).f[T_BOMB]);
@@ -917,10 +981,10 @@ unsafe fn action_fast(ch: Obj, sending: bool, value: Obj) -> Option<Obj> {
     if !is_none(bomb) {
         ffi::Py_DECREF(result);
         raise(bomb);
-        return Some(ptr::null_mut());
+        return ptr::null_mut();
     }
     ffi::Py_DECREF(bomb);
-    Some(result)
+    result
 }
 
 /// `channel._unblock(t)`: takes a blocked tasklet out of the queue.
