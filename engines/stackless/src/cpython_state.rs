@@ -145,6 +145,45 @@ pub unsafe fn unlink_c_stack_frames(
     }
 }
 
+/// The head of CPython 3.13.0's `_PyInterpreterFrame` up to `owner`
+/// (`Include/internal/pycore_frame.h`), to tell entry frames apart.
+#[repr(C)]
+struct InterpreterFrameOwner313 {
+    f_executable: *mut PyObject,
+    previous: *mut InterpreterFrameOwner313,
+    f_funcobj: *mut PyObject,
+    f_globals: *mut PyObject,
+    f_builtins: *mut PyObject,
+    f_locals: *mut PyObject,
+    frame_obj: *mut PyObject,
+    instr_ptr: *mut u16,
+    stacktop: c_int,
+    return_offset: u16,
+    owner: core::ffi::c_char,
+}
+
+/// `FRAME_OWNED_BY_CSTACK` (3.13.0 `enum _frameowner`): the `entry_frame` that every C →
+/// Python entry into the interpreter pushes.
+const FRAME_OWNED_BY_CSTACK: core::ffi::c_char = 3;
+
+/// How many times the running code was entered from C: the entry frames in the running
+/// tasklet's interpreter-frame chain (a tasklet's function, called by the engine, is one).
+///
+/// # Safety
+/// GIL held; `ts` is this thread's 3.13 thread state, whose frame chain is in place (the
+/// running tasklet's stack bytes are on its stack).
+pub unsafe fn entry_frames(ts: *mut PyThreadState313) -> usize {
+    let mut count = 0;
+    let mut frame = (*ts).current_frame.cast::<InterpreterFrameOwner313>();
+    while !frame.is_null() {
+        if (*frame).owner == FRAME_OWNED_BY_CSTACK {
+            count += 1;
+        }
+        frame = (*frame).previous;
+    }
+    count
+}
+
 /// Undoes [`unlink_c_stack_frames`] (emptying `changed`), once the tasklet's stack bytes are
 /// back in place.
 ///
@@ -809,6 +848,12 @@ mod tests {
         assert_eq!(offset_of!(PyStackChunk313, size), 8);
         assert_eq!(offset_of!(PyStackChunk313, top), 16);
         assert_eq!(offset_of!(PyStackChunk313, data), 24);
+        // _PyInterpreterFrame (pycore_frame.h): eight pointers, int stacktop, uint16_t
+        // return_offset, char owner.
+        assert_eq!(offset_of!(InterpreterFrameOwner313, previous), 8);
+        assert_eq!(offset_of!(InterpreterFrameOwner313, stacktop), 64);
+        assert_eq!(offset_of!(InterpreterFrameOwner313, return_offset), 68);
+        assert_eq!(offset_of!(InterpreterFrameOwner313, owner), 70);
     }
 
     #[test]

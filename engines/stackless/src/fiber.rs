@@ -869,6 +869,15 @@ pub unsafe extern "C" fn py_any_expired(
     guarded(|| ffi::PyBool_FromLong(crate::watchdog::any_expired() as _))
 }
 
+/// `entry_frames()`: how many times the running code was entered from C (see
+/// `cpython_state::entry_frames`); a tasklet's nesting level is this minus its own entry.
+pub unsafe extern "C" fn py_entry_frames(
+    _module: *mut ffi::PyObject,
+    _args: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    guarded(|| ffi::PyLong_FromSize_t(state::entry_frames(state::current_thread_state())))
+}
+
 /// `switch_from_monitoring()`: `switch(None)` (to the thread's main context) from inside a
 /// `sys.monitoring` callback.
 ///

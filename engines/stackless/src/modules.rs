@@ -56,7 +56,7 @@ pub fn register() -> Result<(), String> {
 }
 
 // SAFETY (statics below): read by CPython; only PyModuleDef_Init writes the base, under the GIL.
-static mut CORE_METHODS: [ffi::PyMethodDef; 17] = [
+static mut CORE_METHODS: [ffi::PyMethodDef; 18] = [
     ffi::PyMethodDef {
         ml_name: c"arm_watchdog".as_ptr(),
         ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: fiber::py_arm_watchdog },
@@ -80,6 +80,12 @@ static mut CORE_METHODS: [ffi::PyMethodDef; 17] = [
         ml_meth: ffi::PyMethodDefPointer { PyCFunction: fiber::py_any_expired },
         ml_flags: ffi::METH_NOARGS,
         ml_doc: c"any_expired()\n--\n\nWhether some thread's time slice expired and was not taken yet.".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"entry_frames".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunction: fiber::py_entry_frames },
+        ml_flags: ffi::METH_NOARGS,
+        ml_doc: c"entry_frames()\n--\n\nHow many times the running code was entered from C.".as_ptr(),
     },
     ffi::PyMethodDef {
         ml_name: c"switch_from_monitoring".as_ptr(),

@@ -683,17 +683,42 @@ _preempt_tool = None
 _preempt_tool_lock = _thread.allocate_lock()
 
 
-def _interrupt(th, from_monitoring=False):
-    """Take the running tasklet out of the queue and return it from run()."""
+class _Preempt:
+    """The run(timeout) in progress on a thread (`_ThreadState.preempt`)."""
+
+    __slots__ = ("soft", "ticks", "delivery", "restart_on_switch", "ignore_nesting")
+
+    def __init__(self, soft, ticks, delivery, restart_on_switch, ignore_nesting):
+        self.soft = soft
+        self.ticks = ticks
+        self.delivery = delivery
+        self.restart_on_switch = restart_on_switch
+        self.ignore_nesting = ignore_nesting
+
+    def arm(self):
+        _core.arm_watchdog(self.ticks, self.delivery, self.restart_on_switch)
+
+
+def _interrupt(th, from_monitoring=False, handler_entries=0):
+    """Take the running tasklet out of the queue and return it from run(). `handler_entries`:
+    how many C -> Python entries the call that got here added (1 for a signal handler or a
+    monitoring callback, which C calls), so the tasklet's own nesting level can be told."""
     me = th.current
     preempt = th.preempt
     if preempt is None or me is th.main or not me._alive:
         return
-    if me.atomic:
+    # As Stackless: no involuntary switch inside an atomic section, under a switch trap, or at
+    # a nesting level > 0 (code called from C: a map() or sort-key callback, say) unless
+    # nesting is ignored; the interrupt is kept pending (delivered when the atomic section
+    # ends) and the slice starts over, so it is tried again after another `timeout` ticks.
+    nested = (not preempt.ignore_nesting and not me.ignore_nesting
+              and _core.entry_frames() - handler_entries > 1)
+    if me.atomic or th.trap or nested:
         th.interrupt_pending = True
+        preempt.arm()
         return
     th.interrupt_pending = False
-    if preempt[0]:  # soft
+    if preempt.soft:
         th.soft_stop = True
         return
     if me._in_ring:
@@ -720,7 +745,7 @@ def _interrupt(th, from_monitoring=False):
 def _on_preempt_signal(signum, frame):
     th = _threads.get(_MAIN_THREAD)
     if th is not None:
-        _interrupt(th)
+        _interrupt(th, handler_entries=1)
 
 
 def _expired_thread_state():
@@ -737,7 +762,7 @@ def _on_preempt_start(code, offset):
     is raised at the call, in the caller)."""
     th = _expired_thread_state()
     if th is not None:
-        _interrupt(th, from_monitoring=True)
+        _interrupt(th, from_monitoring=True, handler_entries=1)
 
 
 def _on_preempt_jump(code, offset, destination):
@@ -755,7 +780,7 @@ def _on_preempt_instruction(code, offset):
     if th is None or th.interrupt_at is not code:
         return
     _stop_interrupting_at(th)
-    _interrupt(th, from_monitoring=True)
+    _interrupt(th, from_monitoring=True, handler_entries=1)
 
 
 def _stop_interrupting_at(th):
@@ -799,8 +824,8 @@ def run(timeout=0, threadblock=False, soft=False, ignore_nesting=False, totaltim
     next switch instead, leaving the tasklet queued. `totaltimeout`: the ticks count over the
     whole run. `threadblock`: when nothing is runnable but a tasklet of this thread is blocked
     and another Python thread exists (which may wake it through a channel), wait for that
-    instead of returning. `ignore_nesting` is accepted; every nesting level can be interrupted
-    here."""
+    instead of returning. A tasklet running code called from C (nesting level > 0) is only
+    interrupted with `ignore_nesting` (or its own `ignore_nesting` set)."""
     th = _thread_state()
     me = th.current
     if me is not th.main:
@@ -822,9 +847,10 @@ def run(timeout=0, threadblock=False, soft=False, ignore_nesting=False, totaltim
             previous_handler = _signal.signal(_PREEMPT_SIGNAL, _on_preempt_signal)
             handler_installed = True
         if preempting:
-            th.preempt = (bool(soft),)
-            _core.arm_watchdog(int(timeout), _PREEMPT_SIGNAL if by_signal else _preempt_events_on,
-                               not totaltimeout)
+            th.preempt = _Preempt(bool(soft), int(timeout),
+                                  _PREEMPT_SIGNAL if by_signal else _preempt_events_on,
+                                  not totaltimeout, bool(ignore_nesting))
+            th.preempt.arm()
         _switch(th, th.head)
         # Back with only this (main) tasklet runnable: with threadblock, wait while a blocked
         # tasklet of this thread may be woken by another thread, and run what it wakes.

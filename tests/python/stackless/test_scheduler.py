@@ -20,6 +20,8 @@ DEADLOCK_MESSAGE = "Deadlock: the last runnable tasklet cannot be blocked."
 # A busy loop long enough (seconds) that a scheduler which never preempts makes run() return
 # None instead of hanging the test; preemption after ~1000 ticks ends it far earlier.
 BUSY_ITERATIONS = 20_000_000
+# Busy code well over the 1000-tick slices the tests use (milliseconds), far under a second.
+NESTED_ITERATIONS = 300_000
 
 
 
@@ -376,6 +378,75 @@ class PreemptionTest(StacklessTestCase):
         self.assertTrue(t.alive)
         self.assertTrue(t.scheduled)
         self.assertLess(state["n"], cap)
+        t.kill()
+
+    def run_with_nested_busy_code(self, **run_args):
+        """A tasklet that first runs busy code called from C (map() calls it: nesting level
+        1), then busy code of its own (level 0). Returns (interrupted tasklet, whether the
+        nested part had finished)."""
+        state = {"nested_done": False}
+
+        def nested_busy(x):
+            for _ in range(NESTED_ITERATIONS):
+                pass
+            state["nested_done"] = True
+            return x
+
+        def worker():
+            list(map(nested_busy, [1]))
+            for _ in range(BUSY_ITERATIONS):
+                pass
+
+        t = stackless.tasklet(worker)()
+        return t, stackless.run(1000, **run_args), state["nested_done"]
+
+    def test_nested_code_is_interrupted_only_back_at_level_0(self):
+        # Stackless: any nesting level > 0 inhibits the interrupt unless ignore_nesting.
+        t, interrupted, nested_done = self.run_with_nested_busy_code()
+        self.assertIs(interrupted, t)
+        self.assertTrue(nested_done)
+        t.kill()
+
+    def test_ignore_nesting_interrupts_nested_code(self):
+        t, interrupted, nested_done = self.run_with_nested_busy_code(ignore_nesting=True)
+        self.assertIs(interrupted, t)
+        self.assertFalse(nested_done)
+        t.kill()
+
+    def test_a_tasklets_own_ignore_nesting_lets_it_be_interrupted_nested(self):
+        state = {"nested_done": False}
+
+        def nested_busy(x):
+            for _ in range(NESTED_ITERATIONS):
+                pass
+            state["nested_done"] = True
+
+        def worker():
+            stackless.getcurrent().set_ignore_nesting(True)
+            list(map(nested_busy, [1]))
+
+        t = stackless.tasklet(worker)()
+        self.assertIs(stackless.run(1000), t)
+        self.assertFalse(state["nested_done"])
+        t.kill()
+
+    def test_switch_trap_defers_the_interrupt(self):
+        state = {"trapped_done": False}
+
+        def worker():
+            stackless.switch_trap(1)
+            try:
+                for _ in range(NESTED_ITERATIONS):
+                    pass
+                state["trapped_done"] = True
+            finally:
+                stackless.switch_trap(-1)
+            for _ in range(BUSY_ITERATIONS):
+                pass
+
+        t = stackless.tasklet(worker)()
+        self.assertIs(stackless.run(1000), t)
+        self.assertTrue(state["trapped_done"])
         t.kill()
 
     def test_atomic_section_is_not_interrupted(self):
