@@ -136,7 +136,10 @@ extern "C" fn enable_events(_arg: *mut c_void) -> c_int {
         // strong reference that is never released while it is installed.
         unsafe {
             let hook = EVENTS_HOOK.load(Ordering::Acquire);
-            if hook.is_null() || EXPIRED.load(Ordering::SeqCst) == 0 || ffi::Py_IsFinalizing() != 0 {
+            // (No Py_IsFinalizing() check: that symbol is new in 3.13, and a 3.12 host must
+            // still be able to load this library to refuse it by name. A hook that fails at
+            // exit is reported as unraisable.)
+            if hook.is_null() || EXPIRED.load(Ordering::SeqCst) == 0 {
                 return;
             }
             let result = ffi::PyObject_CallNoArgs(hook);
