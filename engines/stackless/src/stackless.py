@@ -820,12 +820,12 @@ def _claim_preempt_tool():
 def run(timeout=0, threadblock=False, soft=False, ignore_nesting=False, totaltimeout=False):
     """Run the queued tasklets until none is runnable and return None; with `timeout` > 0, a
     tasklet that runs `timeout` ticks without switching (a tick is one microsecond of CPU time)
-    is taken out of the queue and returned. `soft`: return None at the
-    next switch instead, leaving the tasklet queued. `totaltimeout`: the ticks count over the
-    whole run. `threadblock`: when nothing is runnable but a tasklet of this thread is blocked
-    and another Python thread exists (which may wake it through a channel), wait for that
-    instead of returning. A tasklet running code called from C (nesting level > 0) is only
-    interrupted with `ignore_nesting` (or its own `ignore_nesting` set)."""
+    is taken out of the queue and returned. `soft`: return None at the next switch instead,
+    leaving the tasklet queued. `totaltimeout`: the ticks count over the whole run.
+    `threadblock`: when nothing is runnable but a tasklet of this thread is blocked and another
+    Python thread exists (which may wake it through a channel), wait for that instead of
+    returning. A tasklet running code called from C (nesting level > 0) is only interrupted
+    with `ignore_nesting` (or its own `ignore_nesting` set)."""
     th = _thread_state()
     me = th.current
     if me is not th.main:
