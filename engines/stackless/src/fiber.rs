@@ -527,7 +527,9 @@ unsafe fn alloc_fiber(
     if object.is_null() {
         return object;
     }
-    let inner = Box::new(FiberInner {
+    // In a pool block rather than a Box: it is written when the fiber is created, and the
+    // pool's pages are faulted in ahead (see `pool`).
+    let inner = crate::pool::boxed(FiberInner {
         func: ffi::Py_XNewRef(func),
         arg: if arg.is_null() { arg } else { ffi::Py_NewRef(arg) },
         context: if context == ffi::Py_None() { ptr::null_mut() } else { ffi::Py_NewRef(context) },
@@ -544,7 +546,12 @@ unsafe fn alloc_fiber(
         started: false,
         dead: false,
     });
-    (*object.cast::<FiberObject>()).inner = Box::into_raw(inner);
+    let Some(inner) = inner else {
+        // The object's `inner` is still NULL, which its deallocation expects.
+        ffi::Py_DECREF(object);
+        return set_error(ffi::PyExc_MemoryError, c"cannot allocate a fiber");
+    };
+    (*object.cast::<FiberObject>()).inner = inner;
     FIBERS_ALIVE.fetch_add(1, Ordering::Relaxed);
     object
 }
@@ -567,7 +574,7 @@ unsafe extern "C" fn fiber_dealloc(object: *mut ffi::PyObject) {
     let raw = (*object.cast::<FiberObject>()).inner;
     if !raw.is_null() {
         FIBERS_ALIVE.fetch_sub(1, Ordering::Relaxed);
-        let mut fiber = Box::from_raw(raw);
+        let mut fiber = crate::pool::unboxed(raw);
         ffi::Py_CLEAR(&mut fiber.func);
         ffi::Py_CLEAR(&mut fiber.arg);
         ffi::Py_CLEAR(&mut fiber.context);

@@ -1,6 +1,6 @@
-//! Memory for what every started tasklet keeps: its saved C-stack bytes (`stack::SavedStack`)
-//! and its root data-stack chunk (`cpython_state`), carved from regions whose pages are faulted
-//! in ahead of use, one system call per region.
+//! Memory for what every tasklet keeps: its fiber's state (`fiber`), its saved C-stack bytes
+//! (`stack::SavedStack`) and its root data-stack chunk (`cpython_state`), carved from regions
+//! whose pages are faulted in ahead of use, one system call per region.
 //!
 //! # Why
 //!
@@ -191,6 +191,26 @@ pub unsafe fn release(block: *mut u8, size: usize) {
         }
     }
     std::alloc::dealloc(block, global_layout(size));
+}
+
+/// `Box::new(value)`, in a pool block: the pointer to give to [`unboxed`]; None if memory is
+/// exhausted (`value` is dropped then).
+pub fn boxed<T>(value: T) -> Option<*mut T> {
+    const { assert!(std::mem::align_of::<T>() <= GRANULE) };
+    let block = allocate(std::mem::size_of::<T>().max(1))?.cast::<T>();
+    // SAFETY: a fresh block, large enough and aligned for T (checked above).
+    unsafe { block.write(value) };
+    Some(block)
+}
+
+/// Takes back the value from a [`boxed`] block and frees the block.
+///
+/// # Safety
+/// `block` came from `boxed::<T>` and is not used afterwards.
+pub unsafe fn unboxed<T>(block: *mut T) -> T {
+    let value = block.read();
+    release(block.cast(), std::mem::size_of::<T>().max(1));
+    value
 }
 
 #[cfg(test)]
