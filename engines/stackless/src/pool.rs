@@ -30,8 +30,8 @@ use std::collections::HashMap;
 use std::ptr;
 use std::sync::Mutex;
 
-/// Size-class step (and block alignment).
-pub const GRANULE: usize = 128;
+/// Size-class step (and block alignment; at least the 16 bytes CPython's chunks need).
+pub const GRANULE: usize = 64;
 /// Largest pooled block.
 pub const MAX_POOLED: usize = 16 * 1024;
 /// Bytes per region (also its alignment).

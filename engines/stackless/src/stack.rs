@@ -45,13 +45,13 @@ pub const STACK_SIZE: usize = 8 * 1024 * 1024;
 pub const SHARED_STACKS: usize = 8;
 
 /// Bytes saved below a suspended tasklet's recorded stack pointer: what the suspend routine
-/// puts below the frame that recorded it, with a margin (over 5x in release builds; every
+/// puts below the frame that recorded it, with a margin (over 2.5x in release builds; every
 /// byte here is copied, and kept, per evicted tasklet). Measured on x86_64 (rustc 1.9x,
 /// corosensei 0.3): 24 bytes in release builds (the suspend is inlined: three pushes), about
 /// 330 in debug builds (corosensei's `Yielder::suspend` is a call with its own frame).
 /// `fiber::check_suspended_sp` verifies it at every suspension, so a toolchain that needs
 /// more stops with a message instead of corrupting a stack.
-pub const BELOW_SP_MARGIN: usize = if cfg!(debug_assertions) { 1024 } else { 128 };
+pub const BELOW_SP_MARGIN: usize = if cfg!(debug_assertions) { 1024 } else { 64 };
 
 /// Bytes copied off and back onto shared stacks, all threads (statistics).
 pub static BYTES_COPIED: AtomicUsize = AtomicUsize::new(0);
