@@ -310,6 +310,26 @@ unsafe fn is_none(o: Obj) -> bool {
 
 // ----- the run-queue ring (same algorithms as the Python version had) -----
 
+/// Keeps a tasklet out of the cyclic GC while the scheduler owns it: while it is in the run
+/// queue or in the ring of started tasklets, the scheduler holds it (and will run or kill it),
+/// so it is never garbage, and traversing it is wasted work (about 40% of creating one:
+/// every new tasklet went through a young and a middle collection). It is tracked again as
+/// soon as it leaves both rings, so a cycle through a tasklet that ends (or is taken out of
+/// the queue unstarted) is collected as before. While untracked, what it references counts
+/// as referenced from outside, which is true: the tasklet is alive. Called after every change
+/// of ring membership.
+unsafe fn update_gc_tracking(t: Obj) {
+    let owned = is_true(tasklet(t).f[T_IN_RING]) || !is_none(tasklet(t).f[T_STARTED_NEXT]);
+    // SAFETY (CPython 3.13): the public calls, guarded by the tracked check as they require;
+    // `t` is fully initialised (it is in, or was in, a ring).
+    let tracked = ffi::PyObject_GC_IsTracked(t) != 0;
+    if owned && tracked {
+        ffi::PyObject_GC_UnTrack(t.cast());
+    } else if !owned && !tracked {
+        ffi::PyObject_GC_Track(t.cast());
+    }
+}
+
 unsafe fn ring_insert(th: Obj, t: Obj, drops: &mut Drops) {
     let state = thread(th);
     let head = state.f[S_HEAD];
@@ -325,6 +345,7 @@ unsafe fn ring_insert(th: Obj, t: Obj, drops: &mut Drops) {
         store(&mut tasklet(head).f[T_PREV], t, drops);
     }
     store_bool(&mut tasklet(t).f[T_IN_RING], true, drops);
+    update_gc_tracking(t);
     state.runcount += 1;
 }
 
@@ -340,6 +361,7 @@ unsafe fn ring_insert_after(th: Obj, anchor: Obj, t: Obj, drops: &mut Drops) -> 
     store(&mut tasklet(after).f[T_PREV], t, drops);
     store(&mut tasklet(anchor).f[T_NEXT], t, drops);
     store_bool(&mut tasklet(t).f[T_IN_RING], true, drops);
+    update_gc_tracking(t);
     thread(th).runcount += 1;
     Ok(())
 }
@@ -364,6 +386,7 @@ unsafe fn ring_remove(th: Obj, t: Obj, drops: &mut Drops) -> Result<(), ()> {
     store(&mut tasklet(t).f[T_NEXT], ptr::null_mut(), drops);
     store(&mut tasklet(t).f[T_PREV], ptr::null_mut(), drops);
     store_bool(&mut tasklet(t).f[T_IN_RING], false, drops);
+    update_gc_tracking(t);
     state.runcount -= 1;
     Ok(())
 }
@@ -398,6 +421,7 @@ unsafe fn started_add(th: Obj, t: Obj, drops: &mut Drops) {
         store(&mut tasklet(last).f[T_STARTED_NEXT], t, drops);
         store(&mut tasklet(head).f[T_STARTED_PREV], t, drops);
     }
+    update_gc_tracking(t);
 }
 
 /// [`started_add`] with its own [`Drops`], kept out of the caller's stack frame: the caller,
@@ -428,6 +452,7 @@ unsafe fn started_remove(th: Obj, t: Obj, drops: &mut Drops) {
     }
     store(&mut tasklet(t).f[T_STARTED_NEXT], ptr::null_mut(), drops);
     store(&mut tasklet(t).f[T_STARTED_PREV], ptr::null_mut(), drops);
+    update_gc_tracking(t);
 }
 
 /// `th.started_list()`: the started tasklets, in start order.

@@ -14,6 +14,7 @@ import sys
 import textwrap
 import threading
 import unittest
+import weakref
 
 import stackless
 from stackless_support import StacklessTestCase, TaskletExit
@@ -149,6 +150,59 @@ class NothingKeptTest(StacklessTestCase):
             stackless.run()
 
         self.assert_nothing_kept(scenario)
+
+
+class GarbageCycleTest(StacklessTestCase):
+    """The engine keeps tasklets out of the cyclic GC while the scheduler owns them (queued or
+    started and not finished); once they leave, cycles through them must be collected."""
+
+    def cycle(self, body=lambda: None):
+        class Box:
+            pass
+
+        class Tasklet(stackless.tasklet):  # a subclass: instances have a __dict__
+            pass
+
+        box = Box()
+        t = Tasklet(body)()
+        t.box, box.tasklet = box, t  # a cycle that outlives the tasklet's run
+        return t, weakref.ref(box)
+
+    def assert_collected(self, ref):
+        gc.collect()
+        self.assertIsNone(ref(), "a reference cycle through a tasklet was not collected")
+
+    def test_cycle_through_a_finished_tasklet(self):
+        t, ref = self.cycle()
+        stackless.run()
+        self.assertFalse(t.alive)
+        del t
+        self.assert_collected(ref)
+
+    def test_cycle_through_a_tasklet_removed_before_it_ran(self):
+        t, ref = self.cycle()
+        t.remove()
+        del t
+        self.assert_collected(ref)
+
+    def test_cycle_through_a_killed_blocked_tasklet(self):
+        ch = stackless.channel()
+        t, ref = self.cycle(ch.receive)
+        stackless.run()
+        self.assertTrue(t.blocked)
+        t.kill()
+        del t
+        self.assert_collected(ref)
+
+    def test_a_queued_tasklet_is_kept_even_unreferenced(self):
+        ran = []
+        t, ref = self.cycle(lambda: ran.append(True))
+        del t
+        gc.collect()
+        self.assertIsNotNone(ref())  # the run queue owns it
+        stackless.run()
+        self.assertEqual(ran, [True])
+        self.assert_collected(ref)
 
 
 class BulkKillTest(StacklessTestCase):
