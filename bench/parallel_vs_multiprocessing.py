@@ -5,6 +5,9 @@ and threads, side by side, at three task sizes; and the submit() round trip.
 Every measurement is a fresh child process running bench/parallel_workloads.py:
 
     sequential       pyhost --engine stock     [fn(x) for x in items]
+    bare             python3.13                no pool: 2 forked processes take chunks of the
+                                               items from a pipe; nothing pickled, nothing
+                                               collected: what this machine allows this minute
     parallel         pyhost --engine parallel  parallel.map(fn, items)  (automatic chunks)
     multiprocessing  python3.13                multiprocessing.Pool(2).map(fn, items)
     processpool      python3.13                ProcessPoolExecutor(2).map(fn, items, chunksize=...)
@@ -14,7 +17,8 @@ Sizes: 200,000 trivial tasks; 4,000 tasks of ~0.1 ms; 8 tasks of ~0.1 s. Also: t
 workers add when each reads a whole 100 MB `share()`d dataset. The pools are started
 and warmed up before the timed map call (start-up is reported apart). Rounds run every
 (size, contender) pair in a new random order; medians over --runs rounds are reported, with
-speed-ups over sequential and the ratio to multiprocessing.
+speed-ups over sequential, the ratio to multiprocessing and the share of bare's speed reached.
+`--sizes large` (comma-separated) runs only those sizes, without submit and share.
 
     python3.13 bench/parallel_vs_multiprocessing.py [--pyhost PATH] [--runs 5] [--json FILE]
 
@@ -36,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 WORKLOADS = HERE / "parallel_workloads.py"
 SIZES = ["trivial", "small", "large"]
-CONTENDERS = ["sequential", "parallel", "multiprocessing", "processpool", "threads"]
+CONTENDERS = ["sequential", "bare", "parallel", "multiprocessing", "processpool", "threads"]
 SUBMIT_CONTENDERS = ["parallel", "multiprocessing", "processpool"]
 TARGET_LARGE_SPEEDUP = 1.85
 TARGET_SUBMIT_SECONDS = 20e-6
@@ -66,12 +70,22 @@ def main() -> None:
     parser.add_argument("--python", default=sys.executable, help="interpreter for the peers")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", type=Path, help="write every measurement here")
+    parser.add_argument("--sizes", default=",".join(SIZES),
+                        help="comma-separated task sizes to run (default: all); "
+                             "submit and share run only with all of them")
     args = parser.parse_args()
+    sizes = [size for size in args.sizes.split(",") if size]
+    if not sizes or any(size not in SIZES for size in sizes):
+        parser.error(f"--sizes takes names from {', '.join(SIZES)}")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
     if not args.pyhost.is_file():
         sys.exit(f"no pyhost at {args.pyhost}; build it with `cargo build --release`")
 
-    pairs = ([(c, s) for s in SIZES for c in CONTENDERS] + [(c, "submit") for c in SUBMIT_CONTENDERS]
-             + [("parallel", "share")])
+    everything = sizes == SIZES
+    pairs = [(c, s) for s in sizes for c in CONTENDERS]
+    if everything:
+        pairs += [(c, "submit") for c in SUBMIT_CONTENDERS] + [("parallel", "share")]
     samples: dict[tuple[str, str], list[dict]] = {pair: [] for pair in pairs}
     for round_number in range(args.runs):
         random.shuffle(pairs)
@@ -93,15 +107,17 @@ def main() -> None:
 
     print(f"parallel engine vs peers: {os.cpu_count()} CPUs, {args.runs} rounds, medians "
           f"(peers under {args.python})\n")
-    print(f"{'size':8} {'contender':16} {'seconds':>9} {'speed-up':>9} {'vs mp':>7} {'start-up':>9}")
+    print(f"{'size':8} {'contender':16} {'seconds':>9} {'speed-up':>9} {'vs mp':>7} "
+          f"{'of bare':>8} {'start-up':>9}")
     verdicts = []
-    for size in SIZES:
+    for size in sizes:
         base = median("sequential", size)
         mp = median("multiprocessing", size)
+        bare = median("bare", size)
         for contender in CONTENDERS:
             seconds = median(contender, size)
             print(f"{size:8} {contender:16} {seconds:9.4f} {base / seconds:8.2f}x {mp / seconds:6.2f}x "
-                  f"{median(contender, size, 'startup'):8.3f}s")
+                  f"{bare / seconds:7.0%} {median(contender, size, 'startup'):8.3f}s")
         par = median("parallel", size)
         verdicts.append(f"{size}: parallel.map {mp / par:.2f}x multiprocessing.Pool.map "
                         f"({'PASS' if par < mp else 'FAIL'}: faster)"
@@ -111,20 +127,24 @@ def main() -> None:
                             f"({'PASS' if base / par >= TARGET_LARGE_SPEEDUP else 'FAIL'}: "
                             f">= {TARGET_LARGE_SPEEDUP}x)"
                             f"{per_round('sequential', 'parallel', size, TARGET_LARGE_SPEEDUP)}")
+            verdicts.append(f"large: two bare processes (no pool) {base / bare:.2f}x over sequential"
+                            f"{per_round('sequential', 'bare', size, TARGET_LARGE_SPEEDUP)}")
         print()
-    print("submit() round trip, one trivial task at a time:")
-    for contender in SUBMIT_CONTENDERS:
-        print(f"  {contender:16} {median(contender, 'submit') * 1e6:8.1f} us")
-    submit = median("parallel", "submit")
-    verdicts.append(f"submit round trip {submit * 1e6:.1f} us "
-                    f"({'PASS' if submit <= TARGET_SUBMIT_SECONDS else 'FAIL'}: <= 20 us)")
-    fraction = median("parallel", "share", "per_worker_fraction")
-    added = median("parallel", "share", "added_rss_bytes")
-    print(f"\nshare(): every worker reads a whole 100 MB shared dataset: RSS +{added / 1e6:.1f} MB in all, "
-          f"{fraction:.1%} of the dataset per worker")
-    verdicts.append(f"share() RSS per worker {fraction:.1%} of the dataset "
-                    f"({'PASS' if fraction <= TARGET_SHARE_FRACTION else 'FAIL'}: <= 5%)")
-    print("\nTargets:")
+    if everything:
+        print("submit() round trip, one trivial task at a time:")
+        for contender in SUBMIT_CONTENDERS:
+            print(f"  {contender:16} {median(contender, 'submit') * 1e6:8.1f} us")
+        submit = median("parallel", "submit")
+        verdicts.append(f"submit round trip {submit * 1e6:.1f} us "
+                        f"({'PASS' if submit <= TARGET_SUBMIT_SECONDS else 'FAIL'}: <= 20 us)")
+        fraction = median("parallel", "share", "per_worker_fraction")
+        added = median("parallel", "share", "added_rss_bytes")
+        print(f"\nshare(): every worker reads a whole 100 MB shared dataset: RSS +{added / 1e6:.1f} MB in all, "
+              f"{fraction:.1%} of the dataset per worker")
+        verdicts.append(f"share() RSS per worker {fraction:.1%} of the dataset "
+                        f"({'PASS' if fraction <= TARGET_SHARE_FRACTION else 'FAIL'}: <= 5%)")
+        print()
+    print("Targets:")
     for verdict in verdicts:
         print("  " + verdict)
     if args.json:
