@@ -134,6 +134,27 @@ fn in_process_metric_uses_pyhost_bench_values() {
 }
 
 #[test]
+fn child_processes_of_the_benchmarked_program_report_nothing() {
+    // The program starts a child pyhost that calls pyhost.bench() too: its 5 values must not
+    // reach the report (3 runs x 3 values of the program itself), and the variable naming the
+    // report file is gone from the program's environment.
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("prog.py");
+    std::fs::write(
+        &program,
+        "import os, subprocess, sys, pyhost\n\
+         assert 'PYHOST_BENCH_OUTPUT' not in os.environ\n\
+         subprocess.run([sys.executable, '-c', 'import pyhost; pyhost.bench(int, loops=1, repeat=5)'], check=True)\n\
+         pyhost.bench(lambda: sum(range(1000)), loops=200, repeat=3)\n",
+    )
+    .unwrap();
+    let out = run(bench().args(["-e", "stock", "--runs", "3", "--metric", "in-process"]).arg(&program));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("n=9"), "3 runs × 3 values, none from the child: {stdout}");
+}
+
+#[test]
 fn engine_statistics_are_shown_beside_the_timings() {
     let out = run(bench().arg("-e").arg(misbehaving_engine()).args(["--runs", "2", "-c", "pass"]));
     let stdout = text(&out.stdout);

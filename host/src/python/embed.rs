@@ -11,6 +11,7 @@ use pyo3_ffi as ffi;
 use std::ffi::{CString, OsStr, OsString};
 use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::ptr;
 use std::time::Instant;
 
@@ -57,11 +58,16 @@ pub fn run(options: &HostOptions, program: PythonCommandLine) -> i32 {
     // environment, so they load this very engine file.
     // SAFETY (std): no other thread exists yet, so nothing reads the environment concurrently.
     std::env::set_var(ENGINE_ENV, engine.spec());
+    // The report file of `pyhost bench` is this process's alone: a child pyhost the program
+    // starts must not append its own values and engine statistics to it.
+    let bench_output = std::env::var_os(BENCH_OUTPUT_ENV).filter(|path| !path.is_empty());
+    // SAFETY (std): as above, no other thread exists yet.
+    std::env::remove_var(BENCH_OUTPUT_ENV);
     if asks_for_help(&program.args) {
         print!("{HELP_PREAMBLE}");
     }
     let services = host_services(engine.name());
-    pyhost_module::install(engine.clone());
+    pyhost_module::install(engine.clone(), bench_output.map(PathBuf::from));
     if let Err(err) = engine.run_hook(Phase::BeforeInit, services) {
         eprintln!("pyhost: error: {err}");
         return EXIT_ENGINE_FAILED;
@@ -97,7 +103,7 @@ pub fn run(options: &HostOptions, program: PythonCommandLine) -> i32 {
 
 /// Under `pyhost bench`, appends the engine's statistics to the parent's report file.
 fn report_engine_statistics(engine: &LoadedEngine) {
-    let Some(path) = std::env::var_os(BENCH_OUTPUT_ENV) else { return };
+    let Some(path) = pyhost_module::bench_output() else { return };
     let stats = match engine.statistics() {
         Ok(stats) => stats,
         Err(message) => {
@@ -111,10 +117,10 @@ fn report_engine_statistics(engine: &LoadedEngine) {
     let written = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
-        .open(&path)
+        .open(path)
         .and_then(|mut file| std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()));
     if let Err(err) = written {
-        eprintln!("pyhost: warning: cannot write engine statistics to {}: {err}", path.to_string_lossy());
+        eprintln!("pyhost: warning: cannot write engine statistics to {}: {err}", path.display());
     }
 }
 

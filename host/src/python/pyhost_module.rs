@@ -12,11 +12,16 @@ use crate::services::{host_services, HOST_VERSION};
 use pyhost_abi::ABI_VERSION;
 use pyo3_ffi as ffi;
 use std::ffi::{c_int, CString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 static ENGINE: OnceLock<LoadedEngine> = OnceLock::new();
+/// Under `pyhost bench`: the file this process reports to (taken out of the environment at
+/// start-up, so that child processes do not inherit it).
+static BENCH_OUTPUT: OnceLock<Option<PathBuf>> = OnceLock::new();
 static AT_EXIT_FAILED: AtomicBool = AtomicBool::new(false);
 
 /// The part of the module written in Python (`pyhost.bench`).
@@ -29,14 +34,21 @@ const PYTHON_PART: &std::ffi::CStr = {
 };
 
 /// Makes `import pyhost` available; must be called before the interpreter is initialized.
-pub fn install(engine: LoadedEngine) {
+/// `bench_output`: the report file of `pyhost bench`, if it runs this process.
+pub fn install(engine: LoadedEngine, bench_output: Option<PathBuf>) {
     let _ = ENGINE.set(engine);
+    let _ = BENCH_OUTPUT.set(bench_output);
     // SAFETY: PyImport_AppendInittab is documented as callable before Py_Initialize; the name
     // is a static C string.
     let rc = unsafe { ffi::PyImport_AppendInittab(c"pyhost".as_ptr(), Some(init_pyhost_module)) };
     if rc != 0 {
         tracing::warn!("could not register the built-in pyhost module");
     }
+}
+
+/// The report file of `pyhost bench`, when it runs this process.
+pub fn bench_output() -> Option<&'static Path> {
+    BENCH_OUTPUT.get().and_then(|path| path.as_deref())
 }
 
 /// Whether the engine's `at_exit` hook reported an error.
@@ -143,6 +155,25 @@ unsafe extern "C" fn exec_module(module: *mut ffi::PyObject) -> c_int {
                 return ptr::null_mut();
             }
             let rc = ffi::PyModule_AddObjectRef(module, c"engine_path".as_ptr(), value);
+            ffi::Py_DECREF(value);
+            if rc < 0 {
+                return ptr::null_mut();
+            }
+        }
+        // _bench_output: where pyhost.bench() reports under `pyhost bench` (bytes path), or None.
+        // SAFETY: GIL held; the value is a new reference (or Py_None) that AddObjectRef does not steal.
+        unsafe {
+            let value = match bench_output() {
+                Some(path) => {
+                    let bytes = path.as_os_str().as_bytes();
+                    ffi::PyBytes_FromStringAndSize(bytes.as_ptr().cast(), bytes.len() as ffi::Py_ssize_t)
+                }
+                None => ffi::Py_NewRef(ffi::Py_None()),
+            };
+            if value.is_null() {
+                return ptr::null_mut();
+            }
+            let rc = ffi::PyModule_AddObjectRef(module, c"_bench_output".as_ptr(), value);
             ffi::Py_DECREF(value);
             if rc < 0 {
                 return ptr::null_mut();

@@ -9,9 +9,10 @@ def bench(func, loops=None, *, repeat=1, name=None):
 
     With ``loops=None`` the loop count is calibrated (1, 2, 5, 10, 20, ... calls) until one value
     takes at least 0.1 s; calibration calls are warm-ups and are not reported. Under
-    ``pyhost bench`` every value is also sent to the parent (through $PYHOST_BENCH_OUTPUT).
+    ``pyhost bench`` every value is also sent to the parent (through the file named by
+    $PYHOST_BENCH_OUTPUT, which pyhost takes out of the environment at start-up: child
+    processes report nothing).
     """
-    import os
     import json
     from time import perf_counter
 
@@ -43,8 +44,8 @@ def bench(func, loops=None, *, repeat=1, name=None):
 
     label = name if name is not None else getattr(func, "__qualname__", repr(func))
     values = [timed(loops) / loops for _ in range(repeat)]
-    report = os.environ.get("PYHOST_BENCH_OUTPUT")
-    if report:
+    report = _bench_output  # noqa: F821 (set by the module's native part)
+    if report is not None:
         with open(report, "a", encoding="utf-8") as out:
             for value in values:
                 out.write(json.dumps({"name": label, "value": value, "loops": loops}) + "\n")
