@@ -528,11 +528,12 @@ unsafe fn alloc_fiber(
         return object;
     }
     // In a pool block rather than a Box: it is written when the fiber is created, and the
-    // pool's pages are faulted in ahead (see `pool`).
+    // pool's pages are faulted in ahead (see `pool`). The references are taken once the block
+    // exists, so that a failed allocation leaks none.
     let inner = crate::pool::boxed(FiberInner {
-        func: ffi::Py_XNewRef(func),
-        arg: if arg.is_null() { arg } else { ffi::Py_NewRef(arg) },
-        context: if context == ffi::Py_None() { ptr::null_mut() } else { ffi::Py_NewRef(context) },
+        func: ptr::null_mut(),
+        arg: ptr::null_mut(),
+        context: ptr::null_mut(),
         for_tasklet,
         coroutine: None,
         yielder: ptr::null(),
@@ -551,6 +552,11 @@ unsafe fn alloc_fiber(
         ffi::Py_DECREF(object);
         return set_error(ffi::PyExc_MemoryError, c"cannot allocate a fiber");
     };
+    (*inner).func = ffi::Py_XNewRef(func);
+    (*inner).arg = ffi::Py_XNewRef(arg);
+    if context != ffi::Py_None() {
+        (*inner).context = ffi::Py_NewRef(context);
+    }
     (*object.cast::<FiberObject>()).inner = inner;
     FIBERS_ALIVE.fetch_add(1, Ordering::Relaxed);
     object
