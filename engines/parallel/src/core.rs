@@ -441,9 +441,14 @@ pub unsafe extern "C" fn py_pool_interrupt(
             return ptr::null_mut();
         }
         let Some(pool) = pool_arg(*args) else { return ptr::null_mut() };
-        pool.interrupt_running(|interpreter| {
-            // SAFETY: the interpreter is alive while the pool is locked (see the method).
-            unsafe { guard::interrupt_task_in(interpreter as *mut ffi::PyInterpreterState) }
+        pool.interrupt_running(|interpreter, thread| {
+            // SAFETY: the interpreter and the thread are alive while the pool is locked (see
+            // the method). The pending call is queued before the signal, which makes a blocked
+            // lock wait run it.
+            unsafe {
+                guard::interrupt_task_in(interpreter as *mut ffi::PyInterpreterState);
+                guard::wake_blocked_thread(thread);
+            }
         });
         ffi::Py_NewRef(ffi::Py_None())
     })
@@ -733,7 +738,7 @@ unsafe fn serve(serving: &mut (Arc<Pool>, usize)) -> Result<(), String> {
         let served = call_parallel(c"_worker_loop", &pool, worker, &[]).map(|result| ffi::Py_DECREF(result));
         if let Err(message) = served {
             pool.set_worker(worker, |info| info.state = "stopping");
-            ffi::Py_EndInterpreter(tstate);
+            end_interpreter(tstate, &pool, worker);
             return Err(message);
         }
         // Parks first, then leaves the pool ("stopped", under the pool's lock): a pool opened
@@ -752,8 +757,18 @@ unsafe fn serve(serving: &mut (Arc<Pool>, usize)) -> Result<(), String> {
             serving.0.set_worker(serving.1, |info| info.error = Some(message));
         }
     }
-    ffi::Py_EndInterpreter(tstate);
+    end_interpreter(tstate, &serving.0, serving.1);
     Ok(())
+}
+
+/// Ends the worker's interpreter (current, GIL held) after `parallel._worker_end` has tidied
+/// what CPython would tidy too late (if that fails, the interpreter ends all the same: the
+/// cost is a warning CPython prints).
+unsafe fn end_interpreter(tstate: *mut ffi::PyThreadState, pool: &Pool, worker: usize) {
+    if let Ok(result) = call_parallel(c"_worker_end", pool, worker, &[]) {
+        ffi::Py_DECREF(result);
+    }
+    ffi::Py_EndInterpreter(tstate);
 }
 
 /// Creates the worker's sub-interpreter (serialized with the other workers' start-ups) and
@@ -807,6 +822,8 @@ unsafe fn join_pool(tstate: *mut ffi::PyThreadState, pool: &Pool, worker: usize)
         info.interpreter_id = ffi::PyInterpreterState_GetID(interpreter);
         info.interpreter = interpreter as usize;
         info.native_thread_id = native_thread_id();
+        // SAFETY: pthread_self has no preconditions.
+        info.thread = unsafe { libc::pthread_self() };
         info.state = "idle";
     });
     guard::set_worker_interrupt(pool.interrupt_of(worker));

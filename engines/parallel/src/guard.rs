@@ -79,8 +79,20 @@ struct Guard {
     violation: Option<String>,
     raise_pending: bool,
     undo: Vec<Undo>,
-    /// The worker's Ctrl-C flag (workers only).
-    interrupt: Option<Arc<Interrupt>>,
+    /// The worker's Ctrl-C flag and the thread that runs its tasks (workers only): a Ctrl-C
+    /// interrupts the task, not threads the task started (as in CPython, where it interrupts
+    /// the main thread only).
+    interrupt: Option<(Arc<Interrupt>, std::thread::ThreadId)>,
+}
+
+impl Guard {
+    /// The Ctrl-C flag, if the calling thread is the one that runs the worker's tasks.
+    fn interrupt_here(&self) -> Option<&Arc<Interrupt>> {
+        self.interrupt
+            .as_ref()
+            .filter(|(_, thread)| *thread == std::thread::current().id())
+            .map(|(interrupt, _)| interrupt)
+    }
 }
 
 // SAFETY: a Guard belongs to one interpreter and is only used under that interpreter's GIL;
@@ -420,9 +432,11 @@ pub unsafe fn make_read_only_type(base: *mut ffi::PyObject, name: &std::ffi::CSt
     ffi::PyType_FromSpecWithBases(&mut spec, base)
 }
 
-/// Makes `interrupt` the Ctrl-C flag of the current (worker) interpreter.
+/// Makes `interrupt` the Ctrl-C flag of the current (worker) interpreter, whose tasks run on
+/// the calling thread.
 pub fn set_worker_interrupt(interrupt: Option<Arc<Interrupt>>) {
-    with_guard(|guard| guard.interrupt = interrupt);
+    let thread = std::thread::current().id();
+    with_guard(|guard| guard.interrupt = interrupt.map(|interrupt| (interrupt, thread)));
 }
 
 /// `time.sleep(seconds)` for a task in a worker: sleeps without the GIL until the time is up or
@@ -432,7 +446,8 @@ pub fn set_worker_interrupt(interrupt: Option<Arc<Interrupt>>) {
 /// # Safety
 /// GIL held by the calling (worker) thread.
 pub unsafe fn sleep_in_task(seconds: f64) -> Result<(), ()> {
-    let interrupt = with_guard(|guard| guard.interrupt.clone());
+    // A thread the task started sleeps as in CPython: a Ctrl-C does not end its sleep.
+    let interrupt = with_guard(|guard| guard.interrupt_here().cloned());
     let duration = Duration::try_from_secs_f64(seconds).ok();
     let interrupted = without_gil(|| match &interrupt {
         Some(interrupt) => interrupt.sleep(duration),
@@ -448,20 +463,93 @@ pub unsafe fn sleep_in_task(seconds: f64) -> Result<(), ()> {
     Ok(())
 }
 
+/// The signal that wakes a worker thread blocked in a wait on Ctrl-C: real-time, so no
+/// program or library is likely to use it (the stackless engine uses SIGRTMAX-3).
+fn wake_signal() -> c_int {
+    libc::SIGRTMAX() - 4
+}
+
+extern "C" fn on_wake_signal(_signal: c_int) {}
+
+/// Sends the wake signal to `thread`, a worker running a task that a Ctrl-C interrupts (its
+/// pending call is queued): a wait on a lock, `threading.Event`, `Condition` or `queue.Queue`
+/// then ends with EINTR, and CPython 3.13 runs the interpreter's pending calls before it
+/// waits again (`PyThread_acquire_lock_timed_with_retries`), so the task raises
+/// KeyboardInterrupt at once instead of after its wait. (I/O calls such as `socket.recv` or
+/// `select` retry after EINTR without running them, in any thread but the main one.) The
+/// handler does nothing and is installed without SA_RESTART, only while the signal has its
+/// default action: a handler someone else installed is left alone and nothing is sent.
+///
+/// # Safety
+/// `thread` is 0 or a live thread of this process.
+pub unsafe fn wake_blocked_thread(thread: libc::pthread_t) {
+    if thread == 0 {
+        return;
+    }
+    let signal = wake_signal();
+    let ours = on_wake_signal as extern "C" fn(c_int) as libc::sighandler_t;
+    let mut current: libc::sigaction = std::mem::zeroed();
+    if libc::sigaction(signal, ptr::null(), &mut current) != 0 {
+        return;
+    }
+    if current.sa_sigaction == libc::SIG_DFL {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ours;
+        action.sa_flags = 0; // no SA_RESTART: the interrupted wait returns EINTR
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(signal, &action, &mut current) != 0 {
+            return;
+        }
+        if current.sa_sigaction != libc::SIG_DFL {
+            // Someone installed a handler in between: put theirs back.
+            libc::sigaction(signal, &current, ptr::null_mut());
+            return;
+        }
+    } else if current.sa_sigaction != ours {
+        return;
+    }
+    libc::pthread_kill(thread, signal);
+}
+
 /// Queues a pending call in `interpreter` that raises KeyboardInterrupt in its running task
 /// (nothing if no task runs when the call comes: the worker's own loop is never interrupted).
 pub unsafe fn interrupt_task_in(interpreter: *mut ffi::PyInterpreterState) {
     unsafe extern "C" fn interrupt(_arg: *mut c_void) -> c_int {
         std::panic::catch_unwind(|| {
-            // Taken here or by a sleeping task, whichever comes first: one Ctrl-C, one raise.
-            let taken =
-                with_guard(|guard| guard.in_task && guard.interrupt.as_ref().is_none_or(|i| i.take()));
-            if taken {
-                // SAFETY: pending calls run in the interpreter's thread with its GIL held.
-                unsafe { ffi::PyErr_SetNone(ffi::PyExc_KeyboardInterrupt) };
-                -1
-            } else {
-                0
+            enum Action {
+                Raise,
+                Ignore,
+                /// Another thread of the interpreter (one the task started) holds the GIL and
+                /// runs pending calls: queue the call again for the task's thread, which
+                /// takes it once it has the GIL.
+                Requeue,
+            }
+            let action = with_guard(|guard| {
+                if !guard.in_task {
+                    return Action::Ignore;
+                }
+                match (&guard.interrupt, guard.interrupt_here()) {
+                    (None, _) => Action::Raise,
+                    // Taken here or by a sleeping task, whichever comes first: one Ctrl-C, one raise.
+                    (Some(_), Some(interrupt)) if interrupt.take() => Action::Raise,
+                    (Some((interrupt, _)), None) if interrupt.is_raised() => Action::Requeue,
+                    _ => Action::Ignore,
+                }
+            });
+            match action {
+                Action::Raise => {
+                    // SAFETY: pending calls run in a thread of the interpreter, GIL held.
+                    unsafe { ffi::PyErr_SetNone(ffi::PyExc_KeyboardInterrupt) };
+                    -1
+                }
+                Action::Ignore => 0,
+                Action::Requeue => {
+                    // SAFETY: as above; the interpreter is the current one, alive.
+                    unsafe {
+                        _PyEval_AddPendingCall(ffi::PyInterpreterState_Get(), interrupt, ptr::null_mut(), 0)
+                    };
+                    0
+                }
             }
         })
         .unwrap_or(0)

@@ -46,7 +46,9 @@ class TransferError(TypeError):
 
 
 class TaskContext:
-    """Where a task runs: returned by `current_context()` inside a task."""
+    """Where a task runs: returned by `current_context()` inside a task. `thread_id` is the
+    worker thread's native id (`threading.get_native_id()` there), not a `threading.get_ident()`
+    value."""
 
     __slots__ = ("worker", "interpreter_id", "thread_id", "task_id")
 
@@ -62,7 +64,8 @@ class TaskContext:
 
 
 class WorkerInfo:
-    """One worker of the pool, as `workers()` reports it."""
+    """One worker of the pool, as `workers()` reports it; `thread_id` is the native id of the
+    worker's thread (as `threading.get_native_id()` gives it)."""
 
     __slots__ = ("index", "interpreter_id", "thread_id", "tasks_done", "state", "error")
 
@@ -1506,6 +1509,19 @@ def _type_dict(cls):
         if type(referent) is dict:
             return referent
     raise TypeError(f"cannot find the dict of class {cls.__qualname__}")
+
+
+def _worker_end(_pool_id, _index, _unused):
+    """Just before the worker's interpreter ends. A task that started a thread made the worker
+    thread a threading._DummyThread, with a helper in the thread's thread-local data that
+    takes it out of threading's table when that data goes; CPython 3.13.0 clears the modules
+    before the thread's data when it ends an interpreter, so the helper would run with
+    threading's globals gone ("Exception ignored in ... _DeleteDummyThreadOnDel.__del__").
+    Let it go now."""
+    threading = _sys.modules.get("threading")
+    local = getattr(threading, "_thread_local_info", None)
+    if local is not None:
+        vars(local).pop("_track_dummy_thread_ref", None)
 
 
 def _worker_loop(pool_id, index, _unused):

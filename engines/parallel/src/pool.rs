@@ -129,6 +129,11 @@ impl Interrupt {
         self.wake.notify_all();
     }
 
+    /// Whether an interrupt is pending (it is not taken).
+    pub fn is_raised(&self) -> bool {
+        *lock(&self.pending)
+    }
+
     /// Whether an interrupt was pending (it is taken).
     pub fn take(&self) -> bool {
         std::mem::replace(&mut *lock(&self.pending), false)
@@ -162,6 +167,9 @@ pub struct WorkerInfo {
     pub interpreter: usize,
     pub interpreter_id: i64,
     pub native_thread_id: u64,
+    /// The worker thread's pthread handle (0 until it runs): a Ctrl-C signals it out of a
+    /// blocking wait (see `guard::wake_blocked_thread`).
+    pub thread: libc::pthread_t,
     pub tasks_done: u64,
     pub state: &'static str,
     /// Why the worker could not start, or could not import the main script.
@@ -549,15 +557,15 @@ impl Pool {
     }
 
     /// Raises the Interrupt of every worker running a task and calls `notify` with its
-    /// interpreter address, with the pool locked: a worker leaves the pool (and may then end
-    /// its interpreter) only after marking itself "stopped" under that lock, so every address
-    /// passed is alive during the call.
-    pub fn interrupt_running(&self, notify: impl Fn(usize)) {
+    /// interpreter address and thread, with the pool locked: a worker leaves the pool (and may
+    /// then end its interpreter and thread) only after marking itself "stopped" under that
+    /// lock, so every interpreter and thread passed is alive during the call.
+    pub fn interrupt_running(&self, notify: impl Fn(usize, libc::pthread_t)) {
         let state = lock(&self.state);
         for worker in &state.workers {
             if worker.state == "running" && worker.interpreter != 0 {
                 worker.interrupt.raise();
-                notify(worker.interpreter);
+                notify(worker.interpreter, worker.thread);
             }
         }
     }

@@ -6,7 +6,8 @@ distinct non-zero interpreter ids and native thread ids, a known state, no error
 tasks_done counts that grow by the number of tasks run; current_context() is None in the
 main interpreter and a TaskContext inside a task whose fields agree with workers(); every
 worker imports this script as `__mp_main__` and runs its module-level code in its own thread,
-while the script's `if __name__ == "__main__":` block does not run there.
+while the script's `if __name__ == "__main__":` block does not run there; tasks may start
+threads of their own, and nothing is left to complain at exit.
 
 Run:  target/debug/pyhost --engine parallel tests/python/parallel/test_context_and_workers.py
 (workers re-import this file as `__mp_main__`, so its module level only defines things).
@@ -223,6 +224,40 @@ class ScriptWithSignalHandlersTest(unittest.TestCase):
             child = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=60)
         self.assertEqual(child.returncode, 0, child.stderr)
         self.assertEqual(child.stdout.strip(), "[2, 4] True")
+
+
+THREADS_CHILD = """
+import threading
+import parallel
+
+def with_a_thread(x):
+    result = []
+    helper = threading.Thread(target=lambda: result.append(x * 2))
+    helper.start()
+    helper.join()
+    return result[0], threading.current_thread().name.startswith("Dummy")
+
+if __name__ == "__main__":
+    print(parallel.map(with_a_thread, [1, 2, 3, 4], chunksize=1))
+"""
+
+
+class TasksStartingThreadsTest(unittest.TestCase):
+    def test_threads_started_by_tasks_work_and_leave_nothing_at_exit(self):
+        # Thread() makes the worker thread a threading._DummyThread; CPython 3.13.0 would
+        # drop its bookkeeping after clearing the modules when the worker's interpreter ends
+        # ("Exception ignored in ... _DeleteDummyThreadOnDel.__del__"): the worker drops it
+        # first (parallel._worker_end).
+        import subprocess
+        import tempfile
+        with tempfile.TemporaryDirectory() as folder:
+            script = os.path.join(folder, "threads_child.py")
+            with open(script, "w") as file:
+                file.write(THREADS_CHILD)
+            child = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=60)
+        self.assertEqual(child.returncode, 0, child.stderr)
+        self.assertEqual(child.stdout.strip(), "[(2, True), (4, True), (6, True), (8, True)]")
+        self.assertEqual(child.stderr, "")
 
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@ engine) running a long map, waits for its "ready" line, sends SIGINT and checks 
 KeyboardInterrupt is raised in the child quickly (< 3 s), that a later map works (on a new
 default pool) and that the child exits. Children run both as a script file (workers import
 it) and with -c (no script: functions travel with all their globals); with tasks still
-running pure-Python code or sleeping in time.sleep(60) (which workers make Ctrl-C aware) the
-child exits soon after one Ctrl-C; with tasks blocked in another C call (a lock's acquire) a
-second Ctrl-C ends it.
+running pure-Python code, sleeping in time.sleep(60) (which workers make Ctrl-C aware) or
+waiting on a lock, a queue or an event (the engine signals the task's thread out of the wait)
+the child exits soon after one Ctrl-C; with tasks blocked in I/O (select on a pipe, which
+CPython retries in any thread but the main one) a second Ctrl-C ends it.
 
 Run:  target/debug/pyhost --engine parallel tests/python/parallel/test_ctrl_c.py
 """
@@ -22,6 +23,9 @@ import time
 import unittest
 
 CHILD = r'''
+import os
+import queue
+import select
 import signal
 import sys
 import threading
@@ -37,10 +41,24 @@ def slow(x):
             pass
     elif MODE == "sleep":  # in time.sleep(), which workers end on Ctrl-C
         time.sleep(DELAY)
-    else:  # blocked in a C call that only its timeout ends
+    elif MODE == "threaded":  # the task sleeps, and so does a thread it started
+        helper = threading.Thread(target=time.sleep, args=(1.0,))
+        helper.start()
+        time.sleep(DELAY)
+    elif MODE == "lock":  # waits that a signal to the thread ends
         lock = threading.Lock()
         lock.acquire()
         lock.acquire(timeout=DELAY)
+    elif MODE == "queue":
+        try:
+            queue.Queue().get(timeout=DELAY)
+        except queue.Empty:
+            pass
+    elif MODE == "event":
+        threading.Event().wait(DELAY)
+    else:  # blocked in I/O that only its timeout ends
+        read_end, _write_end = os.pipe()
+        select.select([read_end], [], [], DELAY)
     return x
 
 
@@ -140,11 +158,28 @@ class CtrlCTest(unittest.TestCase):
         self.assertEqual(child.line(30), "again [1, 2]")
         self.assertEqual(child.wait(8), 0, "the child still runs 8 s after Ctrl-C")
 
-    def test_second_ctrl_c_ends_a_child_waiting_for_blocked_tasks(self):
-        child = Child(self, [sys.executable, self.script, "60", "100", "blocked"])
+    def test_child_exits_soon_after_interrupting_tasks_waiting_on_locks_queues_and_events(self):
+        for mode in ("lock", "queue", "event"):
+            with self.subTest(mode):
+                child = Child(self, [sys.executable, self.script, "60", "100", mode])
+                self.interrupt_quickly(child)
+                self.assertEqual(child.line(30), "again [1, 2]")
+                self.assertEqual(child.wait(8), 0, "the child still runs 8 s after Ctrl-C")
+
+    def test_ctrl_c_interrupts_the_task_not_the_threads_it_started(self):
+        # As in CPython, where Ctrl-C interrupts the main thread only: the helper thread sleeps
+        # its second, the task's own sleep(60) ends at once, and the worker ends after both.
+        child = Child(self, [sys.executable, self.script, "60", "100", "threaded"])
         self.interrupt_quickly(child)
         self.assertEqual(child.line(30), "again [1, 2]")
-        if child.wait(1) is None:  # at exit, waiting for the tasks blocked in time.sleep(60)
+        self.assertEqual(child.wait(8), 0, "the child still runs 8 s after Ctrl-C")
+        self.assertNotIn("Exception", child.process.stderr.read())
+
+    def test_second_ctrl_c_ends_a_child_waiting_for_tasks_blocked_in_io(self):
+        child = Child(self, [sys.executable, self.script, "60", "100", "io"])
+        self.interrupt_quickly(child)
+        self.assertEqual(child.line(30), "again [1, 2]")
+        if child.wait(1) is None:  # at exit, waiting for the tasks blocked in select() for 60 s
             child.process.send_signal(signal.SIGINT)
         self.assertIsNotNone(child.wait(8), "the child still runs 8 s after a second Ctrl-C")
 
