@@ -768,7 +768,9 @@ unsafe fn end_interpreter(tstate: *mut ffi::PyThreadState, pool: &Pool, worker: 
     if let Ok(result) = call_parallel(c"_worker_end", pool, worker, &[]) {
         ffi::Py_DECREF(result);
     }
+    let interpreter = guard::release_guard();
     ffi::Py_EndInterpreter(tstate);
+    guard::discard_guard(interpreter);
 }
 
 /// Creates the worker's sub-interpreter (serialized with the other workers' start-ups) and

@@ -432,6 +432,37 @@ pub unsafe fn make_read_only_type(base: *mut ffi::PyObject, name: &std::ffi::CSt
     ffi::PyType_FromSpecWithBases(&mut spec, base)
 }
 
+/// Before the current (worker) interpreter ends, GIL held: drops its guard and releases the
+/// references its roles hold. Returns the interpreter's address for [`discard_guard`]: guards
+/// are found by address, and a later interpreter at the same address must not find this one's
+/// dict watcher id (not registered there: its global writes would pass unseen) or roles.
+///
+/// # Safety
+/// GIL held by the worker thread, its interpreter current.
+pub unsafe fn release_guard() -> usize {
+    let interp = ffi::PyInterpreterState_Get() as usize;
+    // Taken out under the lock, released after it: a release may free a dict, whose watcher
+    // event takes the lock again.
+    let guard =
+        GUARDS.lock().unwrap_or_else(|p| p.into_inner()).as_mut().and_then(|guards| guards.remove(&interp));
+    if let Some(guard) = guard {
+        for (_, role) in guard.roles {
+            if let Role::ClassDict(owner) | Role::Module(owner) = role {
+                ffi::Py_DECREF(owner);
+            }
+        }
+    }
+    interp
+}
+
+/// Once the interpreter at `interp` has ended: forgets the guard that its finalization's dict
+/// events may have made again.
+pub fn discard_guard(interp: usize) {
+    if let Some(guards) = GUARDS.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        guards.remove(&interp);
+    }
+}
+
 /// Makes `interrupt` the Ctrl-C flag of the current (worker) interpreter, whose tasks run on
 /// the calling thread.
 pub fn set_worker_interrupt(interrupt: Option<Arc<Interrupt>>) {

@@ -9,7 +9,8 @@ workers inside a task (RuntimeError); exceptions whose class cannot be rebuilt (
 carrying their type and text) or that carry an unpicklable attribute; deep and runaway
 recursion in a worker; a 10 MB argument and result; SystemExit raised by a task; 100,000
 trivial tasks through one map; a flat RSS over repeated 20,000-item maps; current_context()
-is None in the main interpreter. Tests whose comment says
+is None in the main interpreter; protection in interpreters that replace ended ones. Tests
+whose comment says
 "Regression test" showed engine bugs fixed since; the exit-crash test runs its child 10 times
 (PYHOST_PARALLEL_STRESS_RUNS=N for more).
 
@@ -358,6 +359,35 @@ class ExitCrashStressTest(unittest.TestCase):
                 if child.returncode != 0 or child.stdout.strip() != "done":
                     failures.append((child.returncode, child.stderr[-300:]))
         self.assertEqual(failures, [])
+
+
+REBOUND = 0
+
+
+def rebind_a_global(_):
+    global REBOUND
+    time.sleep(0.01)  # every worker of the pool gets tasks
+    REBOUND = 5
+    return parallel.current_context().interpreter_id
+
+
+class ReplacedInterpretersTest(unittest.TestCase):
+    def test_protection_holds_in_interpreters_that_replace_ended_ones(self):
+        # Regression test (a bug of the 2026-11-27 20:50 build, fixed since): guards were kept
+        # by interpreter address and never dropped, so an interpreter created where an ended
+        # one had been found the old one's dict watcher id (not registered in it) and a global
+        # write passed unseen. Executors of 4 workers, one after another: 2 workers are kept
+        # for later pools, the others end and are replaced.
+        outcomes = set()
+        for _ in range(12):
+            with parallel.Executor(4) as executor:
+                for future in [executor.submit(rebind_a_global, i) for i in range(16)]:
+                    try:
+                        outcomes.add(("written in interpreter", future.result()))
+                    except parallel.ProtectionError:
+                        outcomes.add("refused")
+        self.assertEqual(outcomes, {"refused"})
+        self.assertEqual(REBOUND, 0)
 
 
 FORK_CHILD = '''
