@@ -377,18 +377,48 @@ pub fn shutdown_all_pools() {
     unsafe { without_gil(crate::pool::stop_parked) };
 }
 
-/// `end_parked_workers()`: ends the interpreters of the workers parked for later pools and
-/// waits until they are gone (before `os.fork()`, see `pool::end_parked`).
-pub unsafe extern "C" fn py_end_parked_workers(
+/// `before_fork()`: every worker interpreter ends (parked ones at once, the others after their
+/// running task) and this returns once none exists; see `pool`'s fork section.
+pub unsafe extern "C" fn py_before_fork(
     _module: *mut ffi::PyObject,
     _args: *mut *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
     guarded(|| {
-        if !arg_count(nargs, 0, "end_parked_workers") {
+        if !arg_count(nargs, 0, "before_fork") {
             return ptr::null_mut();
         }
-        without_gil(crate::pool::end_parked);
+        without_gil(crate::pool::quiesce_for_fork);
+        ffi::Py_NewRef(ffi::Py_None())
+    })
+}
+
+/// `after_fork_in_parent()`: workers may start new interpreters again (when their pool has work).
+pub unsafe extern "C" fn py_after_fork_in_parent(
+    _module: *mut ffi::PyObject,
+    _args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        if !arg_count(nargs, 0, "after_fork_in_parent") {
+            return ptr::null_mut();
+        }
+        crate::pool::resume_after_fork();
+        ffi::Py_NewRef(ffi::Py_None())
+    })
+}
+
+/// `after_fork_in_child()`: the child has no workers; every pool is forgotten.
+pub unsafe extern "C" fn py_after_fork_in_child(
+    _module: *mut ffi::PyObject,
+    _args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        if !arg_count(nargs, 0, "after_fork_in_child") {
+            return ptr::null_mut();
+        }
+        crate::pool::forget_all_in_fork_child();
         ffi::Py_NewRef(ffi::Py_None())
     })
 }
@@ -732,7 +762,7 @@ fn worker_thread(pool: Arc<Pool>, worker: usize) {
 /// interpreter has ended normally, Err (with the interpreter ended, or never created) for
 /// the pool being served then.
 unsafe fn serve(serving: &mut (Arc<Pool>, usize)) -> Result<(), String> {
-    let tstate = start_interpreter(&serving.0, serving.1)?;
+    let mut tstate = start_interpreter(&serving.0, serving.1)?;
     loop {
         let (pool, worker) = (serving.0.clone(), serving.1);
         let served = call_parallel(c"_worker_loop", &pool, worker, &[]).map(|result| ffi::Py_DECREF(result));
@@ -740,6 +770,17 @@ unsafe fn serve(serving: &mut (Arc<Pool>, usize)) -> Result<(), String> {
             pool.set_worker(worker, |info| info.state = "stopping");
             end_interpreter(tstate, &pool, worker);
             return Err(message);
+        }
+        if crate::pool::fork_pending() && !pool.is_stopping() {
+            // No sub-interpreter may exist when the process forks (see `pool`'s fork
+            // section): this one ends, and a new one serves the pool once it has work.
+            end_interpreter(tstate, &pool, worker);
+            if !pool.rest_until_work(worker) {
+                pool.worker_gone(worker, None);
+                return Ok(());
+            }
+            tstate = start_interpreter(&pool, worker)?;
+            continue;
         }
         // Parks first, then leaves the pool ("stopped", under the pool's lock): a pool opened
         // as soon as this one is seen stopped finds the worker waiting.
@@ -771,11 +812,15 @@ unsafe fn end_interpreter(tstate: *mut ffi::PyThreadState, pool: &Pool, worker: 
     let interpreter = guard::release_guard();
     ffi::Py_EndInterpreter(tstate);
     guard::discard_guard(interpreter);
+    crate::pool::interpreter_ended();
 }
 
 /// Creates the worker's sub-interpreter (serialized with the other workers' start-ups) and
 /// imports the main script in it; returns its thread state (current, its GIL held).
 unsafe fn start_interpreter(pool: &Pool, worker: usize) -> Result<*mut ffi::PyThreadState, String> {
+    // Before the start-up lock: a worker held here by a fork must not keep others from
+    // ending their interpreters.
+    crate::pool::interpreter_starting();
     let startup = STARTUP_LOCK.lock().unwrap_or_else(|poison| poison.into_inner());
     let config = ffi::PyInterpreterConfig {
         use_main_obmalloc: 0,
@@ -794,6 +839,7 @@ unsafe fn start_interpreter(pool: &Pool, worker: usize) -> Result<*mut ffi::PyTh
         } else {
             CStr::from_ptr(status.err_msg).to_string_lossy().into_owned()
         };
+        crate::pool::interpreter_ended();
         return Err(format!("cannot create its sub-interpreter: {reason}"));
     }
     join_pool(tstate, pool, worker);

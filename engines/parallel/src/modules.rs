@@ -42,7 +42,7 @@ macro_rules! fastcall {
 
 // SAFETY (statics below): read by CPython; only PyModuleDef_Init writes the base, under a GIL,
 // once per process (the definition is shared by every interpreter, as for any built-in module).
-static mut CORE_METHODS: [ffi::PyMethodDef; 32] = [
+static mut CORE_METHODS: [ffi::PyMethodDef; 34] = [
     fastcall!(c"pool_start", core::py_pool_start, c"pool_start(workers, init_payload) -> pool id"),
     fastcall!(c"pool_submit", core::py_pool_submit, c"pool_submit(pool, payload) -> task id"),
     fastcall!(c"batch_open", core::py_batch_open, c"batch_open(pool) -> batch id"),
@@ -63,10 +63,16 @@ static mut CORE_METHODS: [ffi::PyMethodDef; 32] = [
     fastcall!(c"pool_shutdown", core::py_pool_shutdown, c"pool_shutdown(pool, wait, cancel_pending)"),
     fastcall!(c"pool_wait_stopped", core::py_pool_wait_stopped, c"pool_wait_stopped(pool, timeout) -> bool"),
     fastcall!(c"pool_forget", core::py_pool_forget, c"pool_forget(pool)"),
+    fastcall!(c"before_fork", core::py_before_fork, c"before_fork(): no worker interpreter exists on return"),
     fastcall!(
-        c"end_parked_workers",
-        core::py_end_parked_workers,
-        c"end_parked_workers(): end the idle interpreters kept for later pools"
+        c"after_fork_in_parent",
+        core::py_after_fork_in_parent,
+        c"after_fork_in_parent(): workers start new interpreters"
+    ),
+    fastcall!(
+        c"after_fork_in_child",
+        core::py_after_fork_in_child,
+        c"after_fork_in_child(): forget the parent's pools"
     ),
     fastcall!(c"pool_interrupt", core::py_pool_interrupt, c"pool_interrupt(pool)"),
     fastcall!(

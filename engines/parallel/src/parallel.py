@@ -1176,11 +1176,23 @@ def _exit_now(status, message):
 if _worker is None:
     import atexit
     atexit.register(_shutdown_all)
+    def _after_fork_in_child():
+        """The child has no workers: its pools are the parent's, forgotten; a later map or
+        submit starts a new default pool, and executors carried over are shut down."""
+        global _default_pool
+        _core.after_fork_in_child()
+        for pool in _pools:
+            pool.closed = pool.forgotten = True
+        _pools.clear()
+        _default_pool = None
+
     try:
-        # Idle interpreters kept for later pools end before a fork: CPython 3.13.0's child
-        # deadlocks deleting inherited sub-interpreters (pool.rs, end_parked).
+        # No worker interpreter may exist at a fork: CPython 3.13.0's child cannot delete
+        # the sub-interpreters it inherits (pool.rs, the fork section). A fork waits for the
+        # running tasks; the parent's workers then start new interpreters.
         import os as _os
-        _os.register_at_fork(before=_core.end_parked_workers)
+        _os.register_at_fork(before=_core.before_fork, after_in_parent=_core.after_fork_in_parent,
+                             after_in_child=_after_fork_in_child)
     except RuntimeError:
         pass  # a worker's interpreter (no fork there)
 

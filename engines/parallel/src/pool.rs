@@ -358,10 +358,18 @@ impl Pool {
         // Spinning ends (the counter drops) before the queue is checked under the lock, so a
         // task pushed meanwhile is either seen here or its push wakes this worker.
         self.spinning.fetch_add(1, Ordering::SeqCst);
-        spin_until(|| self.queued.load(Ordering::SeqCst) > 0 || self.stopping.load(Ordering::Relaxed));
+        spin_until(|| {
+            self.queued.load(Ordering::SeqCst) > 0 || self.stopping.load(Ordering::Relaxed) || fork_pending()
+        });
         self.spinning.fetch_sub(1, Ordering::SeqCst);
         let mut state = lock(&self.state);
         loop {
+            if fork_pending() {
+                // The worker ends its interpreter and starts a new one after the fork
+                // (see `quiesce_for_fork`); the queue waits for it.
+                state.workers[worker].state = "starting";
+                return None;
+            }
             if let Some(task) = state.queue.pop_front() {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
                 state.running.insert(task.id, task.sink);
@@ -505,6 +513,56 @@ impl Pool {
 
     pub fn workers(&self) -> Vec<WorkerInfo> {
         lock(&self.state).workers.clone()
+    }
+
+    /// After a fork: a worker whose interpreter ended for it waits here, with none, until the
+    /// pool has work (true) or stops (false), so that forks that follow each other (a
+    /// multiprocessing pool starting) find nothing to end. Shown as "resting".
+    pub fn rest_until_work(&self, worker: usize) -> bool {
+        let mut state = lock(&self.state);
+        state.workers[worker].state = "resting";
+        state.workers[worker].interpreter = 0;
+        loop {
+            if state.stopping {
+                return false;
+            }
+            if !state.queue.is_empty() {
+                state.workers[worker].state = "starting";
+                return true;
+            }
+            state = self.work_ready.wait(state).unwrap_or_else(|poison| poison.into_inner());
+        }
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        lock(&self.state).stopping
+    }
+
+    /// Wakes the workers waiting for a task (they then look at `fork_pending`).
+    fn wake_workers(&self) {
+        let _state = lock(&self.state);
+        self.work_ready.notify_all();
+    }
+
+    /// In a forked child, where no worker thread exists: the pool stops, its queued tasks are
+    /// dropped (they are the parent's), and whoever waits for it is woken.
+    fn abandon_in_fork_child(&self) {
+        let mut state = lock(&self.state);
+        state.stopping = true;
+        self.stopping.store(true, Ordering::Relaxed);
+        state.queue.clear();
+        state.running.clear();
+        self.queued.store(0, Ordering::Relaxed);
+        state.alive = 0;
+        for worker in &mut state.workers {
+            worker.state = "stopped";
+            worker.interpreter = 0;
+            worker.thread = 0;
+        }
+        self.work_ready.notify_all();
+        self.completion_ready.notify_all();
+        self.claimed_ready.notify_all();
+        self.worker_ended.notify_all();
     }
 
     /// Stops the pool: with `cancel_pending`, queued tasks fail as cancelled; the others still
@@ -683,7 +741,9 @@ pub fn take_parked() -> Option<Arc<Parked>> {
 /// Parks the calling worker if there is room (None: it should end its interpreter).
 pub fn park() -> Option<Arc<Parked>> {
     let mut lot = lock(parking_lot());
-    if lot.closed || lot.parked.len() >= max_parked() {
+    // Checked under the lot's lock: a fork that starts now takes the lot's lock after setting
+    // FORK_PENDING (in `end_parked`), so it sees this worker parked, or this sees the fork.
+    if lot.closed || lot.parked.len() >= max_parked() || fork_pending() {
         return None;
     }
     let parked = Arc::new(Parked {
@@ -696,9 +756,7 @@ pub fn park() -> Option<Arc<Parked>> {
 }
 
 /// Ends the parked workers' interpreters and waits until they are gone (later pools start
-/// new workers). Called before `os.fork()`: CPython 3.13.0's child deadlocks deleting the
-/// sub-interpreters it inherits (`_PyInterpreterState_DeleteExceptMain` takes the runtime
-/// lock that `PyInterpreterState_Clear` takes again), so idle ones must not exist then.
+/// new workers). Called before a fork (see the fork section below).
 pub fn end_parked() {
     let (parked, threads) = {
         let mut lot = lock(parking_lot());
@@ -733,6 +791,93 @@ pub fn stop_parked() {
         // A worker thread does not panic out (its body catches panics); if it did, there is
         // nothing more to clean up here.
         let _ = thread.join();
+    }
+}
+
+// ----- fork -----
+//
+// CPython 3.13.0's forked child cannot delete the sub-interpreters it inherits
+// (`_PyInterpreterState_DeleteExceptMain` calls `PyInterpreterState_Clear` with no thread
+// state current: a fatal error in every child, so a multiprocessing pool that forks keeps
+// starting children that die), so no worker interpreter may exist when the process forks.
+// Before a fork (`os.register_at_fork`), the workers end their interpreters once their
+// running task is done; after it, the parent's workers start new ones when their pool has
+// work (`Pool::rest_until_work`), and the child, which has no worker threads, forgets every
+// pool.
+
+/// Set from just before a fork until just after it (in the parent).
+static FORK_PENDING: AtomicBool = AtomicBool::new(false);
+
+#[derive(Default)]
+struct ForkGate {
+    pending: bool,
+    /// Worker interpreters that exist or are being created.
+    interpreters: usize,
+}
+
+fn fork_gate() -> &'static (Mutex<ForkGate>, Condvar) {
+    static GATE: OnceLock<(Mutex<ForkGate>, Condvar)> = OnceLock::new();
+    GATE.get_or_init(Default::default)
+}
+
+/// Whether workers must end their interpreters for a fork.
+pub fn fork_pending() -> bool {
+    FORK_PENDING.load(Ordering::SeqCst)
+}
+
+/// A worker is about to create its interpreter: waits while a fork is pending, then counts it.
+pub fn interpreter_starting() {
+    let (gate, changed) = fork_gate();
+    let mut state = changed.wait_while(lock(gate), |s| s.pending).unwrap_or_else(|p| p.into_inner());
+    state.interpreters += 1;
+}
+
+/// A worker's interpreter has ended, or could not be created.
+pub fn interpreter_ended() {
+    let (gate, changed) = fork_gate();
+    let mut state = lock(gate);
+    state.interpreters = state.interpreters.saturating_sub(1);
+    changed.notify_all();
+}
+
+/// Before a fork (call without any GIL: workers need none but their own): parked workers
+/// end, the others end their interpreters after their running task; returns once no worker
+/// interpreter exists. New ones wait for [`resume_after_fork`].
+pub fn quiesce_for_fork() {
+    let (gate, changed) = fork_gate();
+    lock(gate).pending = true;
+    FORK_PENDING.store(true, Ordering::SeqCst);
+    end_parked();
+    for pool in Pool::all() {
+        pool.wake_workers();
+    }
+    let _state = changed.wait_while(lock(gate), |s| s.interpreters > 0).unwrap_or_else(|p| p.into_inner());
+}
+
+/// After a fork, in the parent: workers may start new interpreters again.
+pub fn resume_after_fork() {
+    FORK_PENDING.store(false, Ordering::SeqCst);
+    let (gate, changed) = fork_gate();
+    lock(gate).pending = false;
+    changed.notify_all();
+}
+
+/// After a fork, in the child: there is no worker thread here, so every pool stops and is
+/// forgotten (its queued tasks are the parent's), and so are the parent's worker threads.
+/// Later pools start workers of their own.
+pub fn forget_all_in_fork_child() {
+    FORK_PENDING.store(false, Ordering::SeqCst);
+    *lock(&fork_gate().0) = ForkGate::default();
+    let pools: Vec<Arc<Pool>> = lock(registry()).drain().map(|(_, pool)| pool).collect();
+    for pool in pools {
+        pool.abandon_in_fork_child();
+    }
+    lock(batches()).clear();
+    let mut lot = lock(parking_lot());
+    lot.parked.clear();
+    for thread in lot.threads.drain(..) {
+        // The parent's threads: this process cannot join or detach them.
+        std::mem::forget(thread);
     }
 }
 

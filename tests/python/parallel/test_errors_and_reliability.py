@@ -9,8 +9,8 @@ workers inside a task (RuntimeError); exceptions whose class cannot be rebuilt (
 carrying their type and text) or that carry an unpicklable attribute; deep and runaway
 recursion in a worker; a 10 MB argument and result; SystemExit raised by a task; 100,000
 trivial tasks through one map; a flat RSS over repeated 20,000-item maps; current_context()
-is None in the main interpreter; protection in interpreters that replace ended ones. Tests
-whose comment says
+is None in the main interpreter; protection in interpreters that replace ended ones; fork()
+with pools closed or running (multiprocessing's fork pools too). Tests whose comment says
 "Regression test" showed engine bugs fixed since; the exit-crash test runs its child 10 times
 (PYHOST_PARALLEL_STRESS_RUNS=N for more).
 
@@ -414,7 +414,64 @@ if __name__ == "__main__":
 '''
 
 
+FORK_WITH_LIVE_POOLS_CHILD = '''
+import multiprocessing
+import os
+import time
+import warnings
+import parallel
+
+
+def square(x):
+    return x * x
+
+
+def slow(x):
+    time.sleep(0.3)
+    return x
+
+
+if __name__ == "__main__":
+    warnings.simplefilter("ignore", DeprecationWarning)  # fork() of a threaded process
+    assert parallel.map(square, range(5)) == [0, 1, 4, 9, 16]
+    executor = parallel.Executor(2)
+    assert list(executor.map(square, range(3))) == [0, 1, 4]
+    running = parallel.submit(slow, 7)
+    time.sleep(0.05)  # the task runs: the fork waits for it
+    pid = os.fork()
+    if pid == 0:
+        try:
+            executor.submit(square, 2)
+            os._exit(3)  # the parent's executor has no workers here
+        except RuntimeError:
+            pass
+        os._exit(7 if parallel.map(square, [3, 4]) == [9, 16] else 4)
+    _, status = os.waitpid(pid, 0)
+    assert running.result() == 7
+    assert parallel.map(square, range(3)) == [0, 1, 4]
+    assert list(executor.map(square, [5])) == [25]
+    # multiprocessing forks its workers (the default start method on Linux in 3.13)
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        assert pool.map(square, range(6)) == [0, 1, 4, 9, 16, 25]
+    assert parallel.map(square, range(4)) == [0, 1, 4, 9]
+    executor.shutdown()
+    print("child exit", os.waitstatus_to_exitcode(status), flush=True)
+'''
+
+
 class ForkTest(unittest.TestCase):
+    def test_fork_while_pools_are_running(self):
+        # Regression test (a bug of the 2026-11-27 21:00 build, fixed since): CPython 3.13.0's
+        # forked child cannot delete the sub-interpreters it inherits (a fatal error in every
+        # child: a multiprocessing pool kept starting children that died). Workers now end
+        # their interpreters before a fork and start new ones after it.
+        with tempfile.TemporaryDirectory() as folder:
+            script = os.path.join(folder, "fork_live_child.py")
+            with open(script, "w") as file:
+                file.write(FORK_WITH_LIVE_POOLS_CHILD)
+            child = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=120)
+        self.assertEqual((child.returncode, child.stdout.strip()), (0, "child exit 7"), child.stderr[-800:])
+
     def test_fork_after_an_executor_closed(self):
         # Regression test (a bug of the 2026-11-27 16:39 build, fixed since): the workers a
         # closed executor keeps for later pools are idle sub-interpreters, and CPython 3.13.0's
