@@ -365,8 +365,8 @@ impl Pool {
         let mut state = lock(&self.state);
         loop {
             if fork_pending() {
-                // The worker ends its interpreter and starts a new one after the fork
-                // (see `quiesce_for_fork`); the queue waits for it.
+                // The worker ends its interpreter, and starts a new one once the fork is
+                // over and the pool has work (see the fork section); the queue waits.
                 state.workers[worker].state = "starting";
                 return None;
             }
