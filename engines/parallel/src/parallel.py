@@ -1189,7 +1189,7 @@ if _worker is None:
     try:
         # No worker interpreter may exist at a fork: CPython 3.13.0's child cannot delete
         # the sub-interpreters it inherits (pool.rs, the fork section). A fork waits for the
-        # running tasks; the parent's workers then start new interpreters.
+        # running tasks; the parent's workers start new interpreters when there is work.
         import os as _os
         _os.register_at_fork(before=_core.before_fork, after_in_parent=_core.after_fork_in_parent,
                              after_in_child=_after_fork_in_child)
