@@ -145,37 +145,29 @@ unsafe extern "C" fn exec_module(module: *mut ffi::PyObject) -> c_int {
         }
         // engine_path: the library file, or None for an engine built into pyhost.
         let path = engine.and_then(|e| e.path()).map(|p| to_c(&p.display().to_string()));
-        // SAFETY: GIL held; the value is a new reference (or Py_None) that AddObjectRef does not steal.
-        unsafe {
-            let value = match &path {
+        // SAFETY: GIL held; the values are new references (or NULL with an error set).
+        let engine_path = unsafe {
+            match &path {
                 Some(path) => ffi::PyUnicode_FromString(path.as_ptr()),
                 None => ffi::Py_NewRef(ffi::Py_None()),
-            };
-            if value.is_null() {
-                return ptr::null_mut();
             }
-            let rc = ffi::PyModule_AddObjectRef(module, c"engine_path".as_ptr(), value);
-            ffi::Py_DECREF(value);
-            if rc < 0 {
-                return ptr::null_mut();
-            }
-        }
+        };
         // _bench_output: where pyhost.bench() reports under `pyhost bench` (bytes path), or None.
-        // SAFETY: GIL held; the value is a new reference (or Py_None) that AddObjectRef does not steal.
-        unsafe {
-            let value = match bench_output() {
+        // SAFETY: as above.
+        let bench_output = unsafe {
+            match bench_output() {
                 Some(path) => {
                     let bytes = path.as_os_str().as_bytes();
                     ffi::PyBytes_FromStringAndSize(bytes.as_ptr().cast(), bytes.len() as ffi::Py_ssize_t)
                 }
                 None => ffi::Py_NewRef(ffi::Py_None()),
-            };
-            if value.is_null() {
-                return ptr::null_mut();
             }
-            let rc = ffi::PyModule_AddObjectRef(module, c"_bench_output".as_ptr(), value);
-            ffi::Py_DECREF(value);
-            if rc < 0 {
+        };
+        // SAFETY: GIL held during module execution; each value is a new reference or NULL.
+        unsafe {
+            if !add_new_object(module, c"engine_path", engine_path)
+                || !add_new_object(module, c"_bench_output", bench_output)
+            {
                 return ptr::null_mut();
             }
         }
@@ -205,6 +197,23 @@ unsafe extern "C" fn exec_module(module: *mut ffi::PyObject) -> c_int {
     } else {
         0
     }
+}
+
+/// Adds `value` (a new reference, released here; NULL: an error is already set) to `module` as
+/// `name`; false with an exception set on failure.
+///
+/// SAFETY: the GIL must be held; `module` is a module object.
+unsafe fn add_new_object(
+    module: *mut ffi::PyObject,
+    name: &std::ffi::CStr,
+    value: *mut ffi::PyObject,
+) -> bool {
+    if value.is_null() {
+        return false;
+    }
+    let rc = ffi::PyModule_AddObjectRef(module, name.as_ptr(), value);
+    ffi::Py_DECREF(value);
+    rc == 0
 }
 
 /// Builds a Python str (new reference) or returns NULL with an exception set.

@@ -29,6 +29,16 @@ import unittest
 import parallel
 
 
+def run_child_script(source, name, timeout):
+    """Writes `source` to a script called `name` in a temporary folder and runs it under this
+    pyhost (the engine is kept through PYHOST_ENGINE); returns the CompletedProcess."""
+    with tempfile.TemporaryDirectory() as folder:
+        script = os.path.join(folder, name)
+        with open(script, "w") as file:
+            file.write(source)
+        return subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=timeout)
+
+
 # ----- task functions -----
 
 def square(x):
@@ -465,22 +475,14 @@ class ForkTest(unittest.TestCase):
         # forked child cannot delete the sub-interpreters it inherits (a fatal error in every
         # child: a multiprocessing pool kept starting children that died). Workers now end
         # their interpreters before a fork and start new ones after it.
-        with tempfile.TemporaryDirectory() as folder:
-            script = os.path.join(folder, "fork_live_child.py")
-            with open(script, "w") as file:
-                file.write(FORK_WITH_LIVE_POOLS_CHILD)
-            child = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=120)
+        child = run_child_script(FORK_WITH_LIVE_POOLS_CHILD, "fork_live_child.py", 120)
         self.assertEqual((child.returncode, child.stdout.strip()), (0, "child exit 7"), child.stderr[-800:])
 
     def test_fork_after_an_executor_closed(self):
         # Regression test (a bug of the 2026-11-27 16:39 build, fixed since): the workers a
         # closed executor keeps for later pools are idle sub-interpreters, and CPython 3.13.0's
         # forked child deadlocks deleting inherited sub-interpreters; they now end before a fork.
-        with tempfile.TemporaryDirectory() as folder:
-            script = os.path.join(folder, "fork_child.py")
-            with open(script, "w") as file:
-                file.write(FORK_CHILD)
-            child = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=60)
+        child = run_child_script(FORK_CHILD, "fork_child.py", 60)
         self.assertEqual((child.returncode, child.stdout.strip()), (0, "child exit 7"), child.stderr[-500:])
 
 
