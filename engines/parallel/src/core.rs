@@ -1004,3 +1004,21 @@ pub unsafe extern "C" fn py_guard_make_type(
         guard::make_read_only_type(*args, &name)
     })
 }
+
+/// `guard_cache_fill_type(type)`: see `guard::set_cache_fill_type`.
+pub unsafe extern "C" fn py_guard_cache_fill_type(
+    _module: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        if !arg_count(nargs, 1, "guard_cache_fill_type") {
+            return ptr::null_mut();
+        }
+        if ffi::PyType_Check(*args) == 0 {
+            return set_error(ffi::PyExc_TypeError, "guard_cache_fill_type() needs a type");
+        }
+        guard::set_cache_fill_type(*args);
+        ffi::Py_NewRef(ffi::Py_None())
+    })
+}

@@ -1,20 +1,27 @@
-//! The two built-in modules the engine registers before the interpreter starts, importable in
-//! the main interpreter and in every worker (both are per-interpreter-GIL safe: they keep no
-//! Python object in process-wide state): `_parallel_core` (pools and workers, core.rs) and
-//! `parallel` (the Python-level API in parallel.py, executed into the module).
+//! The built-in modules the engine registers before the interpreter starts, importable in the
+//! main interpreter and in every worker (all are per-interpreter-GIL safe: they keep no Python
+//! object in process-wide state): `_parallel_core` (pools and workers, core.rs), `parallel`
+//! (the Python-level API in parallel.py) and `_parallel_guard` (the PX/PY rule's families,
+//! guard/families.py), the last two executed from their source into the module.
 
 use crate::{core, shared_api};
 use pyo3_ffi as ffi;
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
 
-const PARALLEL_SOURCE: &CStr = {
-    const SOURCE: &str = concat!(include_str!("parallel.py"), "\0");
-    match CStr::from_bytes_with_nul(SOURCE.as_bytes()) {
-        Ok(source) => source,
-        Err(_) => panic!("parallel.py must not contain NUL bytes"),
-    }
-};
+/// A Python source file of the engine, as a C string.
+macro_rules! python_source {
+    ($path:literal) => {{
+        const SOURCE: &str = concat!(include_str!($path), "\0");
+        match CStr::from_bytes_with_nul(SOURCE.as_bytes()) {
+            Ok(source) => source,
+            Err(_) => panic!(concat!($path, " must not contain NUL bytes")),
+        }
+    }};
+}
+
+const PARALLEL_SOURCE: &CStr = python_source!("parallel.py");
+const GUARD_SOURCE: &CStr = python_source!("guard/families.py");
 
 /// Registers both modules; called before `Py_InitializeFromConfig`.
 pub fn register() -> Result<(), String> {
@@ -22,6 +29,7 @@ pub fn register() -> Result<(), String> {
     unsafe {
         if ffi::PyImport_AppendInittab(c"_parallel_core".as_ptr(), Some(init_core)) != 0
             || ffi::PyImport_AppendInittab(c"parallel".as_ptr(), Some(init_parallel)) != 0
+            || ffi::PyImport_AppendInittab(c"_parallel_guard".as_ptr(), Some(init_guard)) != 0
         {
             return Err("cannot register the parallel modules".into());
         }
@@ -42,7 +50,7 @@ macro_rules! fastcall {
 
 // SAFETY (statics below): read by CPython; only PyModuleDef_Init writes the base, under a GIL,
 // once per process (the definition is shared by every interpreter, as for any built-in module).
-static mut CORE_METHODS: [ffi::PyMethodDef; 34] = [
+static mut CORE_METHODS: [ffi::PyMethodDef; 35] = [
     fastcall!(c"pool_start", core::py_pool_start, c"pool_start(workers, init_payload) -> pool id"),
     fastcall!(c"pool_submit", core::py_pool_submit, c"pool_submit(pool, payload) -> task id"),
     fastcall!(c"batch_open", core::py_batch_open, c"batch_open(pool) -> batch id"),
@@ -87,6 +95,11 @@ static mut CORE_METHODS: [ffi::PyMethodDef; 34] = [
     fastcall!(c"guard_violation", core::py_guard_violation, c"guard_violation(what) -> message"),
     fastcall!(c"guard_make_type", core::py_guard_make_type, c"guard_make_type(base, name) -> type"),
     fastcall!(c"guard_retype", core::py_guard_retype, c"guard_retype(obj, read_only_type)"),
+    fastcall!(
+        c"guard_cache_fill_type",
+        core::py_guard_cache_fill_type,
+        c"guard_cache_fill_type(type): attributes its descriptors add are caches"
+    ),
     fastcall!(c"shared_new", shared_api::py_shared_new, c"shared_new(kind, contents) -> id"),
     fastcall!(c"shared_drop", shared_api::py_shared_drop, c"shared_drop(id)"),
     fastcall!(c"shared_op", shared_api::py_shared_op, c"shared_op(id, op, *args)"),
@@ -127,26 +140,34 @@ static mut CORE_DEF: ffi::PyModuleDef = ffi::PyModuleDef {
     m_free: None,
 };
 
-static mut PARALLEL_SLOTS: [ffi::PyModuleDef_Slot; 3] = [
-    ffi::PyModuleDef_Slot { slot: ffi::Py_mod_exec, value: exec_parallel as *mut c_void },
-    ffi::PyModuleDef_Slot {
-        slot: ffi::Py_mod_multiple_interpreters,
-        value: ffi::Py_MOD_PER_INTERPRETER_GIL_SUPPORTED,
-    },
-    ffi::PyModuleDef_Slot { slot: 0, value: ptr::null_mut() },
-];
+/// Slots and definition of a module executed from Python source by `$exec`.
+macro_rules! source_module {
+    ($slots:ident, $def:ident, $name:literal, $exec:ident) => {
+        static mut $slots: [ffi::PyModuleDef_Slot; 3] = [
+            ffi::PyModuleDef_Slot { slot: ffi::Py_mod_exec, value: $exec as *mut c_void },
+            ffi::PyModuleDef_Slot {
+                slot: ffi::Py_mod_multiple_interpreters,
+                value: ffi::Py_MOD_PER_INTERPRETER_GIL_SUPPORTED,
+            },
+            ffi::PyModuleDef_Slot { slot: 0, value: ptr::null_mut() },
+        ];
 
-static mut PARALLEL_DEF: ffi::PyModuleDef = ffi::PyModuleDef {
-    m_base: ffi::PyModuleDef_HEAD_INIT,
-    m_name: c"parallel".as_ptr(),
-    m_doc: ptr::null(),
-    m_size: 0,
-    m_methods: ptr::null_mut(),
-    m_slots: (&raw mut PARALLEL_SLOTS).cast(),
-    m_traverse: None,
-    m_clear: None,
-    m_free: None,
-};
+        static mut $def: ffi::PyModuleDef = ffi::PyModuleDef {
+            m_base: ffi::PyModuleDef_HEAD_INIT,
+            m_name: $name.as_ptr(),
+            m_doc: ptr::null(),
+            m_size: 0,
+            m_methods: ptr::null_mut(),
+            m_slots: (&raw mut $slots).cast(),
+            m_traverse: None,
+            m_clear: None,
+            m_free: None,
+        };
+    };
+}
+
+source_module!(PARALLEL_SLOTS, PARALLEL_DEF, c"parallel", exec_parallel);
+source_module!(GUARD_SLOTS, GUARD_DEF, c"_parallel_guard", exec_guard);
 
 extern "C" fn init_core() -> *mut ffi::PyObject {
     // SAFETY: a valid 'static module definition.
@@ -158,7 +179,21 @@ extern "C" fn init_parallel() -> *mut ffi::PyObject {
     unsafe { ffi::PyModuleDef_Init(&raw mut PARALLEL_DEF) }
 }
 
+extern "C" fn init_guard() -> *mut ffi::PyObject {
+    // SAFETY: a valid 'static module definition.
+    unsafe { ffi::PyModuleDef_Init(&raw mut GUARD_DEF) }
+}
+
 unsafe extern "C" fn exec_parallel(module: *mut ffi::PyObject) -> c_int {
+    exec_source(module, PARALLEL_SOURCE, c"<parallel engine>")
+}
+
+unsafe extern "C" fn exec_guard(module: *mut ffi::PyObject) -> c_int {
+    exec_source(module, GUARD_SOURCE, c"<parallel engine: guard/families.py>")
+}
+
+/// Runs `source` in `module`'s namespace (a `Py_mod_exec` slot).
+unsafe fn exec_source(module: *mut ffi::PyObject, source: &CStr, filename: &CStr) -> c_int {
     std::panic::catch_unwind(|| {
         // SAFETY: the GIL of the importing interpreter is held; the dict is borrowed; the
         // code object is released.
@@ -169,11 +204,7 @@ unsafe extern "C" fn exec_parallel(module: *mut ffi::PyObject) -> c_int {
             if ffi::PyDict_SetItemString(globals, c"__builtins__".as_ptr(), ffi::PyEval_GetBuiltins()) != 0 {
                 return -1;
             }
-            let code = ffi::Py_CompileString(
-                PARALLEL_SOURCE.as_ptr(),
-                c"<parallel engine>".as_ptr(),
-                ffi::Py_file_input,
-            );
+            let code = ffi::Py_CompileString(source.as_ptr(), filename.as_ptr(), ffi::Py_file_input);
             if code.is_null() {
                 return -1;
             }

@@ -88,13 +88,13 @@ def current_context():
     return _context
 
 
-_py_ids = frozenset()  # in a worker: ids of the main script's state (the guarded objects)
-
-
 def is_py(obj):
     """Whether `obj` is main-thread (PY) state: anything in the main interpreter; inside a task,
     the main script's globals and what the worker guards below them."""
-    return _worker is None or id(obj) in _py_ids
+    if _worker is None:
+        return True
+    import _parallel_guard
+    return id(obj) in _parallel_guard.py_ids
 
 
 def is_px(obj):
@@ -1386,7 +1386,8 @@ def _worker_init(pool_id, index, settings):
     finally:
         _importing_main = False
         signal.signal = install_handler
-    _guard_script(main)
+    import _parallel_guard
+    _parallel_guard.guard_script(main)
     return None
 
 
@@ -1404,125 +1405,6 @@ def _worker_rebind(pool_id, index, settings):
         _shared_sites = settings["shared_sites"]
 
 
-# Methods that change a list, set or bytearray, and the verb for the error message.
-_LIST_MUTATORS = {
-    "append": "append to", "extend": "extend", "insert": "insert into", "pop": "pop from",
-    "remove": "remove from", "clear": "clear", "sort": "sort", "reverse": "reverse",
-    "__setitem__": "assign an item or slice of", "__delitem__": "delete an item or slice of",
-    "__iadd__": "extend (+=)", "__imul__": "repeat (*=)",
-}
-_SET_MUTATORS = {
-    "add": "add to", "discard": "discard from", "remove": "remove from", "pop": "pop from",
-    "clear": "clear", "update": "update", "intersection_update": "update",
-    "difference_update": "update", "symmetric_difference_update": "update",
-    "__ior__": "update (|=)", "__iand__": "update (&=)", "__isub__": "update (-=)",
-    "__ixor__": "update (^=)",
-}
-_BYTEARRAY_MUTATORS = {name: verb for name, verb in _LIST_MUTATORS.items() if name != "sort"}
-
-
-def _read_only_type(base, mutators):
-    """A subclass of `base` adding no fields, whose mutators raise ProtectionError: the
-    worker retypes the script's lists, sets and bytearrays to it (Rust checks the layout)."""
-    def refusal(verb):
-        def refuse(self, *args, **kwargs):
-            raise ProtectionError(_core.guard_violation(f"{verb} a '{base.__name__}'"))
-        return refuse
-
-    cls = _core.guard_make_type(base, f"parallel.ReadOnly{base.__name__.capitalize()}")
-    for name, verb in mutators.items():
-        setattr(cls, name, refusal(verb))
-    cls.__doc__ = f"A {base.__name__} of the main script, read-only inside parallel tasks."
-    # Copies (pickle, copy) are plain, writable objects.
-    cls.__reduce_ex__ = lambda self, protocol: (base, (base(self),))
-    return cls
-
-
-def _guard_script(main):
-    """Make the main script's state read-only for tasks: its globals and, below them, dicts,
-    lists, sets, bytearrays, tuples, frozensets, the script's classes and their instances.
-    Modules, functions and other objects are not followed."""
-    global _py_ids
-    read_only = {list: _read_only_type(list, _LIST_MUTATORS), set: _read_only_type(set, _SET_MUTATORS),
-                 bytearray: _read_only_type(bytearray, _BYTEARRAY_MUTATORS)}
-    watch, retype = _core.guard_watch, _core.guard_retype
-    owners = {main.__name__}  # modules whose classes and instances are guarded
-    watch(main.__dict__, "globals", None)
-    seen = {id(main.__dict__)}
-    pending = list(main.__dict__.values())
-    seen.update(id(value) for value in pending)
-    while pending:
-        obj = pending.pop()
-        kind = type(obj)
-        if kind is dict:
-            watch(obj, "dict", None)
-            children = list(obj.values())
-        elif kind in read_only:
-            retype(obj, read_only[kind])
-            children = [] if kind is bytearray else list(obj)
-        elif kind is tuple or kind is frozenset:
-            children = list(obj)
-        elif isinstance(obj, _ModuleType):
-            if not _is_user_module(obj):
-                continue
-            owners.add(obj.__name__)
-            watch(obj.__dict__, "module", obj)
-            children = list(obj.__dict__.values())
-        elif isinstance(obj, type):
-            if obj.__module__ not in owners:
-                continue
-            watch(_type_dict(obj), "class", obj)
-            children = list(vars(obj).values())
-        elif getattr(kind, "__module__", None) in owners:
-            attributes = getattr(obj, "__dict__", None)
-            if type(attributes) is not dict:
-                continue
-            # CPython 3.13 stores attributes in the object's inline values, bypassing the dict
-            # (and its watcher), while the dict shares them; a non-str key makes the dict take
-            # them over for good.
-            attributes[0] = None
-            del attributes[0]
-            watch(attributes, "instance", obj)
-            children = list(attributes.values())
-        else:
-            continue
-        for child in children:
-            if id(child) not in seen:
-                seen.add(id(child))
-                pending.append(child)
-    _py_ids = frozenset(seen)
-
-
-from types import ModuleType as _ModuleType  # noqa: E402
-
-
-def _is_user_module(module):
-    """A module of the program (its file is outside the standard library and site-packages):
-    its globals are PY state like the script's. Standard modules legitimately rebind their
-    own globals (tempfile.tempdir, warnings' filter version...), so they are not guarded."""
-    path = getattr(module, "__file__", None)
-    if not isinstance(path, str):
-        return False
-    import os
-    import sysconfig
-    path = os.path.realpath(path)
-    paths = sysconfig.get_paths()
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        root = paths.get(key)
-        if root and path.startswith(os.path.realpath(root) + os.sep):
-            return False
-    return True
-
-
-def _type_dict(cls):
-    # The real class dict (vars() gives a read-only proxy of it).
-    import gc
-    for referent in gc.get_referents(vars(cls)):
-        if type(referent) is dict:
-            return referent
-    raise TypeError(f"cannot find the dict of class {cls.__qualname__}")
-
-
 def _worker_end(_pool_id, _index, _unused):
     """Just before the worker's interpreter ends. A task that started a thread made the worker
     thread a threading._DummyThread, with a helper in the thread's thread-local data that
@@ -1530,6 +1412,11 @@ def _worker_end(_pool_id, _index, _unused):
     before the thread's data when it ends an interpreter, so the helper would run with
     threading's globals gone ("Exception ignored in ... _DeleteDummyThreadOnDel.__del__").
     Let it go now."""
+    # Objects of the script are deleted as the interpreter ends (a BytesIO's finalizer closes
+    # it): from now on they are plain objects again.
+    guard = _sys.modules.get("_parallel_guard")
+    if guard is not None:
+        guard.py_ids = frozenset()
     threading = _sys.modules.get("threading")
     local = getattr(threading, "_thread_local_info", None)
     if local is not None:

@@ -1,7 +1,9 @@
 //! PyParallel's PX/PY rule inside workers: while a task runs, the main script's state (its
-//! module globals and what is reachable from them: dicts, classes, instances; lists, sets and
-//! bytearrays are retyped by parallel.py) is read-only. A write raises `ProtectionError` in
-//! the task instead of changing only this worker's copy without a word.
+//! module globals and what is reachable from them) is read-only. A write raises
+//! `ProtectionError` in the task instead of changing only this worker's copy without a word.
+//! `families.py` (the `_parallel_guard` module) walks the state once per worker and says how
+//! each kind of object is kept; this file holds the Rust half: dict watching, retyping, the
+//! violation of the running task.
 //!
 //! Dicts are watched with a dict watcher (`PyDict_AddWatcher`, CPython 3.12+). A watcher
 //! cannot refuse a change, so the callback records the old value, and the task fails: a
@@ -38,6 +40,8 @@ extern "C" {
     // Exported by CPython 3.12 and 3.13 (cpython/dictobject.h); pyo3-ffi skips them.
     fn PyDict_AddWatcher(callback: DictWatchCallback) -> c_int;
     fn PyDict_Watch(watcher_id: c_int, dict: *mut ffi::PyObject) -> c_int;
+    // Exported by CPython 3.12 and 3.13 (cpython/object.h); returns a borrowed reference.
+    fn _PyType_Lookup(kind: *mut ffi::PyTypeObject, name: *mut ffi::PyObject) -> *mut ffi::PyObject;
     // Exported by CPython 3.12 and 3.13 (internal/pycore_ceval.h, "for _testinternalcapi").
     fn _PyEval_AddPendingCall(
         interp: *mut ffi::PyInterpreterState,
@@ -54,16 +58,24 @@ enum Role {
     /// The `__dict__` of a class of the script (a strong reference to the class: undo goes
     /// through setattr so that CPython's type caches stay right).
     ClassDict(*mut ffi::PyObject),
-    /// The `__dict__` of an instance of a class of the script; the type's name.
-    InstanceDict(String),
+    /// The `__dict__` of an object: its type's name, and its type (a strong reference: a
+    /// cache that fills an attribute on first read, e.g. `functools.cached_property`, is
+    /// found through it).
+    InstanceDict(String, *mut ffi::PyObject),
     /// The globals of another module of the program (a strong reference to the module).
     Module(*mut ffi::PyObject),
     /// A dict reachable from the globals.
     Plain,
+    /// An OrderedDict reachable from the globals, with its (key, value) pairs in its order
+    /// when the walk found it (a strong reference): its order is kept apart from the dict's,
+    /// and popitem() changes it before the dict, so it cannot be read back at the change.
+    Ordered(*mut ffi::PyObject),
 }
 
-/// One change to undo: (dict, key, old value); NULL key means "restore the whole dict from
-/// the copy in old value" (a clear), NULL old value means "the key did not exist".
+/// One change to undo: (dict, key, old value); NULL key means "restore the whole dict, in
+/// order, from the list of (key, value) pairs in old value" (a clear or an update of a dict,
+/// or any change of a dict subclass: an OrderedDict keeps an order of its own, and a subclass
+/// is put back through its own methods), NULL old value means "the key did not exist".
 struct Undo {
     dict: *mut ffi::PyObject,
     key: *mut ffi::PyObject,
@@ -78,6 +90,9 @@ struct Guard {
     undoing: bool,
     violation: Option<String>,
     raise_pending: bool,
+    /// `functools.cached_property` of this interpreter (a strong reference): an attribute it
+    /// adds on first read is a cache of the worker's copy, not a write of the script's state.
+    cache_fill_type: Option<*mut ffi::PyObject>,
     undo: Vec<Undo>,
     /// The worker's Ctrl-C flag and the thread that runs its tasks (workers only): a Ctrl-C
     /// interrupts the task, not threads the task started (as in CPython, where it interrupts
@@ -127,8 +142,18 @@ unsafe fn type_name(object: *mut ffi::PyObject) -> String {
     class_name(ffi::Py_TYPE(object).cast())
 }
 
+/// "a 'list'" or "an 'OrderedDict'": a quoted type name with its article.
+fn a(type_name: &str) -> String {
+    let article = match type_name.chars().next().map(|c| c.to_ascii_lowercase()) {
+        Some('a' | 'e' | 'i' | 'o' | 'u') => "an",
+        _ => "a",
+    };
+    format!("{article} '{type_name}'")
+}
+
 /// The ProtectionError message for a change of a watched dict.
 unsafe fn describe(
+    dict: *mut ffi::PyObject,
     role: &Role,
     event: DictEvent,
     key: *mut ffi::PyObject,
@@ -143,7 +168,7 @@ unsafe fn describe(
     let what = match role {
         Role::Globals if removing => format!("delete the global {key_str}"),
         Role::Globals if key.is_null() => "replace the globals".to_string(),
-        Role::Globals => format!("bind a '{}' object to the global {key_str}", type_name(value)),
+        Role::Globals => format!("bind {} object to the global {key_str}", a(&type_name(value))),
         Role::ClassDict(class) => {
             let verb = if removing { "delete" } else { "set" };
             format!("{verb} attribute {key_repr} of class '{}'", class_name(*class))
@@ -153,16 +178,19 @@ unsafe fn describe(
             let module_name = owned_text(ffi::PyModule_GetNameObject(*module)).unwrap_or_else(|| "?".into());
             format!("{verb} attribute {key_repr} of module '{module_name}'")
         }
-        Role::InstanceDict(owner) => {
+        Role::InstanceDict(owner, _) => {
             let verb = if removing { "delete" } else { "set" };
-            format!("{verb} attribute {key_repr} of a '{owner}' object")
+            format!("{verb} attribute {key_repr} of {} object", a(owner))
         }
-        Role::Plain => match event {
-            DictEvent::Deleted => format!("delete key {key_repr} of a 'dict'"),
-            DictEvent::Cleared => "clear a 'dict'".to_string(),
-            DictEvent::Cloned => "update a 'dict'".to_string(),
-            _ => format!("store key {key_repr} into a 'dict'"),
-        },
+        Role::Plain | Role::Ordered(_) => {
+            let kind = a(&type_name(dict)); // dict, or a subclass: Counter, OrderedDict...
+            match event {
+                DictEvent::Deleted => format!("delete key {key_repr} of {kind}"),
+                DictEvent::Cleared => format!("clear {kind}"),
+                DictEvent::Cloned => format!("update {kind}"),
+                _ => format!("store key {key_repr} into {kind}"),
+            }
+        }
     };
     protection_message(&what)
 }
@@ -171,7 +199,8 @@ unsafe fn describe(
 pub fn protection_message(what: &str) -> String {
     format!(
         "cannot {what} of the main script from a parallel task: main-thread (PY) state is read-only \
-         in tasks; share state with parallel.protect()"
+         in tasks; create the object in the task, pass it as an argument, or share it with \
+         parallel.protect() (writable) or parallel.share() (read-only)"
     )
 }
 
@@ -183,8 +212,10 @@ unsafe extern "C" fn on_dict_event(
 ) -> c_int {
     let outcome = std::panic::catch_unwind(|| {
         if event == DictEvent::Deallocated {
-            // SAFETY: the dict is being freed under its interpreter's GIL.
-            with_guard(|guard| guard.roles.remove(&(dict as usize)));
+            let role = with_guard(|guard| guard.roles.remove(&(dict as usize)));
+            // SAFETY: the dict is being freed under its interpreter's GIL; the role's
+            // reference is released outside the guards' lock.
+            unsafe { release_role(role) };
             return;
         }
         // SAFETY: dict watchers run under the GIL of the interpreter that owns the dict,
@@ -213,17 +244,24 @@ unsafe fn record_change(
         if event == DictEvent::Modified && ffi::PyDict_GetItemWithError(dict, key) == new_value {
             return false; // the same object stored again, e.g. `SHARED += 1` on a shared value
         }
-        if guard.violation.is_none() {
-            guard.violation = Some(describe(role, event, key, new_value));
+        if event == DictEvent::Added && is_cache_fill(guard, role, key) {
+            return false;
         }
-        let undo = match event {
-            DictEvent::Cleared | DictEvent::Cloned => {
-                Undo { dict, key: ptr::null_mut(), old: ffi::PyDict_Copy(dict) }
-            }
-            _ => {
-                let old = ffi::PyDict_GetItemWithError(dict, key);
-                Undo { dict, key, old }
-            }
+        if guard.violation.is_none() {
+            guard.violation = Some(describe(dict, role, event, key, new_value));
+        }
+        let subclass = ffi::PyDict_CheckExact(dict) == 0;
+        if subclass && guard.undo.iter().any(|undo| undo.dict == dict && undo.key.is_null()) {
+            // Its state before the task's first change is kept already.
+            return !std::mem::replace(&mut guard.raise_pending, true);
+        }
+        let undo = if let Role::Ordered(items) = role {
+            Undo { dict, key: ptr::null_mut(), old: ffi::Py_NewRef(*items) }
+        } else if subclass || matches!(event, DictEvent::Cleared | DictEvent::Cloned) {
+            Undo { dict, key: ptr::null_mut(), old: items_of(dict) }
+        } else {
+            let old = ffi::PyDict_GetItemWithError(dict, key);
+            Undo { dict, key, old }
         };
         ffi::PyErr_Clear();
         if !undo.key.is_null() {
@@ -239,6 +277,64 @@ unsafe fn record_change(
     if schedule {
         _PyEval_AddPendingCall(ffi::PyInterpreterState_Get(), raise_violation, ptr::null_mut(), 0);
     }
+}
+
+/// The (key, value) pairs of a watched dict, as a new list; NULL if it cannot be made.
+unsafe fn items_of(dict: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    let items = ffi::PyDict_Items(dict);
+    if items.is_null() {
+        ffi::PyErr_Clear();
+    }
+    items
+}
+
+/// Puts `dict` back to `items` (a list of pairs): a dict directly, a subclass through
+/// its own `clear` and item assignment (so an OrderedDict's order comes back too).
+unsafe fn restore_items(dict: *mut ffi::PyObject, items: *mut ffi::PyObject) {
+    if items.is_null() {
+        return;
+    }
+    let exact = ffi::PyDict_CheckExact(dict) != 0;
+    if exact {
+        ffi::PyDict_Clear(dict);
+    } else {
+        let cleared = ffi::PyObject_CallMethod(dict, c"clear".as_ptr(), ptr::null());
+        if cleared.is_null() {
+            ffi::PyErr_Clear();
+            ffi::PyDict_Clear(dict);
+        }
+        ffi::Py_XDECREF(cleared);
+    }
+    for index in 0..ffi::PyList_Size(items) {
+        let pair = ffi::PyList_GetItem(items, index);
+        let (key, value) = (ffi::PyTuple_GetItem(pair, 0), ffi::PyTuple_GetItem(pair, 1));
+        if key.is_null() || value.is_null() {
+            break;
+        }
+        let stored = if exact {
+            ffi::PyDict_SetItem(dict, key, value)
+        } else {
+            ffi::PyObject_SetItem(dict, key, value)
+        };
+        if stored != 0 {
+            ffi::PyErr_Clear();
+        }
+    }
+    ffi::PyErr_Clear();
+}
+
+/// Whether adding `key` to an object's `__dict__` is a cache filled on first read: the
+/// object's type has a `functools.cached_property` of that name.
+unsafe fn is_cache_fill(guard: &Guard, role: &Role, key: *mut ffi::PyObject) -> bool {
+    let (Role::InstanceDict(_, class), Some(cache_fill_type)) = (role, guard.cache_fill_type) else {
+        return false;
+    };
+    if key.is_null() || ffi::PyUnicode_Check(key) == 0 {
+        return false;
+    }
+    // SAFETY: the class is alive (the role holds it); the lookup neither fails nor raises.
+    let descriptor = _PyType_Lookup(class.cast(), key);
+    !descriptor.is_null() && ffi::PyObject_TypeCheck(descriptor, cache_fill_type.cast()) != 0
 }
 
 /// Pending call: raise the recorded violation in the running task (nothing once it ended).
@@ -305,18 +401,49 @@ pub unsafe fn watch(dict: *mut ffi::PyObject, role: &str, owner: *mut ffi::PyObj
             ffi::Py_INCREF(owner);
             Role::ClassDict(owner)
         }
-        "instance" => Role::InstanceDict(type_name(owner)),
+        "instance" => {
+            let class = ffi::Py_TYPE(owner).cast::<ffi::PyObject>();
+            ffi::Py_INCREF(class);
+            Role::InstanceDict(type_name(owner), class)
+        }
         "module" => {
             ffi::Py_INCREF(owner);
             Role::Module(owner)
         }
+        "ordered" => Role::Ordered(ffi::PySequence_List(owner)),
         _ => Role::Plain,
     };
+    if let Role::Ordered(items) = role {
+        if items.is_null() {
+            return Err(());
+        }
+    }
     if PyDict_Watch(watcher, dict) != 0 {
         return Err(());
     }
-    with_guard(|guard| guard.roles.insert(dict as usize, role));
+    let replaced = with_guard(|guard| guard.roles.insert(dict as usize, role));
+    release_role(replaced);
     Ok(())
+}
+
+/// Releases the reference a role holds (GIL held, guards' lock not held: a release may free a
+/// dict, whose watcher event takes the lock).
+unsafe fn release_role(role: Option<Role>) {
+    if let Some(
+        Role::ClassDict(owner) | Role::Module(owner) | Role::InstanceDict(_, owner) | Role::Ordered(owner),
+    ) = role
+    {
+        ffi::Py_DECREF(owner);
+    }
+}
+
+/// Sets the type whose descriptors fill an instance attribute on first read
+/// (`functools.cached_property`).
+pub unsafe fn set_cache_fill_type(kind: *mut ffi::PyObject) {
+    ffi::Py_INCREF(kind);
+    if let Some(old) = with_guard(|guard| guard.cache_fill_type.replace(kind)) {
+        ffi::Py_DECREF(old);
+    }
 }
 
 /// A task starts: changes to watched dicts are violations from now on.
@@ -351,11 +478,8 @@ pub unsafe fn end_task() -> Option<String> {
             _ => ptr::null_mut(),
         });
         if change.key.is_null() {
-            ffi::PyDict_Clear(change.dict);
-            if !change.old.is_null() {
-                ffi::PyDict_Update(change.dict, change.old);
-                ffi::Py_DECREF(change.old);
-            }
+            restore_items(change.dict, change.old);
+            ffi::Py_XDECREF(change.old);
         } else {
             let restored = if !class.is_null() {
                 ffi::PyObject_SetAttr(class, change.key, change.old) // NULL old: delete
@@ -447,9 +571,10 @@ pub unsafe fn release_guard() -> usize {
         GUARDS.lock().unwrap_or_else(|p| p.into_inner()).as_mut().and_then(|guards| guards.remove(&interp));
     if let Some(guard) = guard {
         for (_, role) in guard.roles {
-            if let Role::ClassDict(owner) | Role::Module(owner) = role {
-                ffi::Py_DECREF(owner);
-            }
+            release_role(Some(role));
+        }
+        if let Some(kind) = guard.cache_fill_type {
+            ffi::Py_DECREF(kind);
         }
     }
     interp

@@ -1,0 +1,475 @@
+"""PyParallel's PX/PY rule, object by object (the `_parallel_guard` module, run in workers).
+
+A worker imports the main script itself, so the script's state in a worker is the worker's
+own copy. `guard_script` walks that copy once, from the script's globals, and makes sure no
+task can change it without a word. Every object found belongs to one family, and each family
+has one way of being kept:
+
+- watched: a dict (any dict subclass too, e.g. Counter, OrderedDict, defaultdict) or the
+  `__dict__` of an object is watched by a dict watcher (guard/mod.rs), which sees every change,
+  C code's included; the task fails at its next bytecode and the change is undone at its end.
+- read-only type: the object is given a sibling type (a subclass adding no fields, named as
+  its type) whose mutators refuse before anything changes: lists, sets, bytearrays, deques,
+  arrays, OrderedDicts (reordering), defaultdicts (their factory), instances with
+  `__slots__`, `random.Random`, `io.BytesIO`/`StringIO`. Buffers (bytearray, array) give
+  read-only views only.
+- main only: objects that every use changes or that only make sense as one object for every
+  worker (iterators and generators; locks, conditions, events, semaphores, barriers, queues)
+  are replaced in the worker's copy by a stand-in that refuses every use.
+- followed: tuples, frozensets, mapping proxies, modules and classes of the program: their
+  contents are guarded, they themselves cannot change (modules and classes: watched).
+- worker-local: objects of the standard library and of installed packages that are not
+  containers (loggers, compiled patterns, files, sockets...): their attribute bindings are
+  watched (a rebinding is refused), their insides are their own business.
+
+The walk runs once per worker, before its first task; it costs nothing per task.
+"""
+
+import sys as _sys
+from types import ModuleType as _ModuleType
+
+import _parallel_core as _core
+
+# ids of the main script's state in this worker (every guarded object and stand-in).
+py_ids = frozenset()
+
+# What the walk could not guard (type name and why), for tests and for the curious.
+unguarded = []
+
+
+def _refuse(what):
+    """Raises parallel.ProtectionError for `what` (and records it: the task fails even if it
+    catches the error)."""
+    import parallel
+    raise parallel.ProtectionError(_core.guard_violation(what))
+
+
+def _a(type_name):
+    """'a 'list'' or 'an 'array'': the type name quoted, with its article."""
+    return f"{'an' if type_name[:1].lower() in 'aeiou' else 'a'} '{type_name}'"
+
+
+# ----- families of read-only types: mutator name -> verb for the message -----
+
+_LIST = {
+    "append": "append to", "extend": "extend", "insert": "insert into", "pop": "pop from",
+    "remove": "remove from", "clear": "clear", "sort": "sort", "reverse": "reverse",
+    "__setitem__": "assign an item or slice of", "__delitem__": "delete an item or slice of",
+    "__iadd__": "extend (+=)", "__imul__": "repeat (*=)",
+}
+_SET = {
+    "add": "add to", "discard": "discard from", "remove": "remove from", "pop": "pop from",
+    "clear": "clear", "update": "update", "intersection_update": "update",
+    "difference_update": "update", "symmetric_difference_update": "update",
+    "__ior__": "update (|=)", "__iand__": "update (&=)", "__isub__": "update (-=)",
+    "__ixor__": "update (^=)",
+}
+_BYTEARRAY = {name: verb for name, verb in _LIST.items() if name != "sort"}
+_DEQUE = {
+    **{name: verb for name, verb in _LIST.items() if name != "sort"},
+    "appendleft": "append to", "extendleft": "extend", "popleft": "pop from", "rotate": "rotate",
+}
+_ARRAY = {
+    **{name: verb for name, verb in _LIST.items() if name not in ("sort", "clear")},
+    "byteswap": "byteswap", "frombytes": "extend", "fromfile": "extend", "fromlist": "extend",
+    "fromunicode": "extend",
+}
+_ORDERED_DICT = {"move_to_end": "reorder"}  # every other change is a dict change (watched)
+_ATTRIBUTES = {"__setattr__": "set attribute", "__delattr__": "delete attribute"}
+_RANDOM = {name: "draw from" for name in ("random", "getrandbits", "randbytes", "gauss")}
+_RANDOM.update(seed="seed", setstate="set the state of")
+_STREAM = {
+    "write": "write to", "writelines": "write to", "truncate": "truncate", "seek": "seek in",
+    "read": "read from", "read1": "read from", "readline": "read from", "readlines": "read from",
+    "readinto": "read from", "readinto1": "read from", "__next__": "read from",
+    "close": "close", "__exit__": "close", "getbuffer": "export the buffer of",
+}
+
+def _family_tables():
+    """(type, mutators) pairs for the types the script may hold, most specific first; only
+    modules already imported are looked at (an object of a type never imported cannot exist)."""
+    tables = []
+    collections = _sys.modules.get("collections")
+    if collections is not None:
+        tables += [(collections.OrderedDict, _ORDERED_DICT), (collections.defaultdict, _ATTRIBUTES),
+                   (collections.deque, _DEQUE)]
+    array = _sys.modules.get("array")
+    if array is not None:
+        tables.append((array.array, _ARRAY))
+    random = _sys.modules.get("random")
+    if random is not None:
+        tables.append((random.Random, _RANDOM))
+    io = _sys.modules.get("io")
+    if io is not None:
+        tables += [(io.BytesIO, _STREAM), (io.StringIO, _STREAM)]
+    tables += [(list, _LIST), (set, _SET), (bytearray, _BYTEARRAY)]
+    return tables
+
+
+def _main_only_types():
+    """Types whose objects a task cannot use at all (stand-ins replace them)."""
+    kinds = []
+    threading = _sys.modules.get("threading")
+    if threading is not None:
+        kinds += [type(threading.Lock()), type(threading.RLock()), threading._PyRLock,
+                  threading.Condition, threading.Semaphore, threading.Event, threading.Barrier]
+    queue = _sys.modules.get("queue")
+    if queue is not None:
+        kinds += [queue.Queue, queue.SimpleQueue]
+        if queue.SimpleQueue is not getattr(queue, "_PySimpleQueue", queue.SimpleQueue):
+            kinds.append(queue._PySimpleQueue)
+    return tuple(kinds)
+
+
+def _has_slots(kind):
+    return any(getattr(base, "__slots__", ()) for base in kind.__mro__[:-1] if "__slots__" in vars(base))
+
+
+def _slot_values(obj):
+    values = []
+    for base in type(obj).__mro__:
+        slots = vars(base).get("__slots__", ())
+        for name in (slots,) if isinstance(slots, str) else slots:
+            if name in ("__dict__", "__weakref__"):
+                continue
+            if name.startswith("__") and not name.endswith("__"):
+                name = f"_{base.__name__.lstrip('_')}{name}"  # private names are mangled
+            try:
+                values.append(object.__getattribute__(obj, name))
+            except AttributeError:
+                pass
+    return values
+
+
+class MainOnly:
+    """Stands, in a worker, for an object of the main script that a task cannot use (an
+    iterator, a lock, a queue...): every use raises ProtectionError naming the object."""
+
+    __slots__ = ("_what", "_repr")
+
+    def __init__(self, obj, what):
+        object.__setattr__(self, "_what", what)
+        object.__setattr__(self, "_repr", repr(obj))
+
+    def _refuse(self, *_):
+        _refuse(self._what)
+
+    def __getattr__(self, name):
+        _refuse(f"{self._what} ('{name}')")
+
+    __setattr__ = __delattr__ = __iter__ = __next__ = __enter__ = __exit__ = __call__ = _refuse
+    __reduce_ex__ = __len__ = __getitem__ = _refuse
+
+    def __repr__(self):
+        return self._repr
+
+
+_SYNC_NOTE = ("(locks, conditions, events, semaphores, barriers and queues of the main script are "
+              "not shared with tasks yet)")
+
+
+class _Walker:
+    def __init__(self, main):
+        # Modules whose classes and instances are guarded like the script's own: the script
+        # and the program's modules it imported (not the standard library's, nor packages').
+        self.owners = {main.__name__}
+        self.owners.update(name for name, module in list(_sys.modules.items())
+                           if isinstance(module, _ModuleType) and _is_user_module(module))
+        self.seen = set()
+        self.pending = []
+        self.siblings = {}
+        self.families = _family_tables()
+        self.family_types = tuple(kind for kind, _ in self.families)
+        self.main_only = _main_only_types()
+        self.data_holders = _data_holders()
+        self.stand_ins = {}
+        import functools
+        _core.guard_cache_fill_type(functools.cached_property)
+
+    def ours(self, obj):
+        return getattr(type(obj), "__module__", None) in self.owners
+
+    def add(self, obj, parent=None, key=None):
+        """Queues `obj` (found in `parent` under `key`) unless it was seen; objects a task
+        cannot use are replaced by a stand-in in `parent` instead."""
+        if id(obj) in self.seen:
+            return
+        if self.main_only and isinstance(obj, self.main_only):
+            self.replace(obj, parent, key, f"use {_a(type(obj).__name__)} {_SYNC_NOTE}")
+        elif _is_iterator(obj) and not isinstance(obj, self.family_types) and not self.ours(obj):
+            self.replace(obj, parent, key, f"advance {_a(type(obj).__name__)}")
+        else:
+            self.seen.add(id(obj))
+            self.pending.append(obj)
+
+    def replace(self, obj, parent, key, what):
+        stand_in = self.stand_ins.get(id(obj))
+        if stand_in is None:
+            # The original is kept too: its id must not be taken by a new object.
+            stand_in = self.stand_ins[id(obj)] = (MainOnly(obj, what), obj)
+        stand_in = stand_in[0]
+        self.seen.add(id(stand_in))
+        deque = _deque()
+        if isinstance(parent, dict):
+            dict.__setitem__(parent, key, stand_in)
+        elif isinstance(parent, list):
+            list.__setitem__(parent, key, stand_in)
+        elif isinstance(parent, type):
+            type.__setattr__(parent, key, stand_in)
+        elif deque is not None and isinstance(parent, deque):
+            deque.__setitem__(parent, key, stand_in)
+        else:
+            # Inside a tuple, a frozenset or a slot: it cannot be replaced.
+            unguarded.append((type(obj).__name__, f"inside a '{type(parent).__name__}'"))
+
+    def walk(self, main):
+        _core.guard_watch(main.__dict__, "globals", None)
+        self.seen.add(id(main.__dict__))
+        self.add_values(main.__dict__)
+        while self.pending:
+            self.guard(self.pending.pop())
+        return frozenset(self.seen)
+
+    def add_values(self, mapping):
+        for key, value in list(mapping.items()):
+            self.add(value, mapping, key)
+
+    def guard(self, obj):
+        kind = type(obj)
+        if kind is dict:
+            _core.guard_watch(obj, "dict", None)
+            self.add_values(obj)
+        elif kind is tuple or kind is frozenset:
+            for item in obj:
+                self.add(item, obj)
+        elif isinstance(obj, _ModuleType):
+            if _is_user_module(obj):
+                _core.guard_watch(obj.__dict__, "module", obj)
+                self.add_values(obj.__dict__)
+        elif isinstance(obj, type):
+            if obj.__module__ in self.owners:
+                _core.guard_watch(_type_dict(obj), "class", obj)
+                for key, value in list(vars(obj).items()):
+                    self.add(value, obj, key)
+        else:
+            self.guard_instance(obj, kind)
+
+    def guard_instance(self, obj, kind):
+        # Deep: the object's contents are guarded too (the program's objects, containers and
+        # data holders); shallow: only its attribute bindings (other libraries' objects).
+        deep = self.ours(obj) or isinstance(obj, self.data_holders)
+        if isinstance(obj, dict):
+            collections = _sys.modules.get("collections")
+            if collections is not None and isinstance(obj, collections.OrderedDict):
+                # Its own order, to put back after a change.
+                _core.guard_watch(obj, "ordered", list(obj.items()))
+            else:
+                _core.guard_watch(obj, "dict", None)
+            self.add_values(obj)
+            deep = True
+        family, mutators = None, {}
+        for base, table in self.families:
+            if isinstance(obj, base) and not isinstance(obj, _random_system()):
+                family, mutators, deep = base, dict(table), True
+                break
+        if deep and _has_slots(kind):
+            mutators.update(_ATTRIBUTES)
+        if mutators:
+            self.retype(obj, family, mutators)
+        if family is list or (family is not None and family is _deque()):
+            for index, item in enumerate(obj):
+                self.add(item, obj, index)
+        elif family is set or isinstance(obj, (tuple, frozenset)):  # tuple: e.g. named tuples
+            for item in obj:
+                self.add(item, obj)
+        elif kind.__name__ == "mappingproxy" and kind.__module__ == "builtins":
+            import gc
+            for mapping in gc.get_referents(obj):
+                self.add(mapping)
+        if deep and _has_slots(kind):
+            for value in _slot_values(obj):
+                self.add(value)
+        attributes = _instance_dict(obj)
+        if attributes is None:
+            return
+        # CPython 3.13 keeps attributes in the object's inline values, bypassing the dict (and
+        # its watcher), while the dict shares them; a non-str key makes the dict take them
+        # over for good.
+        attributes[0] = None
+        del attributes[0]
+        _core.guard_watch(attributes, "instance", obj)
+        if deep:
+            self.add_values(attributes)
+
+    def retype(self, obj, family, mutators):
+        kind = type(obj)
+        sibling = self.siblings.get(kind)
+        if sibling is None:
+            try:
+                sibling = _sibling_type(kind, family, mutators)
+            except Exception as error:
+                unguarded.append((kind.__name__, f"no read-only type: {error}"))
+                sibling = False
+            self.siblings[kind] = sibling
+        if sibling is False:
+            return
+        try:
+            _core.guard_retype(obj, sibling)
+        except TypeError:
+            try:
+                object.__setattr__(obj, "__class__", sibling)
+            except TypeError as error:
+                unguarded.append((kind.__name__, f"cannot retype: {error}"))
+
+
+def _data_holders():
+    """Classes outside the program whose instances only hold data: guarded deep, like the
+    program's own objects."""
+    import types
+    holders = [types.SimpleNamespace]
+    collections = _sys.modules.get("collections")
+    if collections is not None:
+        holders += [collections.ChainMap, collections.UserDict, collections.UserList,
+                    collections.UserString]
+    argparse = _sys.modules.get("argparse")
+    if argparse is not None:
+        holders.append(argparse.Namespace)
+    return tuple(holders)
+
+
+def _is_iterator(obj):
+    """An iterator or generator (every use advances it), not a stream (a file, BytesIO)."""
+    import types
+    kind = type(obj)
+    if not hasattr(kind, "__next__") and not isinstance(obj, (types.CoroutineType, types.AsyncGeneratorType)):
+        return False
+    io = _sys.modules.get("io")
+    return io is None or not isinstance(obj, io.IOBase)
+
+
+def _deque():
+    collections = _sys.modules.get("collections")
+    return collections.deque if collections is not None else None
+
+
+def _random_system():
+    random = _sys.modules.get("random")
+    return random.SystemRandom if random is not None else ()
+
+
+def _instance_dict(obj):
+    """The object's own `__dict__` (None if it has none, or a per-thread one)."""
+    kind = type(obj)
+    if not kind.__dictoffset__ or isinstance(obj, _thread_local()):
+        return None
+    try:
+        attributes = object.__getattribute__(obj, "__dict__")
+    except AttributeError:
+        return None
+    return attributes if type(attributes) is dict else None
+
+
+def _thread_local():
+    import _thread
+    return _thread._local
+
+
+def _sibling_type(kind, family, mutators):
+    """The read-only sibling of `kind`: a subclass adding no fields, with the same name, whose
+    mutators refuse on the main script's objects (and act as the original's on any other
+    object of the type, e.g. a copy that a method of the type made)."""
+    noun = (family or kind).__name__
+
+    def refusing(name, verb):
+        original = getattr(kind, name)
+        if name in _ATTRIBUTES:
+            def refuse(self, attribute, *value):
+                if id(self) in py_ids:
+                    _refuse(f"{verb} '{attribute}' of {_a(kind.__name__)} object")
+                return original(self, attribute, *value)
+        else:
+            def refuse(self, *args, **kwargs):
+                if id(self) in py_ids:
+                    _refuse(f"{verb} {_a(noun)}")
+                return original(self, *args, **kwargs)
+        refuse.__name__ = refuse.__qualname__ = name
+        return refuse
+
+    def reduce_ex(self, protocol):
+        # Copies and pickles are plain objects of the original type.
+        reduced = kind.__reduce_ex__(self, protocol)
+        if not isinstance(reduced, tuple) or len(reduced) < 2:
+            return reduced
+        swap = lambda item: kind if item is sibling else item  # noqa: E731
+        make, args = swap(reduced[0]), tuple(swap(item) for item in reduced[1])
+        if getattr(make, "__name__", None) == "__newobj__":  # pickle wants the object's own class there
+            make = _new_plain
+        return (make, args, *reduced[2:])
+
+    namespace = {name: refusing(name, verb) for name, verb in mutators.items() if hasattr(kind, name)}
+    namespace["__reduce_ex__"] = reduce_ex
+    if family is bytearray or getattr(family, "__name__", None) == "array":
+        namespace["__buffer__"] = _read_only_buffer(kind)
+    try:
+        # A subclass with its base's memory layout (a class statement would add fields to a
+        # built-in type) and no side effects (no __init_subclass__, no registration).
+        sibling = _core.guard_make_type(kind, f"{kind.__module__}.{kind.__name__}")
+        for name, value in namespace.items():
+            setattr(sibling, name, value)
+        sibling.__qualname__ = kind.__qualname__
+    except TypeError:  # e.g. a metaclass with its own __new__
+        namespace.update(__slots__=(), __module__=kind.__module__, __qualname__=kind.__qualname__)
+        sibling = type(kind)(kind.__name__, (kind,), namespace)
+    sibling.__doc__ = kind.__doc__
+    return sibling
+
+
+def _new_plain(kind, *args):
+    """Unpickles an object of a main script's read-only type as a plain one."""
+    return kind.__new__(kind, *args)
+
+
+def _read_only_buffer(kind):
+    def buffer(self, flags):
+        if id(self) in py_ids:
+            if flags & 1:  # PyBUF_WRITABLE
+                _refuse(f"write through the buffer of {_a(kind.__name__)}")
+            return kind.__buffer__(self, flags).toreadonly()
+        return kind.__buffer__(self, flags)
+    buffer.__name__ = "__buffer__"
+    return buffer
+
+
+def guard_script(main):
+    """Makes the main script's state, as imported by this worker, read-only for tasks."""
+    global py_ids
+    walker = _Walker(main)
+    py_ids = walker.walk(main)
+    return py_ids
+
+
+def _is_user_module(module):
+    """A module of the program (its file is outside the standard library and site-packages):
+    its globals are PY state like the script's. Standard modules legitimately rebind their
+    own globals (tempfile.tempdir, warnings' filter version...), so they are not guarded."""
+    path = getattr(module, "__file__", None)
+    if not isinstance(path, str):
+        return False
+    import os
+    import sysconfig
+    path = os.path.realpath(path)
+    paths = sysconfig.get_paths()
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        root = paths.get(key)
+        if root and path.startswith(os.path.realpath(root) + os.sep):
+            return False
+    return True
+
+
+def _type_dict(cls):
+    # The real class dict (vars() gives a read-only proxy of it).
+    import gc
+    for referent in gc.get_referents(vars(cls)):
+        if type(referent) is dict:
+            return referent
+    raise TypeError(f"cannot find the dict of class {cls.__qualname__}")

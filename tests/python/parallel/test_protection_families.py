@@ -1,0 +1,359 @@
+"""PX/PY beyond dicts, lists and the script's classes, table-driven: every family of objects
+the main script can hold at module level (standard-library containers, buffers, data holders,
+instances with __slots__, iterators, random generators, in-memory streams, locks and queues)
+is either refused with parallel.ProtectionError naming the operation and the type, the
+script's state left unchanged in main and in every worker, or readable as in main.
+
+Run: `pyhost --engine parallel tests/python/parallel/test_protection_families.py`.
+"""
+
+import argparse
+import array
+import collections
+import copy
+import dataclasses
+import decimal
+import enum
+import functools
+import io
+import ipaddress
+import itertools
+import logging
+import pickle
+import queue
+import random
+import re
+import struct  # noqa: F401  (used by the writes below)
+import threading
+import types
+import unittest
+
+import parallel
+
+# ----- PY state of the script, one object per family -----
+
+C = collections.Counter("aab")
+OD = collections.OrderedDict(a=1, b=2)
+DD = collections.defaultdict(list, a=[1])
+DQ = collections.deque([1, 2, 3])
+AR = array.array("i", [1, 2, 3])
+BA = bytearray(b"abcd")
+NS = types.SimpleNamespace(a=1, items=[1])
+ARGS = argparse.Namespace(verbose=False, files=["x"])
+CM = collections.ChainMap({"k": 1}, {"z": 2})
+UD = collections.UserDict(a=1)
+UL = collections.UserList([1, 2])
+MP = types.MappingProxyType({"inner": [1]})
+PAIR = collections.namedtuple("Pair", "items count")([1], 2)
+
+
+class Slotted:
+    __slots__ = ("v", "__hidden")
+
+    def __init__(self, v):
+        self.v = v
+        self.__hidden = [v]
+
+    def hidden(self):
+        return self.__hidden
+
+
+SL = Slotted(1)
+
+
+class Stack(list):
+    def push(self, item):
+        self.append(item)
+
+
+STACK = Stack([1])
+
+
+class Money:
+    def __init__(self, amount):
+        self.amount = amount
+
+    @functools.cached_property
+    def cents(self):
+        return self.amount * 100
+
+
+MONEY = Money(3)
+
+
+@dataclasses.dataclass
+class Item:
+    name: str
+    tags: list
+
+
+ITEM = Item("pen", ["blue"])
+
+
+class Color(enum.Enum):
+    RED = 1
+
+
+@functools.lru_cache(maxsize=None)
+def square(n):
+    return n * n
+
+
+CNT = itertools.count()
+GEN = (i for i in range(10))
+IT = iter([1, 2, 3])
+RNG = random.Random(1)
+BUF = io.BytesIO(b"data")
+SBUF = io.StringIO("text\nmore\n")
+LOCK = threading.Lock()
+RLOCK = threading.RLock()
+SEM = threading.Semaphore()
+BSEM = threading.BoundedSemaphore()
+EVENT = threading.Event()
+COND = threading.Condition()
+BARRIER = threading.Barrier(1)
+Q = queue.Queue()
+SQ = queue.SimpleQueue()
+LQ = queue.LifoQueue()
+PQ = queue.PriorityQueue()
+LOGGER = logging.getLogger("px-families-test")
+LOGGER.addHandler(logging.NullHandler())
+LOGGER.propagate = False
+PATTERN = re.compile(r"(\d+)")
+NET = ipaddress.ip_network("10.0.0.0/24")
+PRICE = decimal.Decimal("1.10")
+
+
+def state():
+    """Everything the writes below could change, as plain values."""
+    return (dict(C), list(OD.items()), {k: list(v) for k, v in DD.items()}, DD.default_factory,
+            list(DQ), AR.tolist(), bytes(BA), vars(NS).copy(), vars(ARGS).copy(), CM.maps,
+            dict(UD), list(UL), dict(MP), list(PAIR.items), SL.v, SL.hidden(), list(STACK),
+            BUF.getvalue(), BUF.tell(), SBUF.getvalue(), SBUF.tell(), RNG.getstate(),
+            LOGGER.level, vars(MONEY).get("amount"), ITEM.tags)
+
+
+ORIGINAL = state()
+
+# (name, write, words the message must contain). Each runs alone in a task.
+WRITES = [
+    ("Counter +=", "C['k'] += 1", ["store key 'k' into a 'Counter'"]),
+    ("Counter item", "C['a'] = 5", ["'Counter'"]),
+    ("Counter.update", "C.update('xy')", ["'Counter'"]),
+    ("Counter.subtract", "C.subtract('a')", ["'Counter'"]),
+    ("Counter del", "del C['a']", ["delete key 'a' of a 'Counter'"]),
+    ("Counter.clear", "C.clear()", ["clear a 'Counter'"]),
+    ("OrderedDict item", "OD['k'] = 1", ["store key 'k' into an 'OrderedDict'"]),
+    ("OrderedDict.move_to_end", "OD.move_to_end('a')", ["reorder an 'OrderedDict'"]),
+    ("OrderedDict.popitem", "OD.popitem()", ["'OrderedDict'"]),
+    ("OrderedDict.pop", "OD.pop('a')", ["'OrderedDict'"]),
+    ("OrderedDict.setdefault", "OD.setdefault('n', 0)", ["'OrderedDict'"]),
+    ("OrderedDict.update", "OD.update(z=1)", ["'OrderedDict'"]),
+    ("defaultdict missing key", "DD['k'].append(1)", ["store key 'k' into a 'defaultdict'"]),
+    ("defaultdict read of a missing key", "DD['missing']", ["'defaultdict'"]),
+    ("defaultdict factory", "DD.default_factory = int", ["set attribute 'default_factory' of a 'defaultdict'"]),
+    ("defaultdict value", "DD['a'].append(2)", ["append to a 'list'"]),
+    ("deque.append", "DQ.append(4)", ["append to a 'deque'"]),
+    ("deque.appendleft", "DQ.appendleft(0)", ["append to a 'deque'"]),
+    ("deque.extend", "DQ.extend([4])", ["extend a 'deque'"]),
+    ("deque.extendleft", "DQ.extendleft([0])", ["extend a 'deque'"]),
+    ("deque.pop", "DQ.pop()", ["pop from a 'deque'"]),
+    ("deque.popleft", "DQ.popleft()", ["pop from a 'deque'"]),
+    ("deque.remove", "DQ.remove(2)", ["remove from a 'deque'"]),
+    ("deque.rotate", "DQ.rotate(1)", ["rotate a 'deque'"]),
+    ("deque.clear", "DQ.clear()", ["clear a 'deque'"]),
+    ("deque.insert", "DQ.insert(0, 9)", ["insert into a 'deque'"]),
+    ("deque.reverse", "DQ.reverse()", ["reverse a 'deque'"]),
+    ("deque item", "DQ[0] = 9", ["assign an item or slice of a 'deque'"]),
+    ("deque del", "del DQ[0]", ["delete an item or slice of a 'deque'"]),
+    ("deque +=", "DQ += [4]", ["extend (+=) a 'deque'"]),
+    ("deque *=", "DQ *= 2", ["repeat (*=) a 'deque'"]),
+    ("array.append", "AR.append(4)", ["append to an 'array'"]),
+    ("array.extend", "AR.extend([4])", ["extend an 'array'"]),
+    ("array.insert", "AR.insert(0, 9)", ["insert into an 'array'"]),
+    ("array.pop", "AR.pop()", ["pop from an 'array'"]),
+    ("array.remove", "AR.remove(2)", ["remove from an 'array'"]),
+    ("array.reverse", "AR.reverse()", ["reverse an 'array'"]),
+    ("array.byteswap", "AR.byteswap()", ["byteswap an 'array'"]),
+    ("array.frombytes", "AR.frombytes(bytes(4))", ["extend an 'array'"]),
+    ("array.fromlist", "AR.fromlist([5])", ["extend an 'array'"]),
+    ("array item", "AR[0] = 9", ["assign an item or slice of an 'array'"]),
+    ("array del", "del AR[0]", ["delete an item or slice of an 'array'"]),
+    ("array +=", "AR += array.array('i', [4])", ["extend (+=) an 'array'"]),
+    ("array *=", "AR *= 2", ["repeat (*=) an 'array'"]),
+    ("bytearray struct.pack_into", "struct.pack_into('i', BA, 0, 7)", ["write through the buffer of a 'bytearray'"]),
+    ("bytearray readinto", "io.BytesIO(b'zz').readinto(BA)", ["write through the buffer of a 'bytearray'"]),
+    ("array struct.pack_into", "struct.pack_into('i', AR, 0, 7)", ["write through the buffer of an 'array'"]),
+    ("SimpleNamespace attribute", "NS.a = 2", ["set attribute 'a' of a 'SimpleNamespace' object"]),
+    ("SimpleNamespace new attribute", "NS.new = 1", ["set attribute 'new' of a 'SimpleNamespace' object"]),
+    ("SimpleNamespace del", "del NS.a", ["delete attribute 'a' of a 'SimpleNamespace' object"]),
+    ("SimpleNamespace vars()", "vars(NS)['a'] = 3", ["'SimpleNamespace'"]),
+    ("SimpleNamespace nested list", "NS.items.append(2)", ["append to a 'list'"]),
+    ("argparse.Namespace attribute", "ARGS.verbose = True", ["set attribute 'verbose' of a 'Namespace' object"]),
+    ("argparse.Namespace list", "ARGS.files.append('y')", ["append to a 'list'"]),
+    ("ChainMap item", "CM['k'] = 5", ["store key 'k' into a 'dict'"]),
+    ("ChainMap maps", "CM.maps.append({})", ["append to a 'list'"]),
+    ("UserDict item", "UD['b'] = 2", ["store key 'b' into a 'dict'"]),
+    ("UserList.append", "UL.append(3)", ["append to a 'list'"]),
+    ("mappingproxy nested list", "MP['inner'].append(2)", ["append to a 'list'"]),
+    ("named tuple nested list", "PAIR.items.append(1)", ["append to a 'list'"]),
+    ("slot attribute", "SL.v = 5", ["set attribute 'v' of a 'Slotted' object"]),
+    ("slot del", "del SL.v", ["delete attribute 'v' of a 'Slotted' object"]),
+    ("slot setattr()", "setattr(SL, 'v', 6)", ["set attribute 'v' of a 'Slotted' object"]),
+    ("list in a private slot", "SL.hidden().append(2)", ["append to a 'list'"]),
+    ("list subclass method", "STACK.push(2)", ["append to a 'list'"]),
+    ("list subclass append", "STACK.append(2)", ["append to a 'list'"]),
+    ("dataclass list field", "ITEM.tags.append('red')", ["append to a 'list'"]),
+    ("itertools.count", "next(CNT)", ["advance a 'count'"]),
+    ("generator next", "next(GEN)", ["advance a 'generator'"]),
+    ("generator list()", "list(GEN)", ["advance a 'generator'"]),
+    ("generator send", "GEN.send(None)", ["advance a 'generator'", "'send'"]),
+    ("list iterator", "next(IT)", ["advance a 'list_iterator'"]),
+    ("Random.random", "RNG.random()", ["draw from a 'Random'"]),
+    ("Random.randint", "RNG.randint(1, 6)", ["draw from a 'Random'"]),
+    ("Random.shuffle", "RNG.shuffle([1, 2, 3])", ["draw from a 'Random'"]),
+    ("Random.choice", "RNG.choice('ab')", ["draw from a 'Random'"]),
+    ("Random.gauss", "RNG.gauss()", ["draw from a 'Random'"]),
+    ("Random.seed", "RNG.seed(2)", ["seed a 'Random'"]),
+    ("BytesIO.write", "BUF.write(b'x')", ["write to a 'BytesIO'"]),
+    ("BytesIO.seek", "BUF.seek(2)", ["seek in a 'BytesIO'"]),
+    ("BytesIO.read", "BUF.read()", ["read from a 'BytesIO'"]),
+    ("BytesIO.truncate", "BUF.truncate(0)", ["truncate a 'BytesIO'"]),
+    ("BytesIO.getbuffer", "BUF.getbuffer()", ["export the buffer of a 'BytesIO'"]),
+    ("BytesIO with", "with BUF: pass", ["close a 'BytesIO'"]),
+    ("StringIO.write", "SBUF.write('x')", ["write to a 'StringIO'"]),
+    ("StringIO.readline", "SBUF.readline()", ["read from a 'StringIO'"]),
+    ("StringIO iteration", "next(iter(SBUF))", ["read from a 'StringIO'"]),
+    ("Lock with", "with LOCK: pass", ["use a 'lock'"]),
+    ("Lock.acquire", "LOCK.acquire()", ["use a 'lock'", "'acquire'"]),
+    ("RLock.acquire", "RLOCK.acquire()", ["'RLock'"]),
+    ("Semaphore.acquire", "SEM.acquire()", ["use a 'Semaphore'"]),
+    ("BoundedSemaphore.release", "BSEM.release()", ["use a 'BoundedSemaphore'"]),
+    ("Event.set", "EVENT.set()", ["use an 'Event'"]),
+    ("Condition with", "with COND: pass", ["use a 'Condition'"]),
+    ("Barrier.wait", "BARRIER.wait(0.01)", ["use a 'Barrier'"]),
+    ("Queue.put", "Q.put(1)", ["use a 'Queue'", "'put'"]),
+    ("SimpleQueue.put", "SQ.put(1)", ["use a 'SimpleQueue'"]),
+    ("LifoQueue.put", "LQ.put(1)", ["use a 'LifoQueue'"]),
+    ("PriorityQueue.put", "PQ.put(1)", ["use a 'PriorityQueue'"]),
+    ("Logger.setLevel", "LOGGER.setLevel(10)", ["set attribute 'level' of a 'Logger' object"]),
+    ("class of another library: attribute", "NET.extra = 1", ["set attribute 'extra' of an 'IPv4Network' object"]),
+]
+
+# Refused by CPython itself, as for a view of bytes: a read-only view.
+READ_ONLY_VIEWS = [
+    ("memoryview of a bytearray", "memoryview(BA)[0] = 9"),
+    ("memoryview of an array", "memoryview(AR)[0] = 9"),
+]
+
+# (name, expression): each gives in a task what it gives in main.
+READS = [
+    ("len(deque)", "len(DQ)"), ("deque item", "DQ[0]"), ("deque iteration", "list(DQ)"),
+    ("deque.count", "DQ.count(1)"), ("deque.index", "DQ.index(2)"), ("deque sum", "sum(DQ)"),
+    ("Counter iteration", "[key for key in C]"), ("Counter.most_common", "C.most_common(1)"),
+    ("Counter missing key", "C['zz']"), ("Counter total", "C.total()"),
+    ("OrderedDict item", "OD['a']"), ("OrderedDict order", "list(OD)"),
+    ("defaultdict item", "DD['a']"), ("defaultdict.get", "DD.get('nope')"),
+    ("array items", "AR.tolist()"), ("array item", "AR[0]"), ("bytes(array)", "bytes(AR)"),
+    ("bytes(bytearray)", "bytes(BA)"), ("bytearray.hex", "BA.hex()"), ("bytearray.find", "BA.find(b'c')"),
+    ("memoryview read", "memoryview(BA).tobytes()"), ("struct.unpack_from", "struct.unpack_from('i', BA)"),
+    ("SimpleNamespace attribute", "NS.a"), ("argparse.Namespace", "ARGS.files[0]"),
+    ("ChainMap lookup", "CM['z']"), ("UserDict item", "UD['a']"), ("UserList item", "UL[0]"),
+    ("mappingproxy", "MP['inner'][0]"), ("named tuple", "PAIR.count"), ("slot", "SL.v"),
+    ("private slot", "SL.hidden()[0]"), ("list subclass", "len(STACK)"),
+    ("Random.getstate", "RNG.getstate()[1][0]"), ("BytesIO.getvalue", "BUF.getvalue()"),
+    ("StringIO.getvalue", "SBUF.getvalue()"), ("generator repr", "repr(GEN)[:10]"),
+    ("logging through a module-level logger", "LOGGER.info('hello') or LOGGER.isEnabledFor(10)"),
+    ("compiled regex", "PATTERN.match('42').group(1)"), ("lru_cache function", "square(12)"),
+    ("dataclass field", "ITEM.name"), ("enum member", "Color.RED.value"),
+    ("Decimal arithmetic", "str(PRICE * 3)"),
+    ("cached_property of another library", "str(NET.broadcast_address)"),
+    ("cached_property of the script", "MONEY.cents"),
+    ("copy of a deque", "copy.copy(DQ)"), ("pickle of an OrderedDict", "pickle.loads(pickle.dumps(OD))"),
+]
+
+
+def run_write(code):
+    exec(code, globals(), {})
+    return "done"
+
+
+def evaluate(expression):
+    return eval(expression, globals(), {})
+
+
+def copies_are_plain_and_writable():
+    mine = DQ.copy()
+    mine.append(4)
+    added = DQ + collections.deque([5])
+    added.append(6)
+    ordered = OD.copy()
+    ordered.move_to_end("a")
+    return list(mine), list(added), list(ordered)
+
+
+def guard_report():
+    import _parallel_guard
+    return list(_parallel_guard.unguarded)
+
+
+class Writes(unittest.TestCase):
+    def test_every_write_is_refused_by_name_and_changes_nothing(self):
+        self.assertGreaterEqual(len(WRITES), 60)
+        for name, write, words in WRITES:
+            with self.subTest(name):
+                with self.assertRaises(parallel.ProtectionError) as raised:
+                    parallel.submit(run_write, write).result()
+                message = str(raised.exception)
+                for word in words:
+                    self.assertIn(word, message)
+                self.assertIn("of the main script from a parallel task", message)
+                self.assertIn("parallel.protect()", message)
+                self.assertEqual(state(), ORIGINAL)
+        for view in parallel.map(lambda _: state(), range(4), chunksize=1):
+            self.assertEqual(view, ORIGINAL)
+
+    def test_views_of_buffers_are_read_only(self):
+        for name, write in READ_ONLY_VIEWS:
+            with self.subTest(name):
+                with self.assertRaisesRegex(TypeError, "read-only"):
+                    parallel.submit(run_write, write).result()
+        self.assertEqual(parallel.submit(state).result(), ORIGINAL)
+
+    def test_the_same_writes_work_in_main(self):
+        # Nothing is refused outside tasks: the main interpreter owns its state.
+        mine = collections.deque(DQ)
+        mine.append(4)
+        self.assertEqual(list(mine), [1, 2, 3, 4])
+        self.assertFalse(parallel.is_px(DQ))
+
+
+class Reads(unittest.TestCase):
+    def test_every_read_gives_what_it_gives_in_main(self):
+        expressions = [expression for _, expression in READS]
+        expected = [evaluate(expression) for expression in expressions]
+        got = parallel.map(evaluate, expressions, chunksize=1)
+        for (name, _), want, have in zip(READS, expected, got):
+            with self.subTest(name):
+                self.assertEqual(have, want)
+        self.assertEqual(parallel.submit(state).result(), ORIGINAL)
+
+    def test_results_and_copies_are_plain_objects(self):
+        for obj in (DQ, OD, C, DD):  # (a bytearray or array result comes back as bytes: marshal)
+            with self.subTest(type(obj).__name__):
+                back = parallel.submit(copy.copy, obj).result()
+                self.assertIs(type(back), type(obj))
+                self.assertEqual(back, obj)
+        self.assertEqual(parallel.submit(copies_are_plain_and_writable).result(),
+                         ([1, 2, 3, 4], [1, 2, 3, 5, 6], ["b", "a"]))
+
+    def test_nothing_reachable_was_left_unguarded(self):
+        self.assertEqual(parallel.submit(guard_report).result(), [])
+
+    def test_the_objects_a_task_sees_are_py(self):
+        self.assertEqual(parallel.map(lambda name: parallel.is_py(globals()[name]), ["DQ", "C", "SL", "LOCK"]),
+                         [True] * 4)
+
+
+if __name__ == "__main__":
+    unittest.main()
