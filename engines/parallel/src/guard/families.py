@@ -272,7 +272,8 @@ class _Walker:
             if isinstance(obj, base) and not isinstance(obj, _random_system()):
                 family, mutators, deep = base, dict(table), True
                 break
-        if deep and _has_slots(kind):
+        slotted = deep and _has_slots(kind)
+        if slotted:
             mutators.update(_ATTRIBUTES)
         if mutators:
             self.retype(obj, family, mutators)
@@ -286,7 +287,7 @@ class _Walker:
             import gc
             for mapping in gc.get_referents(obj):
                 self.add(mapping)
-        if deep and _has_slots(kind):
+        if slotted:
             for value in _slot_values(obj):
                 self.add(value)
         attributes = _instance_dict(obj)
