@@ -1,18 +1,20 @@
-"""What the PX/PY guard costs a task that reads the main script's state.
+"""What the PX/PY guard costs a task, against the same code in the main interpreter.
 
     pyhost --engine parallel bench/px_reads.py [--rounds 15]
 
-Tasks read module-level objects of the script (guarded in every worker: the list and deque
-retyped to read-only siblings, the Counter and dict watched) and, for comparison, the same data
-as the task's own objects (copies made in the task: nothing guarded). Each measurement is the
-time one task spends in its reading loop (sum, iteration, indexing, membership), so pool and
-transfer costs are left out; rounds run the workloads in a new random order each time, and the
-report gives medians and the ratio to the guarded list (the target: a 100,000-item global
-deque or Counter reads no slower than a global list of the same size).
+In a worker the script's module-level objects are guarded (the list and deque retyped to
+read-only siblings, the Counter and dict watched) and calls are watched for mutators given the
+script's objects explicitly (sys.monitoring, switched off per call site once seen harmless). In
+the main interpreter nothing is guarded. Each workload runs in a task and in main, in shuffled
+rounds; each value is the time spent in the workload's loop only (no transfer, no pool), and
+the report gives the medians and their ratio (task / main). Workloads: reading 100,000-item
+module-level objects (sum, iteration, indexing, membership), and writing the task's own objects
+(appends to a list and a deque, heapq pushes), which the call watch must leave at full speed.
 """
 
 import argparse
 import collections
+import heapq
 import random
 import statistics
 import time
@@ -24,46 +26,60 @@ COUNTER = collections.Counter({i: 1 for i in range(SIZE)})
 TABLE = {i: 1 for i in range(SIZE)}
 
 
-def read_sequence(seq, size):
+def read_sequence(seq):
     total = sum(seq)
     for item in seq:
         total += item
-    for index in range(0, size, 7):
+    for index in range(0, len(seq), 7):
         total += seq[index]
-    return total + len(seq)
+    return total
 
 
-def read_mapping(mapping, size):
+def read_mapping(mapping):
     total = sum(mapping.values())
     for key in mapping:
         total += key
-    for key in range(0, size, 7):
+    for key in range(0, len(mapping), 7):
         total += mapping[key]
-    return total + (size // 2 in mapping)
+    return total + (len(mapping) // 2 in mapping)
+
+
+def append_to_list():
+    out = []
+    for i in range(SIZE):
+        out.append(i)
+    return len(out)
+
+
+def append_to_deque():
+    out = collections.deque()
+    for i in range(SIZE):
+        out.append(i)
+    return len(out)
+
+
+def push_onto_heap():
+    heap = []
+    for i in range(SIZE):
+        heapq.heappush(heap, -i)
+    return heap[0]
 
 
 WORKLOADS = {
-    # name: (object, reader, whether a task's own copy is read)
-    "global list": ("LIST", read_sequence, False),
-    "global deque": ("DQ", read_sequence, False),
-    "global Counter": ("COUNTER", read_mapping, False),
-    "global dict": ("TABLE", read_mapping, False),
-    "own list (PX)": ("LIST", read_sequence, True),
-    "own deque (PX)": ("DQ", read_sequence, True),
-    "own Counter (PX)": ("COUNTER", read_mapping, True),
-    "own dict (PX)": ("TABLE", read_mapping, True),
+    "read global list": lambda: read_sequence(LIST),
+    "read global deque": lambda: read_sequence(DQ),
+    "read global Counter": lambda: read_mapping(COUNTER),
+    "read global dict": lambda: read_mapping(TABLE),
+    "append to own list": append_to_list,
+    "append to own deque": append_to_deque,
+    "heappush onto own list": push_onto_heap,
 }
 
 
 def measure(name):
-    global_name, reader, own = WORKLOADS[name]
-    data = globals()[global_name]
-    if own:  # a plain copy made in the task
-        data = {"LIST": list, "DQ": collections.deque, "COUNTER": collections.Counter,
-                "TABLE": dict}[global_name](data)
-    size = len(data)
+    workload = WORKLOADS[name]
     start = time.perf_counter()
-    reader(data, size)
+    workload()
     return time.perf_counter() - start
 
 
@@ -73,20 +89,19 @@ def main():
     parser.add_argument("--rounds", type=int, default=15, help="rounds of every workload (default 15)")
     args = parser.parse_args()
     parallel.map(measure, list(WORKLOADS) * 2, chunksize=1)  # workers up and warm
-    times = {name: [] for name in WORKLOADS}
+    in_task = {name: [] for name in WORKLOADS}
+    in_main = {name: [] for name in WORKLOADS}
     for _ in range(args.rounds):
         names = list(WORKLOADS)
         random.shuffle(names)
-        for name, seconds in zip(names, parallel.map(measure, names, chunksize=1)):
-            times[name].append(seconds)
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    print(f"in-task read of {SIZE:,} items, {args.rounds} rounds, median per task")
-    print(f"  {'object':10} {'global (PY)':>12} {'own (PX)':>10} {'global/own':>11} {'global/global list':>19}")
-    for kind in ("list", "deque", "Counter", "dict"):
-        py, px = medians[f"global {kind}"], medians[f"own {kind} (PX)"]
-        print(f"  {kind:10} {py * 1e3:9.2f} ms {px * 1e3:7.2f} ms {py / px:10.2f}x "
-              f"{py / medians['global list']:18.2f}x")
-    print("  (a deque's item access walks its blocks: reading one costs more than a list, guarded or not)")
+        for name in names:
+            in_main[name].append(measure(name))
+            in_task[name].append(parallel.submit(measure, name).result())
+    print(f"{SIZE:,} items per workload, {args.rounds} rounds, medians")
+    print(f"  {'workload':24} {'main':>9} {'task':>9} {'task/main':>10}")
+    for name in WORKLOADS:
+        main_time, task_time = statistics.median(in_main[name]), statistics.median(in_task[name])
+        print(f"  {name:24} {main_time * 1e3:6.2f} ms {task_time * 1e3:6.2f} ms {task_time / main_time:9.2f}x")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 //! (the Python-level API in parallel.py) and `_parallel_guard` (the PX/PY rule's families,
 //! guard/families.py), the last two executed from their source into the module.
 
-use crate::{core, shared_api};
+use crate::{core, guard, shared_api};
 use pyo3_ffi as ffi;
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
@@ -50,7 +50,7 @@ macro_rules! fastcall {
 
 // SAFETY (statics below): read by CPython; only PyModuleDef_Init writes the base, under a GIL,
 // once per process (the definition is shared by every interpreter, as for any built-in module).
-static mut CORE_METHODS: [ffi::PyMethodDef; 35] = [
+static mut CORE_METHODS: [ffi::PyMethodDef; 36] = [
     fastcall!(c"pool_start", core::py_pool_start, c"pool_start(workers, init_payload) -> pool id"),
     fastcall!(c"pool_submit", core::py_pool_submit, c"pool_submit(pool, payload) -> task id"),
     fastcall!(c"batch_open", core::py_batch_open, c"batch_open(pool) -> batch id"),
@@ -99,6 +99,11 @@ static mut CORE_METHODS: [ffi::PyMethodDef; 35] = [
         c"guard_cache_fill_type",
         core::py_guard_cache_fill_type,
         c"guard_cache_fill_type(type): attributes its descriptors add are caches"
+    ),
+    fastcall!(
+        c"guard_call_watch",
+        guard::calls::py_guard_call_watch,
+        c"guard_call_watch(mutators, py_ids, disable, call_opcode, extended_arg_opcode) -> callback"
     ),
     fastcall!(c"shared_new", shared_api::py_shared_new, c"shared_new(kind, contents) -> id"),
     fastcall!(c"shared_drop", shared_api::py_shared_drop, c"shared_drop(id)"),

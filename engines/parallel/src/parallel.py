@@ -1416,7 +1416,7 @@ def _worker_end(_pool_id, _index, _unused):
     # it): from now on they are plain objects again.
     guard = _sys.modules.get("_parallel_guard")
     if guard is not None:
-        guard.py_ids = frozenset()
+        guard.stop()
     threading = _sys.modules.get("threading")
     local = getattr(threading, "_thread_local_info", None)
     if local is not None:

@@ -15,6 +15,7 @@ import dataclasses
 import decimal
 import enum
 import functools
+import heapq  # noqa: F401  (used by the writes below)
 import io
 import ipaddress
 import itertools
@@ -122,6 +123,8 @@ LOGGER.propagate = False
 PATTERN = re.compile(r"(\d+)")
 NET = ipaddress.ip_network("10.0.0.0/24")
 PRICE = decimal.Decimal("1.10")
+HEAP = [1, 3, 2]
+TAGS = {1, 2}
 
 
 def state():
@@ -130,7 +133,7 @@ def state():
             list(DQ), AR.tolist(), bytes(BA), vars(NS).copy(), vars(ARGS).copy(), CM.maps,
             dict(UD), list(UL), dict(MP), list(PAIR.items), SL.v, SL.hidden(), list(STACK),
             BUF.getvalue(), BUF.tell(), SBUF.getvalue(), SBUF.tell(), RNG.getstate(),
-            LOGGER.level, vars(MONEY).get("amount"), ITEM.tags)
+            LOGGER.level, vars(MONEY).get("amount"), ITEM.tags, list(HEAP), TAGS.copy())
 
 
 ORIGINAL = state()
@@ -238,6 +241,26 @@ WRITES = [
     ("PriorityQueue.put", "PQ.put(1)", ["use a 'PriorityQueue'"]),
     ("Logger.setLevel", "LOGGER.setLevel(10)", ["set attribute 'level' of a 'Logger' object"]),
     ("class of another library: attribute", "NET.extra = 1", ["set attribute 'extra' of an 'IPv4Network' object"]),
+    # The script's object passed explicitly to a mutator (its read-only type is not asked).
+    ("heapq.heappush", "heapq.heappush(HEAP, 0)", ["push onto a 'list' through heapq.heappush()"]),
+    ("heapq.heappop", "heapq.heappop(HEAP)", ["pop from a 'list' through heapq.heappop()"]),
+    ("heapq.heapify", "heapq.heapify(HEAP)", ["heapify a 'list' through heapq.heapify()"]),
+    ("heapq.heapreplace", "heapq.heapreplace(HEAP, 5)", ["through heapq.heapreplace()"]),
+    ("heapq.heappushpop", "heapq.heappushpop(HEAP, 5)", ["through heapq.heappushpop()"]),
+    ("from heapq import heappush", "from heapq import heappush; heappush(HEAP, 0)", ["through heapq.heappush()"]),
+    ("list.append through the base type", "list.append(HEAP, 4)", ["append to a 'list' through list.append()"]),
+    ("list.__setitem__ through the base type", "list.__setitem__(HEAP, 0, 9)", ["through list.__setitem__()"]),
+    ("list.sort through the base type", "list.sort(HEAP)", ["sort a 'list' through list.sort()"]),
+    ("list.extend held in a variable", "extend = list.extend; extend(HEAP, [4])", ["through list.extend()"]),
+    ("list.clear through getattr", "getattr(list, 'clear')(HEAP)", ["through list.clear()"]),
+    ("set.add through the base type", "set.add(TAGS, 3)", ["add to a 'set' through set.add()"]),
+    ("deque.append through the base type", "collections.deque.append(DQ, 4)", ["through deque.append()"]),
+    ("array.append through the base type", "array.array.append(AR, 4)", ["through array.append()"]),
+    ("bytearray.extend through the base type", "bytearray.extend(BA, b'x')", ["through bytearray.extend()"]),
+    ("OrderedDict.move_to_end through the base type", "collections.OrderedDict.move_to_end(OD, 'a')",
+     ["reorder an 'OrderedDict' through OrderedDict.move_to_end()"]),
+    ("object.__setattr__ on a slot", "object.__setattr__(SL, 'v', 5)", ["through object.__setattr__()"]),
+    ("object.__delattr__ on a slot", "object.__delattr__(SL, 'v')", ["through object.__delattr__()"]),
 ]
 
 # Refused by CPython itself, as for a view of bytes: a read-only view.
@@ -266,6 +289,7 @@ READS = [
     ("logging through a module-level logger", "LOGGER.info('hello') or LOGGER.isEnabledFor(10)"),
     ("compiled regex", "PATTERN.match('42').group(1)"), ("lru_cache function", "square(12)"),
     ("dataclass field", "ITEM.name"), ("enum member", "Color.RED.value"),
+    ("heapq.nsmallest of a global list", "heapq.nsmallest(2, HEAP)"), ("list.count through the base type", "list.count(HEAP, 1)"),
     ("Decimal arithmetic", "str(PRICE * 3)"),
     ("cached_property of another library", "str(NET.broadcast_address)"),
     ("cached_property of the script", "MONEY.cents"),

@@ -16,13 +16,18 @@ has one way of being kept:
 - main only: objects that every use changes or that only make sense as one object for every
   worker (iterators and generators; locks, conditions, events, semaphores, barriers, queues)
   are replaced in the worker's copy by a stand-in that refuses every use.
+- watched calls: a mutator given the script's object as an explicit argument
+  (`list.append(G, x)`, `heapq.heappush(G, x)`) is refused by a sys.monitoring CALL callback
+  (guard/calls.rs) before it runs.
 - followed: tuples, frozensets, mapping proxies, modules and classes of the program: their
   contents are guarded, they themselves cannot change (modules and classes: watched).
 - worker-local: objects of the standard library and of installed packages that are not
   containers (loggers, compiled patterns, files, sockets...): their attribute bindings are
   watched (a rebinding is refused), their insides are their own business.
 
-The walk runs once per worker, before its first task; it costs nothing per task.
+The walk runs once per worker, before its first task; it costs nothing per task (the call
+watch: one report per call site, then nothing, except at calls of mutators that pass the
+object explicitly, such as heapq's).
 """
 
 import sys as _sys
@@ -446,7 +451,90 @@ def guard_script(main):
     global py_ids
     walker = _Walker(main)
     py_ids = walker.walk(main)
+    _watch_calls(walker.families)
     return py_ids
+
+
+# ----- calls that pass the script's object to a mutator explicitly -----
+#
+# A read-only sibling type refuses `G.append(x)`, but `list.append(G, x)` calls the base type's
+# method directly, and `heapq.heappush(G, x)` writes the list from C. Such calls are found
+# with sys.monitoring's CALL event, which gives the callable and its first argument before the
+# call runs: a mutator whose first argument is the script's object is refused there. Each call
+# site reports once and is then switched off (sys.monitoring.DISABLE), unless its callable is a
+# mutator that it could be calling with the object as an explicit argument: a site that passes
+# fewer arguments than the mutator needs besides the object is a method call on some object's
+# own type, which that type decides. So steady-state code runs uninstrumented.
+
+_HEAPQ = {"heappush": "push onto", "heappop": "pop from", "heapify": "heapify",
+          "heapreplace": "replace the smallest item of", "heappushpop": "push onto",
+          "_heapify_max": "heapify", "_heappop_max": "pop from", "_heapreplace_max": "replace an item of"}
+
+_MONITORING_TOOLS = (5, 4, 3)  # the optimizer's id, then ids the standard library leaves free
+
+
+def _explicit_mutators(families):
+    """(callable, what it does, the fewest positional arguments of a call that gives it the
+    object explicitly, or None when every call does), one for each mutator."""
+    import heapq
+    import inspect
+    mutators = {}
+
+    def add(function, what, explicit):
+        mutators.setdefault(id(function), (function, what, explicit))
+
+    def fewest_arguments(function):
+        try:
+            parameters = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):
+            return 1  # unknown: every call site that passes the object at all is checked
+        return sum(1 for p in parameters
+                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty)
+
+    for base, table in families:
+        for name, verb in table.items():
+            function = getattr(base, name, None)
+            if function is None or name in _ATTRIBUTES:  # object's own, below
+                continue
+            add(function, f"{verb} {_a(base.__name__)} through {base.__name__}.{name}()",
+                fewest_arguments(function))
+    for name in _ATTRIBUTES:
+        function = getattr(object, name)
+        add(function, f"{_ATTRIBUTES[name]} of an object through object.{name}()",
+            fewest_arguments(function))
+    for name, verb in _HEAPQ.items():
+        function = getattr(heapq, name, None)
+        if function is not None:
+            add(function, f"{verb} a 'list' through heapq.{name}()", None)
+    return mutators.values()
+
+
+def _watch_calls(families):
+    monitoring = _sys.monitoring
+    tool = next((tool for tool in _MONITORING_TOOLS if monitoring.get_tool(tool) is None), None)
+    if tool is None:
+        unguarded.append(("calls", "no free sys.monitoring tool id: explicit mutator calls are not seen"))
+        return
+    import dis
+    mutators = {function: (what, explicit) for function, what, explicit in _explicit_mutators(families)}
+    on_call = _core.guard_call_watch(mutators, py_ids, monitoring.DISABLE, dis.opmap["CALL"],
+                                     dis.opmap["EXTENDED_ARG"])
+    monitoring.use_tool_id(tool, "pyhost parallel: PX/PY guard")
+    monitoring.register_callback(tool, monitoring.events.CALL, on_call)
+    monitoring.set_events(tool, monitoring.events.CALL)
+    global call_watch_tool
+    call_watch_tool = tool
+
+
+call_watch_tool = None  # the sys.monitoring tool id of the call watch, once installed
+
+
+def stop():
+    """The worker's interpreter ends: its objects are plain objects again."""
+    global py_ids
+    py_ids = frozenset()
+    if call_watch_tool is not None:
+        _sys.monitoring.set_events(call_watch_tool, 0)
 
 
 def _is_user_module(module):

@@ -11,6 +11,8 @@
 //! bytecodes), and the worker reports the violation even if the task caught it. When the task
 //! ends, every recorded change is undone, so the next task sees the script's state unchanged.
 
+pub mod calls;
+
 use crate::core::{owned_text, without_gil};
 use crate::pool::Interrupt;
 use pyo3_ffi as ffi;
