@@ -809,6 +809,7 @@ unsafe fn end_interpreter(tstate: *mut ffi::PyThreadState, pool: &Pool, worker: 
     if let Ok(result) = call_parallel(c"_worker_end", pool, worker, &[]) {
         ffi::Py_DECREF(result);
     }
+    guard::in_main::forget_main_thread_state();
     let interpreter = guard::release_guard();
     ffi::Py_EndInterpreter(tstate);
     guard::discard_guard(interpreter);

@@ -50,7 +50,7 @@ macro_rules! fastcall {
 
 // SAFETY (statics below): read by CPython; only PyModuleDef_Init writes the base, under a GIL,
 // once per process (the definition is shared by every interpreter, as for any built-in module).
-static mut CORE_METHODS: [ffi::PyMethodDef; 36] = [
+static mut CORE_METHODS: [ffi::PyMethodDef; 37] = [
     fastcall!(c"pool_start", core::py_pool_start, c"pool_start(workers, init_payload) -> pool id"),
     fastcall!(c"pool_submit", core::py_pool_submit, c"pool_submit(pool, payload) -> task id"),
     fastcall!(c"batch_open", core::py_batch_open, c"batch_open(pool) -> batch id"),
@@ -104,6 +104,11 @@ static mut CORE_METHODS: [ffi::PyMethodDef; 36] = [
         c"guard_call_watch",
         guard::calls::py_guard_call_watch,
         c"guard_call_watch(mutators, py_ids, disable, call_opcode, extended_arg_opcode) -> callback"
+    ),
+    fastcall!(
+        c"main_call",
+        guard::in_main::py_main_call,
+        c"main_call(payload) -> reply: _parallel_guard.in_main(payload) in the main interpreter"
     ),
     fastcall!(c"shared_new", shared_api::py_shared_new, c"shared_new(kind, contents) -> id"),
     fastcall!(c"shared_drop", shared_api::py_shared_drop, c"shared_drop(id)"),

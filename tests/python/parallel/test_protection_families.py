@@ -26,6 +26,7 @@ import random
 import re
 import struct  # noqa: F401  (used by the writes below)
 import threading
+import time
 import types
 import unittest
 
@@ -117,6 +118,13 @@ Q = queue.Queue()
 SQ = queue.SimpleQueue()
 LQ = queue.LifoQueue()
 PQ = queue.PriorityQueue()
+LOCKS = [threading.Lock()]
+CHANNELS = {"jobs": queue.Queue()}
+COUNT = parallel.protect(0)
+
+
+class Registry:
+    lock = threading.Lock()
 LOGGER = logging.getLogger("px-families-test")
 LOGGER.addHandler(logging.NullHandler())
 LOGGER.propagate = False
@@ -227,18 +235,8 @@ WRITES = [
     ("StringIO.write", "SBUF.write('x')", ["write to a 'StringIO'"]),
     ("StringIO.readline", "SBUF.readline()", ["read from a 'StringIO'"]),
     ("StringIO iteration", "next(iter(SBUF))", ["read from a 'StringIO'"]),
-    ("Lock with", "with LOCK: pass", ["use a 'lock'"]),
-    ("Lock.acquire", "LOCK.acquire()", ["use a 'lock'", "'acquire'"]),
-    ("RLock.acquire", "RLOCK.acquire()", ["'RLock'"]),
-    ("Semaphore.acquire", "SEM.acquire()", ["use a 'Semaphore'"]),
-    ("BoundedSemaphore.release", "BSEM.release()", ["use a 'BoundedSemaphore'"]),
-    ("Event.set", "EVENT.set()", ["use an 'Event'"]),
-    ("Condition with", "with COND: pass", ["use a 'Condition'"]),
-    ("Barrier.wait", "BARRIER.wait(0.01)", ["use a 'Barrier'"]),
-    ("Queue.put", "Q.put(1)", ["use a 'Queue'", "'put'"]),
-    ("SimpleQueue.put", "SQ.put(1)", ["use a 'SimpleQueue'"]),
-    ("LifoQueue.put", "LQ.put(1)", ["use a 'LifoQueue'"]),
-    ("PriorityQueue.put", "PQ.put(1)", ["use a 'PriorityQueue'"]),
+    ("lock inside a list", "LOCKS[0].acquire()", ["use a 'lock'", "module-level name"]),
+    ("queue inside a dict", "CHANNELS['jobs'].put(1)", ["use a 'Queue'", "module-level name"]),
     ("Logger.setLevel", "LOGGER.setLevel(10)", ["set attribute 'level' of a 'Logger' object"]),
     ("class of another library: attribute", "NET.extra = 1", ["set attribute 'extra' of an 'IPv4Network' object"]),
     # The script's object passed explicitly to a mutator (its read-only type is not asked).
@@ -350,6 +348,100 @@ class Writes(unittest.TestCase):
         mine.append(4)
         self.assertEqual(list(mine), [1, 2, 3, 4])
         self.assertFalse(parallel.is_px(DQ))
+
+
+def locked_increments(_):
+    for _ in range(20):
+        with LOCK:
+            value = COUNT.value
+            time.sleep(0.0002)  # another worker would come in here without the lock
+            COUNT.value = value + 1
+
+
+def reentrant():
+    with RLOCK:
+        with RLOCK:
+            return RLOCK._is_owned()
+
+
+def put_from_task(item):
+    Q.put(item)
+    SQ.put(item)
+
+
+def meet_at_barrier(_):
+    return BARRIER2.wait(10)
+
+
+def wait_for_condition():
+    with COND:
+        return COND.wait(10)
+
+
+BARRIER2 = threading.Barrier(2)
+
+
+class SharedWithMain(unittest.TestCase):
+    """Module-level locks, conditions, events, semaphores, barriers and queues are the main
+    interpreter's own objects in every task."""
+
+    def test_a_module_level_lock_excludes_every_worker(self):
+        COUNT.value = 0
+        parallel.map(locked_increments, range(4), chunksize=1)
+        self.assertEqual(COUNT.value, 80)  # 40 of 80 were lost before, each worker with its own lock
+
+    def test_an_rlock_is_reentrant_in_a_task(self):
+        self.assertEqual(parallel.map(lambda _: reentrant(), range(2), chunksize=1), [True, True])
+        self.assertFalse(RLOCK._is_owned())
+
+    def test_what_tasks_put_main_gets_and_the_other_way(self):
+        parallel.map(put_from_task, range(10), chunksize=1)
+        self.assertEqual(sorted(Q.get_nowait() for _ in range(10)), list(range(10)))
+        self.assertEqual(sorted(SQ.get_nowait() for _ in range(10)), list(range(10)))
+        for item in (3, 1, 2):
+            PQ.put(item)
+            LQ.put(item)
+        self.assertEqual(parallel.submit(lambda: [PQ.get() for _ in range(3)]).result(), [1, 2, 3])
+        self.assertEqual(parallel.submit(lambda: [LQ.get() for _ in range(3)]).result(), [2, 1, 3])
+        self.assertEqual(parallel.submit(lambda: (Q.qsize(), Q.maxsize, Q.empty())).result(), (0, 0, True))
+
+    def test_errors_of_main_objects_reach_the_task(self):
+        with self.assertRaises(queue.Empty):
+            parallel.submit(lambda: Q.get(timeout=0.01)).result()
+        with self.assertRaisesRegex(ValueError, "released too many times"):
+            parallel.submit(lambda: BSEM.release()).result()
+        with self.assertRaises(parallel.TransferError):
+            parallel.submit(lambda: Q.put(threading.Lock())).result()
+        self.assertTrue(Q.empty())
+
+    def test_events_and_conditions_wake_tasks(self):
+        EVENT.clear()
+        waiting = parallel.submit(lambda: EVENT.wait(10))
+        time.sleep(0.1)
+        EVENT.set()
+        self.assertTrue(waiting.result())
+        parallel.submit(lambda: EVENT.clear()).result()
+        self.assertFalse(EVENT.is_set())
+        waiting = parallel.submit(wait_for_condition)
+        deadline = time.monotonic() + 10
+        while not waiting.done() and time.monotonic() < deadline:
+            with COND:
+                COND.notify_all()  # until the task has come to wait and is woken
+            time.sleep(0.01)
+        self.assertTrue(waiting.result(timeout=1))
+
+    def test_a_barrier_meets_two_tasks_in_two_workers(self):
+        self.assertEqual(sorted(parallel.map(meet_at_barrier, range(2), chunksize=1)), [0, 1])
+
+    def test_class_attribute_locks_and_semaphores(self):
+        self.assertTrue(parallel.submit(lambda: Registry.lock.acquire(timeout=5)).result())
+        self.assertTrue(Registry.lock.locked())  # the task's acquire holds main's lock
+        Registry.lock.release()
+        self.assertEqual(parallel.submit(lambda: (SEM.acquire(), SEM.release())).result(), (True, None))
+
+    def test_a_main_lock_cannot_be_sent(self):
+        with self.assertRaises((parallel.TransferError, parallel.ProtectionError)):
+            parallel.submit(lambda: LOCK).result()
 
 
 class Reads(unittest.TestCase):

@@ -13,9 +13,11 @@ has one way of being kept:
   arrays, OrderedDicts (reordering), defaultdicts (their factory), instances with
   `__slots__`, `random.Random`, `io.BytesIO`/`StringIO`. Buffers (bytearray, array) give
   read-only views only.
-- main only: objects that every use changes or that only make sense as one object for every
-  worker (iterators and generators; locks, conditions, events, semaphores, barriers, queues)
-  are replaced in the worker's copy by a stand-in that refuses every use.
+- in main: locks, conditions, events, semaphores, barriers and queues bound to a module-level
+  name or a class attribute are replaced in the worker's copy by a stand-in (InMain) whose
+  every use runs on the main interpreter's object (guard/in_main.rs).
+- main only: objects that every use changes (iterators and generators), and the objects above
+  found anywhere else, are replaced by a stand-in that refuses every use.
 - watched calls: a mutator given the script's object as an explicit argument
   (`list.append(G, x)`, `heapq.heappush(G, x)`) is refused by a sys.monitoring CALL callback
   (guard/calls.rs) before it runs.
@@ -169,8 +171,96 @@ class MainOnly:
         return self._repr
 
 
-_SYNC_NOTE = ("(locks, conditions, events, semaphores, barriers and queues of the main script are "
-              "not shared with tasks yet)")
+_NOT_SHARED = ("(a lock, condition, event, semaphore, barrier or queue is shared with tasks when it "
+               "is bound to a module-level name or a class attribute of the program, not inside "
+               "another object)")
+
+# Replies of `in_main`: the value, the main object itself, an exception, "a method".
+_VALUE, _ITSELF, _RAISED, _METHOD = range(4)
+
+
+class InMain:
+    """Stands, in a worker, for a lock, condition, event, semaphore, barrier or queue of the
+    main script: every use acts on the main interpreter's object itself (the worker thread
+    runs it there, guard/in_main.rs), so one lock excludes every worker and main, and what a
+    task puts in a queue main gets. Arguments and results cross by copy."""
+
+    __slots__ = ("_where", "_repr", "_methods")
+
+    def __init__(self, module, name, obj):
+        object.__setattr__(self, "_where", (module, name, type(obj).__name__))
+        object.__setattr__(self, "_repr", f"<main interpreter's {type(obj).__name__} {module}.{name}>")
+        object.__setattr__(self, "_methods", {})
+
+    def _request(self, operation, *args, **kwargs):
+        import parallel
+        request = parallel._dumps((*self._where, operation, args, kwargs),
+                                  f"the arguments of {self._where[2]}.{operation}() to the main interpreter")
+        kind, value = parallel._loads(_core.main_call(request))
+        if kind == _RAISED:
+            raise parallel._raised(value)
+        return kind, value
+
+    def _call(self, operation, *args, **kwargs):
+        kind, value = self._request(operation, *args, **kwargs)
+        return self if kind == _ITSELF else value
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        method = self._methods.get(name)
+        if method is None:
+            kind, value = self._request(None, name)
+            if kind != _METHOD:
+                return value  # a plain attribute, e.g. Queue.maxsize: a copy of main's
+            method = self._methods[name] = _main_method(self, name)
+        return method
+
+    def __setattr__(self, name, value):
+        _refuse(f"set attribute '{name}' of {_a(self._where[2])}")
+
+    def __enter__(self):
+        return self._call("__enter__")
+
+    def __exit__(self, *exc_info):
+        return self._call("__exit__", None, None, None)
+
+    def __reduce_ex__(self, protocol):
+        _refuse(f"send {_a(self._where[2])} (it is the main interpreter's)")
+
+    def __repr__(self):
+        return self._repr
+
+
+def _main_method(stand_in, name):
+    def method(*args, **kwargs):
+        return stand_in._call(name, *args, **kwargs)
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+def in_main(request):
+    """Runs in the main interpreter, on a worker's thread (guard/in_main.rs): one use of a
+    main-script object by a task. Returns the pickled (kind, value) reply."""
+    import parallel
+    try:
+        module, name, type_name, operation, args, kwargs = parallel._loads(request)
+        obj = _sys.modules["__main__" if module == "__mp_main__" else module]
+        for part in name.split("."):
+            obj = getattr(obj, part)
+        if type(obj).__name__ != type_name:
+            raise parallel.ProtectionError(
+                f"{module}.{name} of the main interpreter is not {_a(type_name)} any more "
+                f"(it is {_a(type(obj).__name__)}): a task cannot use it")
+        if operation is None:  # an attribute
+            value = getattr(obj, args[0])
+            reply = (_METHOD, None) if callable(value) else (_VALUE, value)
+        else:
+            value = getattr(obj, operation)(*args, **kwargs)
+            reply = (_ITSELF, None) if value is obj else (_VALUE, value)
+        return parallel._dumps(reply, f"the result of {type_name}.{operation}() to a task")
+    except BaseException as error:
+        return parallel._dumps((_RAISED, parallel._exception_data(error)), "an exception")
 
 
 class _Walker:
@@ -188,6 +278,7 @@ class _Walker:
         self.main_only = _main_only_types()
         self.data_holders = _data_holders()
         self.stand_ins = {}
+        self.module_dicts = {id(main.__dict__): main.__name__}  # globals -> module name
         import functools
         _core.guard_cache_fill_type(functools.cached_property)
 
@@ -200,19 +291,32 @@ class _Walker:
         if id(obj) in self.seen:
             return
         if self.main_only and isinstance(obj, self.main_only):
-            self.replace(obj, parent, key, f"use {_a(type(obj).__name__)} {_SYNC_NOTE}")
+            where = self.module_level_name(parent, key)
+            if where is not None:
+                self.replace(obj, parent, key, InMain(*where, obj))
+            else:
+                self.replace(obj, parent, key, MainOnly(obj, f"use {_a(type(obj).__name__)} {_NOT_SHARED}"))
         elif _is_iterator(obj) and not isinstance(obj, self.family_types) and not self.ours(obj):
-            self.replace(obj, parent, key, f"advance {_a(type(obj).__name__)}")
+            self.replace(obj, parent, key, MainOnly(obj, f"advance {_a(type(obj).__name__)}"))
         else:
             self.seen.add(id(obj))
             self.pending.append(obj)
 
-    def replace(self, obj, parent, key, what):
-        stand_in = self.stand_ins.get(id(obj))
-        if stand_in is None:
+    def module_level_name(self, parent, key):
+        """(module, dotted name) under which `parent[key]` is found from its module, if
+        `parent` is the globals of the script or of a program module, or a program class."""
+        if isinstance(parent, dict) and id(parent) in self.module_dicts:
+            return self.module_dicts[id(parent)], key
+        if isinstance(parent, type) and "<locals>" not in parent.__qualname__:
+            return parent.__module__, f"{parent.__qualname__}.{key}"
+        return None
+
+    def replace(self, obj, parent, key, stand_in):
+        kept = self.stand_ins.get(id(obj))
+        if kept is None:
             # The original is kept too: its id must not be taken by a new object.
-            stand_in = self.stand_ins[id(obj)] = (MainOnly(obj, what), obj)
-        stand_in = stand_in[0]
+            kept = self.stand_ins[id(obj)] = (stand_in, obj)
+        stand_in = kept[0]
         self.seen.add(id(stand_in))
         deque = _deque()
         if isinstance(parent, dict):
@@ -249,6 +353,7 @@ class _Walker:
                 self.add(item, obj)
         elif isinstance(obj, _ModuleType):
             if _is_user_module(obj):
+                self.module_dicts[id(obj.__dict__)] = obj.__name__
                 _core.guard_watch(obj.__dict__, "module", obj)
                 self.add_values(obj.__dict__)
         elif isinstance(obj, type):

@@ -12,6 +12,7 @@
 //! ends, every recorded change is undone, so the next task sees the script's state unchanged.
 
 pub mod calls;
+pub mod in_main;
 
 use crate::core::{owned_text, without_gil};
 use crate::pool::Interrupt;
