@@ -7,6 +7,7 @@
 //! - [`guard`]: PyParallel's PX/PY rule in workers (the main script's state is read-only).
 //! - [`shared`], [`shared_api`]: the containers behind `protect()`, shared by every interpreter.
 //! - [`frozen`]: `share()`, immutable data made immortal and read in place by every worker.
+//! - [`transfer`]: which values may cross by marshal (the fast path of arguments and results).
 //! - `parallel.py`: the `parallel` module (map, submit, Executor, transfer of functions).
 //! - this file: the engine (descriptor; hooks: register the modules, join the pools at exit).
 //!
@@ -29,6 +30,8 @@ mod pool;
 mod shared;
 #[cfg(parallel_supported)]
 mod shared_api;
+#[cfg(parallel_supported)]
+mod transfer;
 
 pub struct ParallelEngine;
 

@@ -4,7 +4,7 @@
 //! (the Python-level API in parallel.py) and `_parallel_guard` (the PX/PY rule's families,
 //! guard/families.py), the last two executed from their source into the module.
 
-use crate::{core, guard, shared_api};
+use crate::{core, guard, shared_api, transfer};
 use pyo3_ffi as ffi;
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
@@ -50,7 +50,7 @@ macro_rules! fastcall {
 
 // SAFETY (statics below): read by CPython; only PyModuleDef_Init writes the base, under a GIL,
 // once per process (the definition is shared by every interpreter, as for any built-in module).
-static mut CORE_METHODS: [ffi::PyMethodDef; 37] = [
+static mut CORE_METHODS: [ffi::PyMethodDef; 38] = [
     fastcall!(c"pool_start", core::py_pool_start, c"pool_start(workers, init_payload) -> pool id"),
     fastcall!(c"pool_submit", core::py_pool_submit, c"pool_submit(pool, payload) -> task id"),
     fastcall!(c"batch_open", core::py_batch_open, c"batch_open(pool) -> batch id"),
@@ -109,6 +109,11 @@ static mut CORE_METHODS: [ffi::PyMethodDef; 37] = [
         c"main_call",
         guard::in_main::py_main_call,
         c"main_call(payload) -> reply: _parallel_guard.in_main(payload) in the main interpreter"
+    ),
+    fastcall!(
+        c"marshal_safe",
+        transfer::py_marshal_safe,
+        c"marshal_safe(obj) -> whether marshal keeps obj as it is"
     ),
     fastcall!(c"shared_new", shared_api::py_shared_new, c"shared_new(kind, contents) -> id"),
     fastcall!(c"shared_drop", shared_api::py_shared_drop, c"shared_drop(id)"),

@@ -269,13 +269,10 @@ import marshal as _marshal  # noqa: E402
 
 def _dumps(obj, what, use_marshal=True):
     """Arguments and results: marshal for builtin data (faster than pickle for tuples and
-    dicts), else the C pickler; functions and what it refuses go through _Pickler. A pickle
+    dicts; only data it keeps as it is, see transfer.rs), else the C pickler; functions and what it refuses go through _Pickler. A pickle
     starts with 0x80 (PROTO), which no marshal type code is: `_loads` tells them apart."""
-    if use_marshal:
-        try:
-            return _marshal.dumps(obj)
-        except ValueError:
-            pass
+    if use_marshal and _core.marshal_safe(obj):  # marshal would send a bytearray as bytes
+        return _marshal.dumps(obj)
     try:
         return _pickle.dumps(obj, _PICKLE_PROTOCOL)
     except Exception:

@@ -13,6 +13,7 @@ Run:  target/debug/pyhost --engine parallel tests/python/parallel/test_map.py
 (workers re-import this file as `__mp_main__`, so its module level only defines things).
 """
 
+import array
 import functools
 import os
 import time
@@ -265,6 +266,17 @@ class CallablesCrossTest(unittest.TestCase):
     def test_bound_method_of_script_instance(self):
         class_method = Point(3, 4).__repr__
         self.assertEqual(parallel.map(lambda f: f(), [class_method]), ["Point(3, 4)"])
+
+
+class ValuesCrossTest(unittest.TestCase):
+    def test_buffers_keep_their_type_both_ways(self):
+        # marshal, the fast path, would send any object with a buffer as bytes.
+        values = [bytearray(b"ab"), array.array("i", [1, 2]), {"k": [bytearray(b"z")]}, (b"x", 1.5, None, {1})]
+        back = parallel.map(lambda value: value, values, chunksize=1)
+        self.assertEqual(back, values)
+        self.assertEqual([type(value) for value in back], [type(value) for value in values])
+        self.assertIs(type(back[2]["k"][0]), bytearray)
+        self.assertIs(type(parallel.submit(lambda: bytearray(b"made in a task")).result()), bytearray)
 
 
 if __name__ == "__main__":

@@ -455,7 +455,7 @@ class Reads(unittest.TestCase):
         self.assertEqual(parallel.submit(state).result(), ORIGINAL)
 
     def test_results_and_copies_are_plain_objects(self):
-        for obj in (DQ, OD, C, DD):  # (a bytearray or array result comes back as bytes: marshal)
+        for obj in (DQ, OD, AR, BA, C, DD):
             with self.subTest(type(obj).__name__):
                 back = parallel.submit(copy.copy, obj).result()
                 self.assertIs(type(back), type(obj))
