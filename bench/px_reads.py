@@ -9,7 +9,8 @@ the main interpreter nothing is guarded. Each workload runs in a task and in mai
 rounds; each value is the time spent in the workload's loop only (no transfer, no pool), and
 the report gives the medians and their ratio (task / main). Workloads: reading 100,000-item
 module-level objects (sum, iteration, indexing, membership), and writing the task's own objects
-(appends to a list and a deque, heapq pushes), which the call watch must leave at full speed.
+(appends to a list and a deque, heapq pushes), which the guarded twins of those mutators must
+leave at full speed.
 """
 
 import argparse

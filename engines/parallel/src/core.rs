@@ -988,6 +988,38 @@ pub unsafe extern "C" fn py_guard_retype(
     })
 }
 
+/// `guard_tuple_set(tuple, index, value)`: puts a stand-in in place of an item of the
+/// worker's copy of a tuple of the script (a lock or an iterator inside a tuple).
+pub unsafe extern "C" fn py_guard_tuple_set(
+    _module: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        if !arg_count(nargs, 3, "guard_tuple_set") {
+            return ptr::null_mut();
+        }
+        let (tuple, index, value) = (*args, ffi::PyLong_AsSsize_t(*args.add(1)), *args.add(2));
+        if !ffi::PyErr_Occurred().is_null() {
+            return ptr::null_mut();
+        }
+        if ffi::PyTuple_Check(tuple) == 0 || crate::frozen::is_immortal(tuple) {
+            return set_error(ffi::PyExc_TypeError, "guard_tuple_set() needs a tuple of this interpreter");
+        }
+        if index < 0 || index >= ffi::PyTuple_GET_SIZE(tuple) {
+            return set_error(ffi::PyExc_IndexError, "guard_tuple_set() index out of range");
+        }
+        // SAFETY: the tuple is the worker's own copy (built when it imported the script; not
+        // immortal, so not shared by other interpreters), and CPython 3.12/3.13 tuples cache
+        // no hash, so swapping an item changes nothing else. The caller keeps the old item
+        // alive (its id must stay taken).
+        let old = ffi::PyTuple_GET_ITEM(tuple, index);
+        ffi::PyTuple_SET_ITEM(tuple, index, ffi::Py_NewRef(value));
+        ffi::Py_DECREF(old);
+        ffi::Py_NewRef(ffi::Py_None())
+    })
+}
+
 /// `guard_make_type(base, name) -> type`: see `guard::make_read_only_type`.
 pub unsafe extern "C" fn py_guard_make_type(
     _module: *mut ffi::PyObject,

@@ -95,6 +95,13 @@ pub unsafe fn freeze(root: *mut ffi::PyObject) -> Result<Result<usize, Refused>,
     Ok(Ok(order.len()))
 }
 
+/// Whether `object` is immortal: shared by every interpreter (CPython's own constants, what
+/// `share()` froze), so that no interpreter may change it.
+pub unsafe fn is_immortal(object: *mut ffi::PyObject) -> bool {
+    // SAFETY: CPython 3.12 and 3.13 (`_Py_IsImmortal`): the refcount's low 32 bits, negative.
+    ((*object).ob_refcnt.ob_refcnt as i32) < 0
+}
+
 /// The shared root at `address` (a new reference: immortal, so references cost nothing), or
 /// None if nothing was shared there.
 pub unsafe fn get(address: usize) -> Option<*mut ffi::PyObject> {

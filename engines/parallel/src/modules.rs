@@ -50,7 +50,7 @@ macro_rules! fastcall {
 
 // SAFETY (statics below): read by CPython; only PyModuleDef_Init writes the base, under a GIL,
 // once per process (the definition is shared by every interpreter, as for any built-in module).
-static mut CORE_METHODS: [ffi::PyMethodDef; 38] = [
+static mut CORE_METHODS: [ffi::PyMethodDef; 42] = [
     fastcall!(c"pool_start", core::py_pool_start, c"pool_start(workers, init_payload) -> pool id"),
     fastcall!(c"pool_submit", core::py_pool_submit, c"pool_submit(pool, payload) -> task id"),
     fastcall!(c"batch_open", core::py_batch_open, c"batch_open(pool) -> batch id"),
@@ -95,11 +95,23 @@ static mut CORE_METHODS: [ffi::PyMethodDef; 38] = [
     fastcall!(c"guard_violation", core::py_guard_violation, c"guard_violation(what) -> message"),
     fastcall!(c"guard_make_type", core::py_guard_make_type, c"guard_make_type(base, name) -> type"),
     fastcall!(c"guard_retype", core::py_guard_retype, c"guard_retype(obj, read_only_type)"),
+    fastcall!(c"guard_tuple_set", core::py_guard_tuple_set, c"guard_tuple_set(tuple, index, value)"),
     fastcall!(
         c"guard_cache_fill_type",
         core::py_guard_cache_fill_type,
         c"guard_cache_fill_type(type): attributes its descriptors add are caches"
     ),
+    fastcall!(
+        c"guard_twin",
+        guard::twins::py_guard_twin,
+        c"guard_twin(owner, name, verb, label) -> whether owner.name now has a guarded twin"
+    ),
+    fastcall!(
+        c"guard_py_ids",
+        guard::py_guard_py_ids,
+        c"guard_py_ids(ids): the script's objects, for the twins"
+    ),
+    fastcall!(c"guard_watch_type", guard::py_guard_watch_type, c"guard_watch_type(read_only_type)"),
     fastcall!(
         c"guard_call_watch",
         guard::calls::py_guard_call_watch,

@@ -1360,6 +1360,8 @@ def _worker_init(pool_id, index, settings):
         return None
     global _shared_sites, _importing_main
     _shared_sites = settings["shared_sites"]
+    import _parallel_guard
+    _parallel_guard.install_twins()
     _importing_main = True
     import types
     main = types.ModuleType("__mp_main__")
@@ -1383,7 +1385,6 @@ def _worker_init(pool_id, index, settings):
     finally:
         _importing_main = False
         signal.signal = install_handler
-    import _parallel_guard
     _parallel_guard.guard_script(main)
     return None
 

@@ -20,11 +20,14 @@ import io
 import ipaddress
 import itertools
 import logging
+import os
 import pickle
 import queue
 import random
 import re
+import socket
 import struct  # noqa: F401  (used by the writes below)
+import tempfile
 import threading
 import time
 import types
@@ -120,6 +123,29 @@ LQ = queue.LifoQueue()
 PQ = queue.PriorityQueue()
 LOCKS = [threading.Lock()]
 CHANNELS = {"jobs": queue.Queue()}
+LOCK_AND_COUNT = (threading.Lock(), itertools.count())  # inside a tuple
+NAMED = collections.namedtuple("Named", "lock items")(threading.RLock(), iter([1, 2]))
+
+
+class Holder:
+    __slots__ = ("lock", "numbers")
+
+    def __init__(self):
+        self.lock, self.numbers = threading.Lock(), iter(range(3))
+
+
+HOLDER = Holder()  # a lock and an iterator in slots
+
+# Files: "a", as every worker opens the file again when it imports the script.
+LOG_PATH = os.path.join(tempfile.gettempdir(), f"pyhost-px-families-{os.getpid()}.log")
+LOG = open(LOG_PATH, "a")
+FILES = {"null": open(os.devnull, "a")}
+LINES_PATH = os.path.join(tempfile.gettempdir(), f"pyhost-px-families-{os.getpid()}.txt")
+if not os.path.exists(LINES_PATH):  # main makes it; the workers open it again
+    with open(LINES_PATH, "w") as lines:
+        lines.write("a\nb\nc\nd\n")
+LINES = open(LINES_PATH)
+SENDER, RECEIVER = socket.socketpair()  # a socket, as a file
 COUNT = parallel.protect(0)
 
 
@@ -133,6 +159,10 @@ NET = ipaddress.ip_network("10.0.0.0/24")
 PRICE = decimal.Decimal("1.10")
 HEAP = [1, 3, 2]
 TAGS = {1, 2}
+# Mutators bound to the script's objects at import, before any guard could see them.
+APPEND_TO_HEAP = HEAP.append
+PUSH_ONTO_HEAP = functools.partial(heapq.heappush, HEAP)
+APPEND_TO_DQ = DQ.appendleft
 
 
 def state():
@@ -237,6 +267,13 @@ WRITES = [
     ("StringIO iteration", "next(iter(SBUF))", ["read from a 'StringIO'"]),
     ("lock inside a list", "LOCKS[0].acquire()", ["use a 'lock'", "module-level name"]),
     ("queue inside a dict", "CHANNELS['jobs'].put(1)", ["use a 'Queue'", "module-level name"]),
+    ("lock inside a tuple", "LOCK_AND_COUNT[0].acquire()", ["use a 'lock'", "module-level name"]),
+    ("iterator inside a tuple", "next(LOCK_AND_COUNT[1])", ["advance a 'count'"]),
+    ("RLock inside a named tuple", "NAMED.lock.acquire()", ["use a 'RLock'", "inside another object"]),
+    ("iterator inside a named tuple", "next(NAMED.items)", ["advance a 'list_iterator'"]),
+    ("lock in a slot", "HOLDER.lock.acquire()", ["use a 'lock'", "inside another object"]),
+    ("file inside a dict", "FILES['null'].write('x')", ["use a 'TextIOWrapper'", "file or socket"]),
+    ("iterator in a slot", "next(HOLDER.numbers)", ["advance a 'range_iterator'"]),
     ("Logger.setLevel", "LOGGER.setLevel(10)", ["set attribute 'level' of a 'Logger' object"]),
     ("class of another library: attribute", "NET.extra = 1", ["set attribute 'extra' of an 'IPv4Network' object"]),
     # The script's object passed explicitly to a mutator (its read-only type is not asked).
@@ -257,6 +294,24 @@ WRITES = [
     ("bytearray.extend through the base type", "bytearray.extend(BA, b'x')", ["through bytearray.extend()"]),
     ("OrderedDict.move_to_end through the base type", "collections.OrderedDict.move_to_end(OD, 'a')",
      ["reorder an 'OrderedDict' through OrderedDict.move_to_end()"]),
+    # ...by C code, by a call site that called something harmless first, bound at import.
+    ("map(list.append, ...)", "list(map(list.append, [HEAP], [4]))", ["append to a 'list' through list.append()"]),
+    ("functools.partial of list.append", "functools.partial(list.append, HEAP)(4)", ["through list.append()"]),
+    ("sorted() of a key that mutates", "sorted([1], key=lambda _: HEAP.clear())", ["clear a 'list'"]),
+    ("a call site that called len() first", "[f(HEAP) for f in (len, list.clear)]", ["clear a 'list' through list.clear()"]),
+    ("a method bound at import", "APPEND_TO_HEAP(4)", ["append to a 'list' through list.append()"]),
+    ("a deque method bound at import", "APPEND_TO_DQ(0)", ["append to a 'deque' through deque.appendleft()"]),
+    ("a functools.partial of heapq made at import", "PUSH_ONTO_HEAP(0)", ["push onto a 'list' through heapq.heappush()"]),
+    ("set.update through map", "list(map(set.update, [TAGS], [[7]]))", ["update a 'set' through set.update()"]),
+    ("bytearray.__iadd__ through the base type", "bytearray.__iadd__(BA, b'x')", ["extend (+=) a 'bytearray'"]),
+    ("list.__imul__ through the base type", "list.__imul__(HEAP, 2)", ["repeat (*=) a 'list' through list.__imul__()"]),
+    ("list.__delitem__ through the base type", "list.__delitem__(HEAP, 0)", ["delete an item or slice of a 'list'"]),
+    ("deque.__setitem__ through the base type", "collections.deque.__setitem__(DQ, 0, 9)", ["through deque.__setitem__()"]),
+    ("set.__ior__ through the base type", "set.__ior__(TAGS, {7})", ["update (|=) a 'set' through set.__ior__()"]),
+    ("BytesIO.write through the base type", "io.BytesIO.write(BUF, b'x')", ["write to a 'BytesIO' through BytesIO.write()"]),
+    ("BytesIO.__next__ through the base type", "io.BytesIO.__next__(BUF)", ["read from a 'BytesIO'"]),
+    ("Random.random through the C base", "random.Random.random(RNG)", ["draw from a 'Random'"]),
+    ("Random.seed through the base type", "random.Random.seed(RNG, 5)", ["seed a 'Random'"]),
     ("object.__setattr__ on a slot", "object.__setattr__(SL, 'v', 5)", ["through object.__setattr__()"]),
     ("object.__delattr__ on a slot", "object.__delattr__(SL, 'v')", ["through object.__delattr__()"]),
 ]
@@ -439,6 +494,32 @@ class SharedWithMain(unittest.TestCase):
         Registry.lock.release()
         self.assertEqual(parallel.submit(lambda: (SEM.acquire(), SEM.release())).result(), (True, None))
 
+    def test_a_module_level_file_is_main_s_file(self):
+        # Each write is one call on main's file (two tasks' print()s interleave as two
+        # threads' would: text and end are two writes).
+        parallel.map(lambda n: LOG.write(f"line {n}\n"), range(6), chunksize=1)
+        LOG.write("from main\n")
+        LOG.flush()  # one file object: the tasks' lines are in its buffer, before main's
+        with open(LOG_PATH) as written:
+            lines = written.read().splitlines()
+        self.assertEqual(sorted(lines[:6]), [f"line {n}" for n in range(6)])
+        self.assertEqual(lines[6:], ["from main"])
+        self.assertEqual(parallel.submit(lambda: (LOG.name, LOG.closed, LOG.mode)).result(), (LOG_PATH, False, "a"))
+        # Reading: one position for main and every task.
+        self.assertEqual(parallel.submit(lambda: next(LINES)).result(), "a\n")
+        self.assertEqual(parallel.submit(lambda: LINES.readline()).result(), "b\n")
+        self.assertEqual(LINES.readline(), "c\n")
+        self.assertEqual(parallel.submit(lambda: [line for line in LINES]).result(), ["d\n"])
+
+    def test_a_module_level_socket_is_main_s_socket(self):
+        self.assertEqual(sum(parallel.map(lambda n: SENDER.send(b"%d" % n), range(5), chunksize=1)), 5)
+        RECEIVER.settimeout(5)
+        received = b""
+        while len(received) < 5:
+            received += RECEIVER.recv(16)
+        self.assertEqual(sorted(received), sorted(b"01234"))
+        self.assertEqual(parallel.submit(lambda: SENDER.family).result(), SENDER.family)
+
     def test_a_main_lock_cannot_be_sent(self):
         with self.assertRaises((parallel.TransferError, parallel.ProtectionError)):
             parallel.submit(lambda: LOCK).result()
@@ -472,4 +553,13 @@ class Reads(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    try:
+        unittest.main()
+    finally:
+        LOG.close()
+        LINES.close()
+        FILES["null"].close()
+        SENDER.close()
+        RECEIVER.close()
+        for path in (LOG_PATH, LINES_PATH):
+            os.remove(path)

@@ -1,7 +1,7 @@
 //! The call watch of the PX/PY guard: a `sys.monitoring` CALL callback, in Rust because it
-//! runs at every call of a mutator that is given an object explicitly (`heapq.heappush(h, x)`
-//! in a task runs it each time). families.py decides what a mutator is and installs the
-//! callback; see "calls that pass the script's object to a mutator explicitly" there.
+//! runs at every call that gives `object.__setattr__` or `object.__delattr__` an object
+//! explicitly (the two mutators without a guarded twin, see twins.rs). families.py installs
+//! it; see "object.__setattr__ and object.__delattr__" there.
 //!
 //! The callback's state (the mutators, the ids of the script's objects) lives in a capsule that
 //! is the callback's `self`: each worker interpreter has its own, and no lock is taken.
@@ -20,7 +20,7 @@ struct Mutator {
     /// What it does, for the ProtectionError ("append to a 'list' through list.append()").
     what: String,
     /// The fewest positional arguments of a call that gives it the object explicitly (None:
-    /// every call does, e.g. heapq's functions). A plain call site passing fewer is a method
+    /// every call does). A plain call site passing fewer is a method
     /// call on its receiver's own type, which never needs looking at again.
     explicit: Option<u8>,
 }

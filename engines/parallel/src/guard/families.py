@@ -13,23 +13,24 @@ has one way of being kept:
   arrays, OrderedDicts (reordering), defaultdicts (their factory), instances with
   `__slots__`, `random.Random`, `io.BytesIO`/`StringIO`. Buffers (bytearray, array) give
   read-only views only.
-- in main: locks, conditions, events, semaphores, barriers and queues bound to a module-level
-  name or a class attribute are replaced in the worker's copy by a stand-in (InMain) whose
-  every use runs on the main interpreter's object (guard/in_main.rs).
+- in main: locks, conditions, events, semaphores, barriers, queues, files and sockets bound to
+  a module-level name or a class attribute are replaced in the worker's copy by a stand-in
+  (InMain) whose every use runs on the main interpreter's object (guard/in_main.rs).
 - main only: objects that every use changes (iterators and generators), and the objects above
   found anywhere else, are replaced by a stand-in that refuses every use.
-- watched calls: a mutator given the script's object as an explicit argument
-  (`list.append(G, x)`, `heapq.heappush(G, x)`) is refused by a sys.monitoring CALL callback
-  (guard/calls.rs) before it runs.
+- twins: the C mutators of those types and heapq's functions are replaced in each worker,
+  before the script is imported, by guarded twins (guard/twins.rs) that refuse on the
+  script's objects however they are reached (`list.append(G, x)`, `map(list.append, [G],
+  [x])`, `APPEND = G.append` bound at import, `heapq.heappush(G, x)`).
 - followed: tuples, frozensets, mapping proxies, modules and classes of the program: their
-  contents are guarded, they themselves cannot change (modules and classes: watched).
+  contents are guarded, they themselves cannot change (modules and classes: watched). A
+  stand-in takes its object's place in a tuple (the worker's own copy) or a slot too.
 - worker-local: objects of the standard library and of installed packages that are not
-  containers (loggers, compiled patterns, files, sockets...): their attribute bindings are
-  watched (a rebinding is refused), their insides are their own business.
+  containers (loggers, compiled patterns...): their attribute bindings are watched (a
+  rebinding is refused), their insides are their own business.
 
-The walk runs once per worker, before its first task; it costs nothing per task (the call
-watch: one report per call site, then nothing, except at calls of mutators that pass the
-object explicitly, such as heapq's).
+The walk runs once per worker, before its first task; it costs nothing per task (a twin
+costs one check of its object's type per call).
 """
 
 import sys as _sys
@@ -125,6 +126,14 @@ def _main_only_types():
         kinds += [queue.Queue, queue.SimpleQueue]
         if queue.SimpleQueue is not getattr(queue, "_PySimpleQueue", queue.SimpleQueue):
             kinds.append(queue._PySimpleQueue)
+    # Files and sockets: a worker that imports the script opens its own (in-memory streams,
+    # BytesIO and StringIO, are read-only families instead).
+    io = _sys.modules.get("io")
+    if io is not None:
+        kinds.append(io.IOBase)
+    socket = _sys.modules.get("socket")
+    if socket is not None:
+        kinds.append(socket.socket)
     return tuple(kinds)
 
 
@@ -133,6 +142,7 @@ def _has_slots(kind):
 
 
 def _slot_values(obj):
+    """(member descriptor, value) of each filled slot of `obj`."""
     values = []
     for base in type(obj).__mro__:
         slots = vars(base).get("__slots__", ())
@@ -141,9 +151,10 @@ def _slot_values(obj):
                 continue
             if name.startswith("__") and not name.endswith("__"):
                 name = f"_{base.__name__.lstrip('_')}{name}"  # private names are mangled
+            member = vars(base).get(name)
             try:
-                values.append(object.__getattribute__(obj, name))
-            except AttributeError:
+                values.append((member, member.__get__(obj, type(obj))))
+            except (AttributeError, TypeError):
                 pass
     return values
 
@@ -171,19 +182,20 @@ class MainOnly:
         return self._repr
 
 
-_NOT_SHARED = ("(a lock, condition, event, semaphore, barrier or queue is shared with tasks when it "
-               "is bound to a module-level name or a class attribute of the program, not inside "
-               "another object)")
+_NOT_SHARED = ("(a lock, condition, event, semaphore, barrier, queue, file or socket is shared with "
+               "tasks when it is bound to a module-level name or a class attribute of the program, "
+               "not inside another object)")
 
 # Replies of `in_main`: the value, the main object itself, an exception, "a method".
 _VALUE, _ITSELF, _RAISED, _METHOD = range(4)
 
 
 class InMain:
-    """Stands, in a worker, for a lock, condition, event, semaphore, barrier or queue of the
-    main script: every use acts on the main interpreter's object itself (the worker thread
-    runs it there, guard/in_main.rs), so one lock excludes every worker and main, and what a
-    task puts in a queue main gets. Arguments and results cross by copy."""
+    """Stands, in a worker, for a lock, condition, event, semaphore, barrier, queue, file or
+    socket of the main script: every use acts on the main interpreter's object itself (the
+    worker thread runs it there, guard/in_main.rs), so one lock excludes every worker and
+    main, what a task puts in a queue main gets, and what it writes to a file goes through
+    main's file object. Arguments and results cross by copy."""
 
     __slots__ = ("_where", "_repr", "_methods")
 
@@ -224,6 +236,12 @@ class InMain:
 
     def __exit__(self, *exc_info):
         return self._call("__exit__", None, None, None)
+
+    def __iter__(self):  # the lines of a file
+        return self
+
+    def __next__(self):
+        return self._call("__next__")
 
     def __reduce_ex__(self, protocol):
         _refuse(f"send {_a(self._where[2])} (it is the main interpreter's)")
@@ -290,7 +308,8 @@ class _Walker:
         cannot use are replaced by a stand-in in `parent` instead."""
         if id(obj) in self.seen:
             return
-        if self.main_only and isinstance(obj, self.main_only):
+        if (self.main_only and isinstance(obj, self.main_only)
+                and not isinstance(obj, self.family_types) and not self.ours(obj)):
             where = self.module_level_name(parent, key)
             if where is not None:
                 self.replace(obj, parent, key, InMain(*where, obj))
@@ -327,8 +346,13 @@ class _Walker:
             type.__setattr__(parent, key, stand_in)
         elif deque is not None and isinstance(parent, deque):
             deque.__setitem__(parent, key, stand_in)
+        elif isinstance(parent, tuple) and key is not None:
+            # The worker's own copy of the tuple: its item is swapped in place.
+            _core.guard_tuple_set(parent, key, stand_in)
+        elif type(key).__name__ == "member_descriptor":
+            key.__set__(parent, stand_in)  # a slot of an object with __slots__
         else:
-            # Inside a tuple, a frozenset or a slot: it cannot be replaced.
+            # Inside a frozenset: it cannot be replaced.
             unguarded.append((type(obj).__name__, f"inside a '{type(parent).__name__}'"))
 
     def walk(self, main):
@@ -348,7 +372,10 @@ class _Walker:
         if kind is dict:
             _core.guard_watch(obj, "dict", None)
             self.add_values(obj)
-        elif kind is tuple or kind is frozenset:
+        elif kind is tuple:
+            for index, item in enumerate(obj):
+                self.add(item, obj, index)
+        elif kind is frozenset:
             for item in obj:
                 self.add(item, obj)
         elif isinstance(obj, _ModuleType):
@@ -390,7 +417,10 @@ class _Walker:
         if family is list or (family is not None and family is _deque()):
             for index, item in enumerate(obj):
                 self.add(item, obj, index)
-        elif family is set or isinstance(obj, (tuple, frozenset)):  # tuple: e.g. named tuples
+        elif isinstance(obj, tuple):  # e.g. named tuples
+            for index, item in enumerate(obj):
+                self.add(item, obj, index)
+        elif family is set or isinstance(obj, frozenset):
             for item in obj:
                 self.add(item, obj)
         elif kind.__name__ == "mappingproxy" and kind.__module__ == "builtins":
@@ -398,8 +428,8 @@ class _Walker:
             for mapping in gc.get_referents(obj):
                 self.add(mapping)
         if slotted:
-            for value in _slot_values(obj):
-                self.add(value)
+            for member, value in _slot_values(obj):
+                self.add(value, obj, member)
         attributes = _instance_dict(obj)
         if attributes is None:
             return
@@ -532,6 +562,7 @@ def _sibling_type(kind, family, mutators):
         namespace.update(__slots__=(), __module__=kind.__module__, __qualname__=kind.__qualname__)
         sibling = type(kind)(kind.__name__, (kind,), namespace)
     sibling.__doc__ = kind.__doc__
+    _core.guard_watch_type(sibling)
     return sibling
 
 
@@ -556,72 +587,80 @@ def guard_script(main):
     global py_ids
     walker = _Walker(main)
     py_ids = walker.walk(main)
-    _watch_calls(walker.families)
+    _core.guard_py_ids(py_ids)
+    if any(sibling and "__setattr__" in vars(sibling) for sibling in walker.siblings.values()):
+        _watch_attribute_calls()  # objects with __slots__, defaultdicts
     return py_ids
 
 
-# ----- calls that pass the script's object to a mutator explicitly -----
+# ----- twins: mutators called around the object's type -----
 #
-# A read-only sibling type refuses `G.append(x)`, but `list.append(G, x)` calls the base type's
-# method directly, and `heapq.heappush(G, x)` writes the list from C. Such calls are found
-# with sys.monitoring's CALL event, which gives the callable and its first argument before the
-# call runs: a mutator whose first argument is the script's object is refused there. Each call
-# site reports once and is then switched off (sys.monitoring.DISABLE), unless its callable is a
-# mutator that it could be calling with the object as an explicit argument: a site that passes
-# fewer arguments than the mutator needs besides the object is a method call on some object's
-# own type, which that type decides. So steady-state code runs uninstrumented.
+# A read-only sibling type refuses `G.append(x)`, but `list.append(G, x)`, `map(list.append,
+# [G], [x])`, a method bound before the walk (`APPEND = G.append` at module level) and
+# `heapq.heappush(G, x)` reach the C function of the base type or module directly. So before
+# the script is imported, each of those functions is replaced in this worker by a guarded twin
+# (guard/twins.rs) that refuses on the script's objects: one check of the object's type per
+# call, the script's ids looked at only for the read-only sibling types.
 
 _HEAPQ = {"heappush": "push onto", "heappop": "pop from", "heapify": "heapify",
           "heapreplace": "replace the smallest item of", "heappushpop": "push onto",
           "_heapify_max": "heapify", "_heappop_max": "pop from", "_heapreplace_max": "replace an item of"}
 
+
+def install_twins():
+    """Gives the mutators of the families' C types and heapq's functions their twins, in this
+    worker, before the script is imported (so that what it binds at import is the twin)."""
+    import _collections
+    import _heapq
+    import _io
+    import _random
+    import array
+    tables = [(list, _LIST), (set, _SET), (bytearray, _BYTEARRAY), (_collections.deque, _DEQUE),
+              (array.array, _ARRAY), (_collections.OrderedDict, _ORDERED_DICT),
+              (_random.Random, _RANDOM), (_io.BytesIO, _STREAM), (_io.StringIO, _STREAM)]
+    done = set()
+    for base, table in tables:
+        for name, verb in table.items():
+            # The class whose dict holds it (random.Random's Python methods end in these).
+            owner = next((kind for kind in base.__mro__ if name in vars(kind)), object)
+            if owner is object or (owner, name) in done:
+                continue
+            done.add((owner, name))
+            if not _core.guard_twin(owner, name, verb, f"{base.__name__}.{name}()"):
+                unguarded.append((f"{owner.__name__}.{name}", "no guarded twin"))
+    for name, verb in _HEAPQ.items():
+        if hasattr(_heapq, name) and not _core.guard_twin(_heapq, name, verb, f"heapq.{name}()"):
+            unguarded.append((f"heapq.{name}", "no guarded twin"))
+    heapq = _sys.modules.get("heapq")  # imported before: it copied _heapq's functions
+    if heapq is not None:
+        for name in _HEAPQ:
+            if hasattr(heapq, name) and hasattr(_heapq, name):
+                setattr(heapq, name, getattr(_heapq, name))
+
+
+# ----- object.__setattr__ and object.__delattr__ given the script's object -----
+#
+# The one pair of mutators without a twin: a twin of object's slot wrapper would become the
+# C setattr slot of every class made after it, and CPython specializes attribute stores only
+# for the generic one. They matter for objects with __slots__ (an object with a __dict__ is
+# watched anyway), and are found with sys.monitoring's CALL event instead, which gives the
+# callable and its first argument before the call runs. Each call site reports once and is
+# then switched off (sys.monitoring.DISABLE), unless its callable is one of these and it
+# passes enough arguments to give the object explicitly; so steady-state code runs
+# uninstrumented.
+
 _MONITORING_TOOLS = (5, 4, 3)  # the optimizer's id, then ids the standard library leaves free
 
 
-def _explicit_mutators(families):
-    """(callable, what it does, the fewest positional arguments of a call that gives it the
-    object explicitly, or None when every call does), one for each mutator."""
-    import heapq
-    import inspect
-    mutators = {}
-
-    def add(function, what, explicit):
-        mutators.setdefault(id(function), (function, what, explicit))
-
-    def fewest_arguments(function):
-        try:
-            parameters = inspect.signature(function).parameters.values()
-        except (TypeError, ValueError):
-            return 1  # unknown: every call site that passes the object at all is checked
-        return sum(1 for p in parameters
-                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty)
-
-    for base, table in families:
-        for name, verb in table.items():
-            function = getattr(base, name, None)
-            if function is None or name in _ATTRIBUTES:  # object's own, below
-                continue
-            add(function, f"{verb} {_a(base.__name__)} through {base.__name__}.{name}()",
-                fewest_arguments(function))
-    for name in _ATTRIBUTES:
-        function = getattr(object, name)
-        add(function, f"{_ATTRIBUTES[name]} of an object through object.{name}()",
-            fewest_arguments(function))
-    for name, verb in _HEAPQ.items():
-        function = getattr(heapq, name, None)
-        if function is not None:
-            add(function, f"{verb} a 'list' through heapq.{name}()", None)
-    return mutators.values()
-
-
-def _watch_calls(families):
+def _watch_attribute_calls():
     monitoring = _sys.monitoring
     tool = next((tool for tool in _MONITORING_TOOLS if monitoring.get_tool(tool) is None), None)
     if tool is None:
-        unguarded.append(("calls", "no free sys.monitoring tool id: explicit mutator calls are not seen"))
+        unguarded.append(("calls", "no free sys.monitoring tool id: object.__setattr__(obj, ...) is not seen"))
         return
     import dis
-    mutators = {function: (what, explicit) for function, what, explicit in _explicit_mutators(families)}
+    mutators = {getattr(object, name): (f"{verb} of an object through object.{name}()", 3 if name == "__setattr__" else 2)
+                for name, verb in _ATTRIBUTES.items()}
     on_call = _core.guard_call_watch(mutators, py_ids, monitoring.DISABLE, dis.opmap["CALL"],
                                      dis.opmap["EXTENDED_ARG"])
     monitoring.use_tool_id(tool, "pyhost parallel: PX/PY guard")
@@ -638,6 +677,7 @@ def stop():
     """The worker's interpreter ends: its objects are plain objects again."""
     global py_ids
     py_ids = frozenset()
+    _core.guard_py_ids(py_ids)
     if call_watch_tool is not None:
         _sys.monitoring.set_events(call_watch_tool, 0)
 

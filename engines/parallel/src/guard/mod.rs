@@ -13,11 +13,12 @@
 
 pub mod calls;
 pub mod in_main;
+pub mod twins;
 
 use crate::core::{owned_text, without_gil};
 use crate::pool::Interrupt;
 use pyo3_ffi as ffi;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{c_int, c_void};
 use std::ptr;
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,9 @@ extern "C" {
     // Exported by CPython 3.12 and 3.13 (cpython/dictobject.h); pyo3-ffi skips them.
     fn PyDict_AddWatcher(callback: DictWatchCallback) -> c_int;
     fn PyDict_Watch(watcher_id: c_int, dict: *mut ffi::PyObject) -> c_int;
+    // Exported by CPython 3.12 and 3.13 (cpython/object.h); pyo3-ffi skips them.
+    fn PyType_AddWatcher(callback: unsafe extern "C" fn(*mut ffi::PyTypeObject) -> c_int) -> c_int;
+    fn PyType_Watch(watcher_id: c_int, kind: *mut ffi::PyObject) -> c_int;
     // Exported by CPython 3.12 and 3.13 (cpython/object.h); returns a borrowed reference.
     fn _PyType_Lookup(kind: *mut ffi::PyTypeObject, name: *mut ffi::PyObject) -> *mut ffi::PyObject;
     // Exported by CPython 3.12 and 3.13 (internal/pycore_ceval.h, "for _testinternalcapi").
@@ -101,6 +105,11 @@ struct Guard {
     /// interrupts the task, not threads the task started (as in CPython, where it interrupts
     /// the main thread only).
     interrupt: Option<(Arc<Interrupt>, std::thread::ThreadId)>,
+    /// The ids of the script's objects in this worker (guarded objects and stand-ins).
+    py_ids: HashSet<usize>,
+    /// This interpreter's type watcher, which marks the read-only sibling types (twins.rs
+    /// looks at `tp_watched`).
+    type_watcher: Option<c_int>,
 }
 
 impl Guard {
@@ -141,12 +150,12 @@ unsafe fn class_name(class: *mut ffi::PyObject) -> String {
     owned_text(ffi::PyType_GetName(class.cast())).unwrap_or_else(|| "?".into())
 }
 
-unsafe fn type_name(object: *mut ffi::PyObject) -> String {
+pub(crate) unsafe fn type_name(object: *mut ffi::PyObject) -> String {
     class_name(ffi::Py_TYPE(object).cast())
 }
 
 /// "a 'list'" or "an 'OrderedDict'": a quoted type name with its article.
-fn a(type_name: &str) -> String {
+pub(crate) fn a(type_name: &str) -> String {
     let article = match type_name.chars().next().map(|c| c.to_ascii_lowercase()) {
         Some('a' | 'e' | 'i' | 'o' | 'u') => "an",
         _ => "a",
@@ -455,6 +464,80 @@ pub fn begin_task() {
         guard.in_task = true;
         guard.violation = None;
     });
+}
+
+/// Whether `object` is the script's (guarded) object in the current worker interpreter.
+pub fn is_py(object: *mut ffi::PyObject) -> bool {
+    with_guard(|guard| guard.py_ids.contains(&(object as usize)))
+}
+
+unsafe extern "C" fn on_type_modified(_kind: *mut ffi::PyTypeObject) -> c_int {
+    0 // the watch only marks the type (tp_watched); its changes need nothing
+}
+
+/// `guard_py_ids(ids)`: the ids of the script's objects in this worker, for the twins
+/// (an empty iterable when the worker ends).
+pub unsafe extern "C" fn py_guard_py_ids(
+    _module: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    crate::core::guarded(|| {
+        if !crate::core::arg_count(nargs, 1, "guard_py_ids") {
+            return ptr::null_mut();
+        }
+        let ids = *args;
+        let iterator = ffi::PyObject_GetIter(ids);
+        if iterator.is_null() {
+            return ptr::null_mut();
+        }
+        let mut py_ids = HashSet::new();
+        loop {
+            let id = ffi::PyIter_Next(iterator);
+            if id.is_null() {
+                break;
+            }
+            py_ids.insert(ffi::PyLong_AsSize_t(id));
+            ffi::Py_DECREF(id);
+        }
+        ffi::Py_DECREF(iterator);
+        if !ffi::PyErr_Occurred().is_null() {
+            return ptr::null_mut();
+        }
+        with_guard(|guard| guard.py_ids = py_ids);
+        ffi::Py_NewRef(ffi::Py_None())
+    })
+}
+
+/// `guard_watch_type(read_only_type)`: marks a read-only sibling type, whose objects' calls of
+/// a twin are looked at (twins.rs).
+pub unsafe extern "C" fn py_guard_watch_type(
+    _module: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    crate::core::guarded(|| {
+        if !crate::core::arg_count(nargs, 1, "guard_watch_type") {
+            return ptr::null_mut();
+        }
+        let kind = *args;
+        if ffi::PyType_Check(kind) == 0 {
+            return crate::core::set_error(ffi::PyExc_TypeError, "guard_watch_type() needs a type");
+        }
+        let mut watcher = with_guard(|guard| guard.type_watcher);
+        if watcher.is_none() {
+            let id = PyType_AddWatcher(on_type_modified);
+            if id < 0 {
+                return ptr::null_mut();
+            }
+            with_guard(|guard| guard.type_watcher = Some(id));
+            watcher = Some(id);
+        }
+        if PyType_Watch(watcher.unwrap_or_default(), kind) != 0 {
+            return ptr::null_mut();
+        }
+        ffi::Py_NewRef(ffi::Py_None())
+    })
 }
 
 /// Records a violation found by Python code (a retyped list/set/bytearray refused a change),
