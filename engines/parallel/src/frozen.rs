@@ -1,6 +1,7 @@
 //! `parallel.share()`: immutable data read in place by every interpreter, without copies.
 //!
-//! The object graph (None, bool, int, float, complex, str, bytes, tuple, frozenset) is made
+//! The object graph (None, bool, int, float, complex, str, bytes, tuple, frozenset, and at its
+//! root a dict, a table of those that only a read-only view reaches) is made
 //! immortal (PEP 683) in the main interpreter: from then on no interpreter writes to those
 //! objects, since `Py_INCREF`/`Py_DECREF` skip immortal objects and every cache an immutable
 //! object fills lazily (str and bytes hashes, a frozenset's hash, a str's UTF-8 form) is filled
@@ -78,6 +79,22 @@ pub unsafe fn freeze(root: *mut ffi::PyObject) -> Result<Result<usize, Refused>,
             if !ffi::PyErr_Occurred().is_null() {
                 return Err(());
             }
+        } else if object == root && exact(&raw mut ffi::PyDict_Type) {
+            // A table: the caller's own copy, which no one else can reach to change it.
+            let (mut position, mut key, mut value) = (0, std::ptr::null_mut(), std::ptr::null_mut());
+            let mut items = Vec::new();
+            while ffi::PyDict_Next(object, &mut position, &mut key, &mut value) != 0 {
+                items.push((key, value));
+            }
+            for (key, value) in items.into_iter().rev() {
+                let shown = owned_text(ffi::PyObject_Repr(key)).unwrap_or_else(|| "?".into());
+                let shown: String = shown.chars().take(40).collect();
+                pending.push((value, format!("[{shown}]")));
+                pending.push((key, format!("{shown} (a key)")));
+            }
+            if !ffi::PyErr_Occurred().is_null() {
+                return Err(());
+            }
         } else {
             let type_name = owned_text(ffi::PyType_GetName(kind)).unwrap_or_else(|| "?".into());
             return Ok(Err(Refused { type_name, path }));
@@ -90,6 +107,12 @@ pub unsafe fn freeze(root: *mut ffi::PyObject) -> Result<Result<usize, Refused>,
         // UINT_MAX: the value CPython gives its own immortal objects. The object is immutable
         // and its lazy caches were filled above, so no interpreter writes to it from now on.
         (*object).ob_refcnt.ob_refcnt = u32::MAX as ffi::Py_ssize_t;
+        // Out of the main interpreter's garbage collector too: a worker's collector visits
+        // the objects its own ones refer to, and would otherwise touch the GC header of an
+        // object main's collector is working on (an immortal object is never collected).
+        if ffi::PyObject_IS_GC(object) != 0 && ffi::PyObject_GC_IsTracked(object) != 0 {
+            ffi::PyObject_GC_UnTrack(object.cast());
+        }
     }
     roots().lock().unwrap_or_else(|p| p.into_inner()).insert(root as usize);
     Ok(Ok(order.len()))

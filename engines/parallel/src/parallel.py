@@ -254,6 +254,10 @@ class _Pickler(_pickle.Pickler):
         elif kind is types.ModuleType:
             import importlib
             return (importlib.import_module, (obj.__name__,))
+        elif kind is types.MappingProxyType:
+            address = _table_address(obj)
+            if address is not None:
+                return (_shared_table, (address,))
         return NotImplemented
 
 
@@ -652,6 +656,7 @@ def protect(obj):
     site, made = _call_site()
     if made is not None:
         return _shared_proxy(*made)
+    _evaluated(obj, "protect")
     if isinstance(obj, list):
         kind, contents = "list", [_pack(item) for item in obj]
     elif isinstance(obj, dict):
@@ -664,6 +669,60 @@ def protect(obj):
     if site is not None:
         _shared_sites.setdefault(site, []).append((kind, proxy._id))
     return proxy
+
+
+class _NotEvaluated:
+    """What a worker passes, instead of evaluating the argument, to a module-level share() or
+    protect() call of the script at a line where the main interpreter made one (the result
+    is main's object: `TABLE = parallel.share(build())` does not build again per worker)."""
+
+    def __repr__(self):
+        return "<share()/protect() argument not evaluated in a worker>"
+
+
+_NOT_EVALUATED = _NotEvaluated()
+
+
+def _evaluated(obj, function):
+    if obj is _NOT_EVALUATED:
+        raise RuntimeError(
+            f"{function}() at module level ran in a worker where the main interpreter made no "
+            f"{function}() call at that point: call {function}() unconditionally at module level")
+
+
+def _skip_shared_arguments(tree, sites):
+    """Rewrites the worker's copy of the main script (an ast.Module): the arguments of
+    module-level `parallel.share(...)`/`parallel.protect(...)` calls (also as `from parallel
+    import share`, and under another module name) at lines in `sites` are not evaluated."""
+    import ast
+    module_names, function_names = set(), set()
+    for statement in ast.walk(tree):
+        if isinstance(statement, ast.Import):
+            module_names.update(alias.asname or alias.name for alias in statement.names if alias.name == "parallel")
+        elif isinstance(statement, ast.ImportFrom) and statement.module == "parallel":
+            function_names.update(alias.asname or alias.name for alias in statement.names
+                                  if alias.name in ("share", "protect"))
+
+    def is_shared_call(node):
+        function = node.func
+        if isinstance(function, ast.Name):
+            return function.id in function_names
+        return (isinstance(function, ast.Attribute) and function.attr in ("share", "protect")
+                and isinstance(function.value, ast.Name) and function.value.id in module_names)
+
+    placeholder = "__import__('parallel')._NOT_EVALUATED"
+    pending = list(tree.body)
+    while pending:
+        node = pending.pop()
+        # Code run by the module's own frame only: not functions, classes, lambdas or
+        # generator expressions (list comprehensions are inlined in the frame, CPython 3.12+).
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.GeneratorExp)):
+            continue
+        if isinstance(node, ast.Call) and node.lineno in sites and is_shared_call(node) and len(node.args) == 1 \
+                and not node.keywords and not isinstance(node.args[0], ast.Starred):
+            node.args = [ast.copy_location(ast.parse(placeholder, mode="eval").body, node.args[0])]
+            ast.fix_missing_locations(node)
+        pending.extend(ast.iter_child_nodes(node))
 
 
 def _call_site():
@@ -739,22 +798,55 @@ def _shared_data(address):
     return SharedData(address, _core.share_get(address))
 
 
+# Shared tables by address, and the address of each (by the id of its read-only view).
+_tables = {}
+_table_addresses = {}
+
+
+def _shared_table(address):
+    """The read-only view of the table shared at `address` (one per interpreter)."""
+    table = _tables.get(address)
+    if table is None:
+        import types
+        table = _tables[address] = types.MappingProxyType(_core.share_get(address))
+        _table_addresses[id(table)] = address
+    return table
+
+
+def _table_address(obj):
+    address = _table_addresses.get(id(obj))
+    return address if address is not None and _tables.get(address) is obj else None
+
+
 def share(obj):
-    """Share immutable data (None, bool, int, float, complex, str, bytes, and tuples and
-    frozensets of those) with every worker, read in place: a task that receives the returned
-    SharedData reads `.value` without a copy. The objects become immortal (PEP 683) and live
-    until the process exits. TypeError names the first mutable object found."""
-    if isinstance(obj, SharedData):
+    """Share immutable data with every worker, read in place, without copies. The objects
+    become immortal (PEP 683) and live until the process exits; TypeError names the first
+    mutable object found.
+
+    - None, bool, int, float, complex, str, bytes, and tuples and frozensets of those: returns
+      a SharedData, whose `.value` a task that receives it reads in place.
+    - a dict whose keys and values are those: returns a read-only mapping (a mappingproxy of a
+      copy of the dict: `[]`, `get`, `in`, `len`, iteration, `keys`/`values`/`items`) that
+      every worker reads in place; writing to it raises TypeError. Later changes to the dict
+      passed in are not seen."""
+    if isinstance(obj, SharedData) or _table_address(obj) is not None:
         return obj
     site, made = _call_site()
-    if made is not None:
-        return _shared_data(made[1])  # the main interpreter's data, made at this same line
+    if made is not None:  # the main interpreter's data, made at this same line
+        kind, address = made
+        return _shared_table(address) if kind == "table" else _shared_data(address)
+    _evaluated(obj, "share")
     # A worker's objects die with its interpreter: only the main interpreter's can be shared.
     _not_in_worker("share")
-    data = SharedData(_core.share_freeze(obj), obj)
+    if type(obj) is dict:
+        shared, kind = _shared_table(_core.share_freeze(obj)), "table"
+        address = _table_address(shared)
+    else:
+        shared = SharedData(_core.share_freeze(obj), obj)
+        kind, address = "data", shared._address
     if site is not None:
-        _shared_sites.setdefault(site, []).append(("data", data._address))
-    return data
+        _shared_sites.setdefault(site, []).append((kind, address))
+    return shared
 
 
 # ----- the main side: pools -----
@@ -1374,10 +1466,12 @@ def _worker_init(pool_id, index, settings):
     # is not installed in workers (signal.signal() would raise there and fail the import).
     signal.signal = lambda signalnum, handler: signal.SIG_DFL
     try:
+        import ast
         import io
         with io.open_code(path) as source:
-            code = compile(source.read(), path, "exec")
-        exec(code, main.__dict__)
+            tree = ast.parse(source.read(), path)
+        _skip_shared_arguments(tree, _shared_sites)
+        exec(compile(tree, path, "exec"), main.__dict__)
     except BaseException as error:
         import traceback
         _main_import_error = f"{type(error).__name__}: {error}"

@@ -411,18 +411,32 @@ pub unsafe extern "C" fn py_share_freeze(
         if !arg_count(nargs, 1, "share_freeze") {
             return ptr::null_mut();
         }
-        match frozen::freeze(*args) {
-            Err(()) => ptr::null_mut(),
-            Ok(Err(refused)) => set_error(
-                ffi::PyExc_TypeError,
-                &format!(
-                    "share() needs immutable data (None, bool, int, float, complex, str, bytes, tuple, frozenset), \
-                     not a '{}' object{}",
-                    refused.type_name,
-                    if refused.path.is_empty() { String::new() } else { format!(" at {}", refused.path) }
-                ),
-            ),
-            Ok(Ok(_)) => ffi::PyLong_FromSize_t(*args as usize),
+        // A dict is shared as a copy that only read-only views reach (the caller's dict stays
+        // theirs to change); everything else as it is.
+        let table = ffi::PyDict_CheckExact(*args) != 0;
+        let root = if table { ffi::PyDict_Copy(*args) } else { ffi::Py_NewRef(*args) };
+        if root.is_null() {
+            return ptr::null_mut();
+        }
+        match frozen::freeze(root) {
+            Err(()) => {
+                ffi::Py_DECREF(root);
+                ptr::null_mut()
+            }
+            Ok(Err(refused)) => {
+                ffi::Py_DECREF(root);
+                set_error(
+                    ffi::PyExc_TypeError,
+                    &format!(
+                        "share() needs immutable data (None, bool, int, float, complex, str, bytes, tuple, \
+                         frozenset, or a dict of those), not a '{}' object{}",
+                        refused.type_name,
+                        if refused.path.is_empty() { String::new() } else { format!(" at {}", refused.path) }
+                    ),
+                )
+            }
+            // The root is immortal now: the reference taken above is never given back.
+            Ok(Ok(_)) => ffi::PyLong_FromSize_t(root as usize),
         }
     })
 }

@@ -396,6 +396,11 @@ pub unsafe fn set_protection_error(message: &str) {
 
 /// Watches `dict` as the given role; `owner` is the class for a class dict.
 pub unsafe fn watch(dict: *mut ffi::PyObject, role: &str, owner: *mut ffi::PyObject) -> Result<(), ()> {
+    if crate::frozen::is_immortal(dict) {
+        // A share()d table, read by every interpreter: no one can change it, and watching
+        // would write to it (the watcher's bit).
+        return Ok(());
+    }
     let watcher = match with_guard(|guard| guard.watcher) {
         Some(id) => id,
         None => {
