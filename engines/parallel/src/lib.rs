@@ -27,6 +27,8 @@ mod modules;
 #[cfg(parallel_supported)]
 mod pool;
 #[cfg(parallel_supported)]
+mod server;
+#[cfg(parallel_supported)]
 mod shared;
 #[cfg(parallel_supported)]
 mod shared_api;

@@ -1,10 +1,11 @@
 //! The built-in modules the engine registers before the interpreter starts, importable in the
 //! main interpreter and in every worker (all are per-interpreter-GIL safe: they keep no Python
 //! object in process-wide state): `_parallel_core` (pools and workers, core.rs), `parallel`
-//! (the Python-level API in parallel.py) and `_parallel_guard` (the PX/PY rule's families,
-//! guard/families.py), the last two executed from their source into the module.
+//! (the Python-level API in parallel.py), `_parallel_guard` (the PX/PY rule's families,
+//! guard/families.py) and `_parallel_server` (TCP servers, server/server.py), the last three
+//! executed from their source into the module.
 
-use crate::{core, guard, shared_api, transfer};
+use crate::{core, guard, server, shared_api, transfer};
 use pyo3_ffi as ffi;
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
@@ -22,14 +23,16 @@ macro_rules! python_source {
 
 const PARALLEL_SOURCE: &CStr = python_source!("parallel.py");
 const GUARD_SOURCE: &CStr = python_source!("guard/families.py");
+const SERVER_SOURCE: &CStr = python_source!("server/server.py");
 
-/// Registers both modules; called before `Py_InitializeFromConfig`.
+/// Registers the modules; called before `Py_InitializeFromConfig`.
 pub fn register() -> Result<(), String> {
     // SAFETY: PyImport_AppendInittab may be called before initialization; names are static.
     unsafe {
         if ffi::PyImport_AppendInittab(c"_parallel_core".as_ptr(), Some(init_core)) != 0
             || ffi::PyImport_AppendInittab(c"parallel".as_ptr(), Some(init_parallel)) != 0
             || ffi::PyImport_AppendInittab(c"_parallel_guard".as_ptr(), Some(init_guard)) != 0
+            || ffi::PyImport_AppendInittab(c"_parallel_server".as_ptr(), Some(init_server)) != 0
         {
             return Err("cannot register the parallel modules".into());
         }
@@ -50,7 +53,7 @@ macro_rules! fastcall {
 
 // SAFETY (statics below): read by CPython; only PyModuleDef_Init writes the base, under a GIL,
 // once per process (the definition is shared by every interpreter, as for any built-in module).
-static mut CORE_METHODS: [ffi::PyMethodDef; 42] = [
+static mut CORE_METHODS: [ffi::PyMethodDef; 50] = [
     fastcall!(c"pool_start", core::py_pool_start, c"pool_start(workers, init_payload) -> pool id"),
     fastcall!(c"pool_submit", core::py_pool_submit, c"pool_submit(pool, payload) -> task id"),
     fastcall!(c"batch_open", core::py_batch_open, c"batch_open(pool) -> batch id"),
@@ -131,6 +134,26 @@ static mut CORE_METHODS: [ffi::PyMethodDef; 42] = [
     fastcall!(c"shared_drop", shared_api::py_shared_drop, c"shared_drop(id)"),
     fastcall!(c"shared_op", shared_api::py_shared_op, c"shared_op(id, op, *args)"),
     fastcall!(c"share_freeze", shared_api::py_share_freeze, c"share_freeze(obj) -> address"),
+    fastcall!(
+        c"server_start",
+        server::py_server_start,
+        c"server_start(host, port, backlog) -> (id, host, port)"
+    ),
+    fastcall!(c"server_stop", server::py_server_stop, c"server_stop(id)"),
+    fastcall!(
+        c"server_wait_joined",
+        server::py_server_wait_joined,
+        c"server_wait_joined(id, count, timeout) -> bool"
+    ),
+    fastcall!(c"server_connections", server::py_server_connections, c"server_connections(id) -> int"),
+    fastcall!(c"server_join", server::py_server_join, c"server_join(id) -> events"),
+    fastcall!(
+        c"server_next",
+        server::py_server_next,
+        c"server_next(events) -> (kind, connection id, detail) | None"
+    ),
+    fastcall!(c"server_write", server::py_server_write, c"server_write(connection, data) -> bool"),
+    fastcall!(c"server_close", server::py_server_close, c"server_close(connection)"),
     fastcall!(c"share_get", shared_api::py_share_get, c"share_get(address) -> obj"),
     fastcall!(c"import_lock_acquire", core::py_import_lock_acquire, c"import_lock_acquire()"),
     fastcall!(c"import_lock_release", core::py_import_lock_release, c"import_lock_release()"),
@@ -195,6 +218,7 @@ macro_rules! source_module {
 
 source_module!(PARALLEL_SLOTS, PARALLEL_DEF, c"parallel", exec_parallel);
 source_module!(GUARD_SLOTS, GUARD_DEF, c"_parallel_guard", exec_guard);
+source_module!(SERVER_SLOTS, SERVER_DEF, c"_parallel_server", exec_server);
 
 extern "C" fn init_core() -> *mut ffi::PyObject {
     // SAFETY: a valid 'static module definition.
@@ -209,6 +233,15 @@ extern "C" fn init_parallel() -> *mut ffi::PyObject {
 extern "C" fn init_guard() -> *mut ffi::PyObject {
     // SAFETY: a valid 'static module definition.
     unsafe { ffi::PyModuleDef_Init(&raw mut GUARD_DEF) }
+}
+
+extern "C" fn init_server() -> *mut ffi::PyObject {
+    // SAFETY: a valid 'static module definition.
+    unsafe { ffi::PyModuleDef_Init(&raw mut SERVER_DEF) }
+}
+
+unsafe extern "C" fn exec_server(module: *mut ffi::PyObject) -> c_int {
+    exec_source(module, SERVER_SOURCE, c"<parallel engine: server/server.py>")
 }
 
 unsafe extern "C" fn exec_parallel(module: *mut ffi::PyObject) -> c_int {

@@ -17,7 +17,7 @@ block does not run there), as multiprocessing's spawn start method does.
 import sys as _sys
 import _parallel_core as _core
 
-__all__ = ["map", "submit", "Executor", "workers", "current_context", "share", "SharedData", "protect",
+__all__ = ["map", "submit", "Executor", "workers", "current_context", "share", "SharedData", "protect", "server",
            "unprotect", "protected",
            "is_px", "is_py", "ProtectionError", "TransferError", "TaskContext", "WorkerInfo", "SharedList",
            "SharedDict", "SharedSet", "SharedValue"]
@@ -796,6 +796,17 @@ class SharedData:
 
 def _shared_data(address):
     return SharedData(address, _core.share_get(address))
+
+
+def server(host, port, protocol, *, workers=None, backlog=1024):
+    """A TCP server, PyParallel's protocol style: listens on host:port (0: any free port, see
+    `.address`) and serves each connection with a new `protocol()` instance whose
+    `data_received(transport, data)` (returning bytes to send, or None) and optional
+    `initial_bytes_to_send`, `connection_made(transport)`, `connection_lost(transport, exc)`
+    run in one of `workers` workers (default: one per CPU) of the server's own pool. Returns
+    a Server: `serve_forever()`, `close()`, `address`, a context manager."""
+    import _parallel_server
+    return _parallel_server.server(host, port, protocol, workers=workers, backlog=backlog)
 
 
 # Shared tables by address, and the address of each (by the id of its read-only view).

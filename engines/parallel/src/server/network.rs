@@ -1,0 +1,232 @@
+//! The network side of a server: one thread per server runs a tokio runtime that accepts
+//! connections and moves bytes; Python runs only in the workers (see mod.rs). Each connection
+//! belongs to one worker, chosen in turn at accept, so that its callbacks run in order there.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+/// What a worker learns about its connections, in order.
+pub enum Event {
+    Made {
+        id: u64,
+        commands: mpsc::UnboundedSender<Command>,
+        peer: SocketAddr,
+    },
+    Data {
+        id: u64,
+        bytes: Vec<u8>,
+    },
+    /// The peer closed its side, the connection failed (the error), or the worker closed it.
+    Lost {
+        id: u64,
+        error: Option<String>,
+    },
+}
+
+/// What a worker asks of one of its connections.
+pub enum Command {
+    Write(Vec<u8>),
+    /// Send what is queued, then close.
+    Close,
+}
+
+/// Events a worker may have waiting before a connection's reader waits for it (backpressure).
+const EVENTS_PER_WORKER: usize = 1024;
+/// How much one read takes from a socket.
+const READ_SIZE: usize = 64 * 1024;
+/// How long a stopping server waits for its connections to finish their writes.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+pub struct Server {
+    pub address: SocketAddr,
+    /// The joined workers' event channels.
+    workers: Mutex<Vec<mpsc::Sender<Event>>>,
+    joined: Condvar,
+    next_worker: AtomicUsize,
+    next_connection: AtomicU64,
+    /// Every open connection's command channel (to close them all on stop).
+    connections: Mutex<HashMap<u64, mpsc::UnboundedSender<Command>>>,
+    connections_done: tokio::sync::Notify,
+    stop: watch::Sender<bool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+impl Server {
+    /// Binds `host:port` and starts accepting on a thread of its own; the error is the
+    /// operating system's (a port in use, an unknown host).
+    pub fn start(host: &str, port: u16, backlog: u32) -> std::io::Result<Arc<Server>> {
+        let address = resolve(host, port)?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
+        let listener = runtime.block_on(async {
+            let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            socket.set_reuseaddr(true)?;
+            socket.set_nodelay(true)?;
+            socket.bind(address)?;
+            socket.listen(backlog)
+        })?;
+        let (stop, stopped) = watch::channel(false);
+        let server = Arc::new(Server {
+            address: listener.local_addr()?,
+            workers: Mutex::new(Vec::new()),
+            joined: Condvar::new(),
+            next_worker: AtomicUsize::new(0),
+            next_connection: AtomicU64::new(1),
+            connections: Mutex::new(HashMap::new()),
+            connections_done: tokio::sync::Notify::new(),
+            stop,
+            thread: Mutex::new(None),
+        });
+        let serving = Arc::clone(&server);
+        let thread = std::thread::Builder::new()
+            .name("parallel-server".into())
+            .spawn(move || runtime.block_on(accept(serving, listener, stopped)))?;
+        *lock(&server.thread) = Some(thread);
+        Ok(server)
+    }
+
+    /// A worker joins: its event channel's receiving end.
+    pub fn join(&self) -> mpsc::Receiver<Event> {
+        let (sender, receiver) = mpsc::channel(EVENTS_PER_WORKER);
+        lock(&self.workers).push(sender);
+        self.joined.notify_all();
+        receiver
+    }
+
+    /// Waits until `count` workers joined (false on timeout).
+    pub fn wait_joined(&self, count: usize, timeout: Duration) -> bool {
+        let workers = lock(&self.workers);
+        let (workers, _) = self
+            .joined
+            .wait_timeout_while(workers, timeout, |workers| workers.len() < count)
+            .unwrap_or_else(|poison| poison.into_inner());
+        workers.len() >= count
+    }
+
+    pub fn open_connections(&self) -> usize {
+        lock(&self.connections).len()
+    }
+
+    /// Stops accepting, closes every connection once its queued writes are sent (within a
+    /// grace period) and ends the workers' event channels; returns when the network thread
+    /// has ended.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = lock(&self.thread).take() {
+            let _ = thread.join();
+        }
+        lock(&self.workers).clear();
+        lock(&self.connections).clear();
+    }
+
+    /// The worker for a new connection: each joined worker in turn.
+    fn pick_worker(&self) -> Option<mpsc::Sender<Event>> {
+        let workers = lock(&self.workers);
+        if workers.is_empty() {
+            return None;
+        }
+        let index = self.next_worker.fetch_add(1, Ordering::Relaxed) % workers.len();
+        Some(workers[index].clone())
+    }
+}
+
+fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    (host, port).to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, format!("no address for host {host:?}"))
+    })
+}
+
+async fn accept(server: Arc<Server>, listener: TcpListener, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(connection(Arc::clone(&server), stream, peer));
+                }
+                // Out of file descriptors and the like: the listener stays, the next
+                // accept may succeed.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
+        }
+    }
+    drop(listener);
+    let closing: Vec<_> = lock(&server.connections).values().cloned().collect();
+    for commands in closing {
+        let _ = commands.send(Command::Close);
+    }
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while server.open_connections() > 0 {
+            server.connections_done.notified().await;
+        }
+    })
+    .await;
+}
+
+async fn connection(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
+    let Some(worker) = server.pick_worker() else { return };
+    let id = server.next_connection.fetch_add(1, Ordering::Relaxed);
+    let (commands_sender, mut commands) = mpsc::unbounded_channel();
+    lock(&server.connections).insert(id, commands_sender.clone());
+    if worker.send(Event::Made { id, commands: commands_sender, peer }).await.is_ok() {
+        exchange(&worker, id, stream, &mut commands).await;
+    }
+    lock(&server.connections).remove(&id);
+    server.connections_done.notify_one();
+}
+
+/// Moves bytes both ways until the connection ends; the worker hears `Lost` exactly once.
+async fn exchange(
+    worker: &mpsc::Sender<Event>,
+    id: u64,
+    stream: TcpStream,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+) {
+    let (mut reader, mut writer) = stream.into_split();
+    let mut buffer = vec![0u8; READ_SIZE];
+    let mut lost = false;
+    loop {
+        tokio::select! {
+            read = reader.read(&mut buffer), if !lost => {
+                let event = match read {
+                    Ok(0) => Event::Lost { id, error: None },
+                    Ok(count) => Event::Data { id, bytes: buffer[..count].to_vec() },
+                    Err(error) => Event::Lost { id, error: Some(error.to_string()) },
+                };
+                // After Lost the worker's connection_lost runs, then its Close ends this.
+                lost = matches!(event, Event::Lost { .. });
+                if worker.send(event).await.is_err() {
+                    return;
+                }
+            }
+            command = commands.recv() => match command {
+                Some(Command::Write(bytes)) => {
+                    if let Err(error) = writer.write_all(&bytes).await {
+                        if !lost {
+                            let _ = worker.send(Event::Lost { id, error: Some(error.to_string()) }).await;
+                        }
+                        return;
+                    }
+                }
+                Some(Command::Close) | None => {
+                    let _ = writer.shutdown().await;
+                    break;
+                }
+            },
+        }
+    }
+    if !lost {
+        let _ = worker.send(Event::Lost { id, error: None }).await;
+    }
+}

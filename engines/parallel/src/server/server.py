@@ -1,0 +1,208 @@
+"""PyParallel's TCP protocol servers (the `_parallel_server` module; `parallel.server()`).
+
+    class Echo:
+        initial_bytes_to_send = b"hello\\n"          # optional
+        def connection_made(self, transport): ...   # optional
+        def data_received(self, transport, data):   # bytes back are sent
+            return data
+        def connection_lost(self, transport, exc): ...  # optional
+
+    with parallel.server("127.0.0.1", 8080, Echo) as server:
+        server.serve_forever()
+
+The network side is Rust (server/network.rs). Each worker of the server's own pool runs one
+long task, `_serve_connections`: every connection belongs to one worker, its callbacks run in
+order there, on a new instance of the protocol class per connection, and different
+connections run on every core. Callbacks are PX code: the main script's state is read-only in
+them, as in tasks. A callback that raises (or breaks the PX/PY rule) has its traceback printed
+and its connection closed; the worker goes on.
+"""
+
+import sys as _sys
+
+import _parallel_core as _core
+
+_MADE, _DATA, _LOST = 0, 1, 2
+
+
+class Transport:
+    """One connection, as its protocol's callbacks see it."""
+
+    __slots__ = ("_connection", "peer", "_closed")
+
+    def __init__(self, connection, peer):
+        self._connection = connection
+        self.peer = peer  # (host, port) of the client
+        self._closed = False
+
+    def write(self, data):
+        """Queues bytes to send (bytes-like); ignored once the connection is gone."""
+        if not isinstance(data, bytes):
+            data = bytes(memoryview(data))
+        if not self._closed:
+            _core.server_write(self._connection, data)
+
+    def close(self):
+        """Closes the connection once what is queued is sent; connection_lost follows."""
+        if not self._closed:
+            self._closed = True
+            _core.server_close(self._connection)
+
+    def is_closing(self):
+        return self._closed
+
+    def get_extra_info(self, name, default=None):
+        return self.peer if name == "peername" else default
+
+    def __repr__(self):
+        return f"<parallel.Transport {self.peer[0]}:{self.peer[1]}{' closing' if self._closed else ''}>"
+
+
+def _serve_connections(server_id, protocol):
+    """One worker's part of a server: runs until the server stops (a task of its pool)."""
+    guard_begin, guard_end = _core.guard_begin, _core.guard_end
+    events = _core.server_join(server_id)
+    # Each callback is guarded as a task of its own: the task's guard is closed here and
+    # opened again at the end for the worker loop to close.
+    guard_end()
+    connections = {}
+    try:
+        while True:
+            event = _core.server_next(events)
+            if event is None:
+                return None
+            kind, connection_id, detail = event
+            if kind == _MADE:
+                handle, peer = detail
+                transport = Transport(handle, peer)
+                connections[connection_id] = (None, transport)
+                instance = _callback(protocol, None, transport, "creating the protocol", guard_begin, guard_end)
+                if instance is None:
+                    continue
+                connections[connection_id] = (instance, transport)
+                initial = getattr(instance, "initial_bytes_to_send", None)
+                if initial:
+                    transport.write(initial)
+                if hasattr(instance, "connection_made"):
+                    _callback(instance.connection_made, instance, transport, "connection_made",
+                              guard_begin, guard_end)
+            elif kind == _DATA:
+                instance, transport = connections.get(connection_id, (None, None))
+                if instance is None or transport.is_closing():
+                    continue
+                reply = _callback(instance.data_received, instance, transport, "data_received",
+                                  guard_begin, guard_end, detail)
+                if reply is not None:
+                    transport.write(reply)
+            else:
+                instance, transport = connections.pop(connection_id, (None, None))
+                if transport is None:
+                    continue
+                if instance is not None and hasattr(instance, "connection_lost"):
+                    error = None if detail is None else ConnectionError(detail)
+                    _callback(instance.connection_lost, instance, transport, "connection_lost",
+                              guard_begin, guard_end, error)
+                transport._closed = True
+                _core.server_close(transport._connection)
+    finally:
+        guard_begin()
+
+
+def _callback(function, instance, transport, what, guard_begin, guard_end, *extra):
+    """Runs one callback as PX code; on an error (or a PX/PY violation) prints it and closes
+    the connection. Returns what the callback returned (None on an error)."""
+    result = error = None
+    guard_begin()
+    try:
+        result = function(transport, *extra) if instance is not None else function()
+    except BaseException as raised:
+        error = raised
+    finally:
+        violation = guard_end()
+    if violation is not None and error is None:
+        import parallel
+        error = parallel.ProtectionError(violation)
+    if error is None:
+        return result
+    import traceback
+    name = getattr(type(instance) if instance is not None else function, "__qualname__", "?")
+    print(f"parallel.server: {what} of {name} for {transport.peer[0]}:{transport.peer[1]} failed; "
+          f"closing the connection:\n{''.join(traceback.format_exception(error)).rstrip()}",
+          file=_sys.stderr, flush=True)
+    transport.close()
+    if isinstance(error, (KeyboardInterrupt, SystemExit)):
+        raise error
+    return None
+
+
+class Server:
+    """A listening TCP server whose protocol callbacks run on a pool of workers. Made by
+    `parallel.server()`; `close()` (or leaving its `with` block) stops it."""
+
+    def __init__(self, host, port, protocol, workers, backlog):
+        import parallel
+        if not isinstance(protocol, type):
+            raise TypeError(f"parallel.server() needs a protocol class, not {type(protocol).__name__!r}")
+        if not hasattr(protocol, "data_received"):
+            raise TypeError(f"protocol class {protocol.__qualname__!r} has no data_received(transport, data)")
+        if workers is None:
+            import os
+            workers = os.process_cpu_count() or 1
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive int, not {workers!r}")
+        self._id, host, port = _core.server_start(host, port, backlog)
+        self.address = (host, port)
+        self.protocol = protocol
+        self._executor = parallel.Executor(max_workers=workers)
+        self._loops = [self._executor.submit(_serve_connections, self._id, protocol) for _ in range(workers)]
+        while not _core.server_wait_joined(self._id, workers, 0.05):
+            failed = next((loop for loop in self._loops if loop.done()), None)
+            if failed is not None:
+                self._stop()
+                failed.result()  # a worker that could not start: its error
+                raise RuntimeError("a server worker ended before it joined")
+
+    @property
+    def connections(self):
+        """Connections open now."""
+        return _core.server_connections(self._id) if self._id is not None else 0
+
+    def serve_forever(self):
+        """Blocks until the server is closed (from another thread) or Ctrl-C, which closes it."""
+        import concurrent.futures
+        try:
+            concurrent.futures.wait(self._loops)
+        finally:
+            self.close()
+
+    def close(self):
+        """Stops accepting, closes every connection (its queued writes are sent first, within
+        5 s) and waits for the workers' loops to end."""
+        if self._id is None:
+            return
+        self._stop()
+        for loop in self._loops:
+            error = loop.exception()
+            if error is not None:
+                raise error
+
+    def _stop(self):
+        server_id, self._id = self._id, None
+        _core.server_stop(server_id)
+        self._executor.shutdown(wait=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        state = "closed" if self._id is None else f"{self.connections} connections"
+        return f"<parallel.Server {self.address[0]}:{self.address[1]} {self.protocol.__qualname__}, {state}>"
+
+
+def server(host, port, protocol, *, workers=None, backlog=1024):
+    """Listens on host:port (port 0: any free port, see `.address`) and serves each connection
+    with a new `protocol()` instance in one of `workers` workers (default: one per CPU)."""
+    return Server(host, port, protocol, workers, backlog)
