@@ -926,6 +926,7 @@ class _Pool:
         import threading
         # Results of workers name the script's classes and functions `__mp_main__.X`.
         _sys.modules.setdefault("__mp_main__", _sys.modules["__main__"])
+        _main_holds_datetime()
         self.size = size
         _INIT["shared_sites"] = _shared_sites
         self.id = _core.pool_start(size, _pickle.dumps(_INIT, _PICKLE_PROTOCOL))
@@ -1351,25 +1352,15 @@ def _exception_data(error):
         return _pickle.dumps((None, kind, str(error), text), _PICKLE_PROTOCOL)
 
 
-# Extension modules a worker must not load, and why.
-_REFUSED_IN_WORKERS = {
-    # CPython 3.13.0: once two sub-interpreters have used _datetime, ending them corrupts
-    # memory (aborts in every run of a plain `_interpreters` test here).
-    "_datetime": "CPython 3.13.0's _datetime corrupts memory when several sub-interpreters end",
-}
-
-
-def _use_pure_python_datetime():
-    """With _datetime refused, datetime's classes come from _pydatetime; renamed `datetime.X`
-    they pickle as the main interpreter's (C) datetime classes, so values cross unchanged."""
-    import datetime
-    for name in ("date", "datetime", "time", "timedelta", "timezone", "tzinfo"):
-        cls = getattr(datetime, name)
-        if cls.__module__ == "_pydatetime":
-            cls.__module__ = "datetime"
-    if "__reduce__" not in vars(datetime.timezone):
-        # Its default pickle carries the pure-Python slots; the C class takes init arguments.
-        datetime.timezone.__reduce__ = lambda self: (datetime.timezone, self.__getinitargs__())
+def _main_holds_datetime():
+    """Imports _datetime in the main interpreter before any worker exists. CPython 3.13.0's
+    _datetime has static types shared by every interpreter, whose base and MRO tuples are made
+    by the first interpreter that imports it and freed by the last one to end (gh-136423):
+    when those are two workers, the tuples go back to the wrong interpreter's allocator (a
+    double free, an abort at exit). With main the first to import it and the last to end,
+    workers only ever take and give back their own share, and use the real C module (so
+    zoneinfo and C extensions using the datetime C API work there)."""
+    import _datetime  # noqa: F401
 
 
 class _SerializedExtensionImports:
@@ -1378,10 +1369,6 @@ class _SerializedExtensionImports:
 
     @classmethod
     def find_spec(cls, name, path=None, target=None):
-        if name in _REFUSED_IN_WORKERS:
-            # datetime then uses its pure-Python implementation (_pydatetime).
-            raise ModuleNotFoundError(f"{name} is not used in parallel workers: {_REFUSED_IN_WORKERS[name]}",
-                                      name=name)
         for finder in _sys.meta_path:
             if finder is cls:
                 continue
@@ -1453,7 +1440,6 @@ def _worker_init(pool_id, index, settings):
     from importlib.machinery import BuiltinImporter as _BuiltinImporter
     from importlib.machinery import ExtensionFileLoader as _ExtensionFileLoader
     _sys.meta_path.insert(0, _SerializedExtensionImports)
-    _use_pure_python_datetime()
     _install_sleep_in_worker()
     settings = _pickle.loads(settings)
     _sys.path[:] = settings["path"]

@@ -356,8 +356,9 @@ class ExitCrashStressTest(unittest.TestCase):
     def test_workers_that_used_datetime_end_without_crashing(self):
         # Regression test: CPython 3.13.0's _datetime corrupts memory once two
         # sub-interpreters that used it end (every run of a plain `_interpreters` script
-        # aborts); here ~5-15% of these children aborted at exit. Workers now refuse
-        # _datetime, so datetime runs its pure-Python implementation there.
+        # aborts; gh-136423); here ~5-15% of these children aborted at exit. The main
+        # interpreter now imports _datetime before any worker starts, so workers use the
+        # real C module and never free its shared types' tuples.
         runs = int(os.environ.get("PYHOST_PARALLEL_STRESS_RUNS", "10"))
         with tempfile.TemporaryDirectory() as folder:
             script = os.path.join(folder, "exit_crash_child.py")
