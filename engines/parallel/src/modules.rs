@@ -2,8 +2,8 @@
 //! main interpreter and in every worker (all are per-interpreter-GIL safe: they keep no Python
 //! object in process-wide state): `_parallel_core` (pools and workers, core.rs), `parallel`
 //! (the Python-level API in parallel.py), `_parallel_guard` (the PX/PY rule's families,
-//! guard/families.py) and `_parallel_server` (TCP servers, server/server.py), the last three
-//! executed from their source into the module.
+//! guard/families.py), `_parallel_server` (TCP servers, server/server.py) and `_parallel_wsgi`
+//! (WSGI servers, server/wsgi.py), the last four executed from their source into the module.
 
 use crate::{core, guard, server, shared_api, transfer};
 use pyo3_ffi as ffi;
@@ -24,6 +24,7 @@ macro_rules! python_source {
 const PARALLEL_SOURCE: &CStr = python_source!("parallel.py");
 const GUARD_SOURCE: &CStr = python_source!("guard/families.py");
 const SERVER_SOURCE: &CStr = python_source!("server/server.py");
+const WSGI_SOURCE: &CStr = python_source!("server/wsgi.py");
 
 /// Registers the modules; called before `Py_InitializeFromConfig`.
 pub fn register() -> Result<(), String> {
@@ -33,6 +34,7 @@ pub fn register() -> Result<(), String> {
             || ffi::PyImport_AppendInittab(c"parallel".as_ptr(), Some(init_parallel)) != 0
             || ffi::PyImport_AppendInittab(c"_parallel_guard".as_ptr(), Some(init_guard)) != 0
             || ffi::PyImport_AppendInittab(c"_parallel_server".as_ptr(), Some(init_server)) != 0
+            || ffi::PyImport_AppendInittab(c"_parallel_wsgi".as_ptr(), Some(init_wsgi)) != 0
         {
             return Err("cannot register the parallel modules".into());
         }
@@ -53,7 +55,7 @@ macro_rules! fastcall {
 
 // SAFETY (statics below): read by CPython; only PyModuleDef_Init writes the base, under a GIL,
 // once per process (the definition is shared by every interpreter, as for any built-in module).
-static mut CORE_METHODS: [ffi::PyMethodDef; 50] = [
+static mut CORE_METHODS: [ffi::PyMethodDef; 57] = [
     fastcall!(c"pool_start", core::py_pool_start, c"pool_start(workers, init_payload) -> pool id"),
     fastcall!(c"pool_submit", core::py_pool_submit, c"pool_submit(pool, payload) -> task id"),
     fastcall!(c"batch_open", core::py_batch_open, c"batch_open(pool) -> batch id"),
@@ -154,6 +156,21 @@ static mut CORE_METHODS: [ffi::PyMethodDef; 50] = [
     ),
     fastcall!(c"server_write", server::py_server_write, c"server_write(connection, data) -> bool"),
     fastcall!(c"server_close", server::py_server_close, c"server_close(connection)"),
+    fastcall!(
+        c"http_start",
+        server::wsgi::py_http_start,
+        c"http_start(host, port, backlog, max_body, header_timeout) -> (id, host, port)"
+    ),
+    fastcall!(c"http_stop", server::wsgi::py_http_stop, c"http_stop(id)"),
+    fastcall!(c"http_connections", server::wsgi::py_http_connections, c"http_connections(id) -> int"),
+    fastcall!(c"http_next", server::wsgi::py_http_next, c"http_next(id) -> request tuple | None"),
+    fastcall!(
+        c"http_respond",
+        server::wsgi::py_http_respond,
+        c"http_respond(request, status, headers) -> bool"
+    ),
+    fastcall!(c"http_send", server::wsgi::py_http_send, c"http_send(request, data) -> bool"),
+    fastcall!(c"http_finish", server::wsgi::py_http_finish, c"http_finish(request, failed)"),
     fastcall!(c"share_get", shared_api::py_share_get, c"share_get(address) -> obj"),
     fastcall!(c"import_lock_acquire", core::py_import_lock_acquire, c"import_lock_acquire()"),
     fastcall!(c"import_lock_release", core::py_import_lock_release, c"import_lock_release()"),
@@ -219,6 +236,7 @@ macro_rules! source_module {
 source_module!(PARALLEL_SLOTS, PARALLEL_DEF, c"parallel", exec_parallel);
 source_module!(GUARD_SLOTS, GUARD_DEF, c"_parallel_guard", exec_guard);
 source_module!(SERVER_SLOTS, SERVER_DEF, c"_parallel_server", exec_server);
+source_module!(WSGI_SLOTS, WSGI_DEF, c"_parallel_wsgi", exec_wsgi);
 
 extern "C" fn init_core() -> *mut ffi::PyObject {
     // SAFETY: a valid 'static module definition.
@@ -242,6 +260,15 @@ extern "C" fn init_server() -> *mut ffi::PyObject {
 
 unsafe extern "C" fn exec_server(module: *mut ffi::PyObject) -> c_int {
     exec_source(module, SERVER_SOURCE, c"<parallel engine: server/server.py>")
+}
+
+extern "C" fn init_wsgi() -> *mut ffi::PyObject {
+    // SAFETY: a valid 'static module definition.
+    unsafe { ffi::PyModuleDef_Init(&raw mut WSGI_DEF) }
+}
+
+unsafe extern "C" fn exec_wsgi(module: *mut ffi::PyObject) -> c_int {
+    exec_source(module, WSGI_SOURCE, c"<parallel engine: server/wsgi.py>")
 }
 
 unsafe extern "C" fn exec_parallel(module: *mut ffi::PyObject) -> c_int {

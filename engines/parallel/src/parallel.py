@@ -17,7 +17,7 @@ block does not run there), as multiprocessing's spawn start method does.
 import sys as _sys
 import _parallel_core as _core
 
-__all__ = ["map", "submit", "Executor", "workers", "current_context", "share", "SharedData", "protect", "server",
+__all__ = ["map", "submit", "Executor", "workers", "current_context", "share", "SharedData", "protect", "server", "serve", "wsgi_server",
            "unprotect", "protected",
            "is_px", "is_py", "ProtectionError", "TransferError", "TaskContext", "WorkerInfo", "SharedList",
            "SharedDict", "SharedSet", "SharedValue"]
@@ -807,6 +807,23 @@ def server(host, port, protocol, *, workers=None, backlog=1024):
     a Server: `serve_forever()`, `close()`, `address`, a context manager."""
     import _parallel_server
     return _parallel_server.server(host, port, protocol, workers=workers, backlog=backlog)
+
+
+def serve(app, host="127.0.0.1", port=8000, **options):
+    """Serves the WSGI application `app` (bound to a module-level name) on host:port until
+    Ctrl-C, in `workers` workers (default: one per CPU); see wsgi_server() for the options."""
+    import _parallel_wsgi
+    return _parallel_wsgi.serve(app, host, port, **options)
+
+
+def wsgi_server(app, host="127.0.0.1", port=8000, *, workers=None, backlog=1024, timeout=30.0,
+                max_body=64 * 1024 * 1024):
+    """Starts serving the WSGI application `app` and returns the server (`address`, `url`,
+    `serve_forever()`, `close()`, a context manager). `timeout`: seconds a client has to send
+    a request's headers; `max_body`: the largest request body (413 above it)."""
+    import _parallel_wsgi
+    return _parallel_wsgi.wsgi_server(app, host, port, workers=workers, backlog=backlog, timeout=timeout,
+                                      max_body=max_body)
 
 
 # Shared tables by address, and the address of each (by the id of its read-only view).

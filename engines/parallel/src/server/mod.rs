@@ -4,7 +4,9 @@
 //! without the GIL) and calls the protocol's callbacks in the worker's interpreter. Bytes are
 //! copied straight into and out of Python bytes objects: nothing is pickled per event.
 
+mod http;
 mod network;
+pub mod wsgi;
 
 use crate::core::{arg_bytes, arg_count, arg_str, arg_u64, guarded, set_error, without_gil};
 use network::{Command, Event, Server};
@@ -35,6 +37,12 @@ fn server(id: u64) -> Option<Arc<Server>> {
 
 unsafe fn no_server(id: u64) -> *mut ffi::PyObject {
     set_error(ffi::PyExc_ValueError, &format!("no server {id} (it was stopped)"))
+}
+
+/// Server ids, unique across TCP and HTTP servers.
+fn next_server_id() -> u64 {
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Sets OSError(errno, message) (a subclass where CPython maps the errno) for `error`.
@@ -75,8 +83,7 @@ pub unsafe extern "C" fn py_server_start(
             Ok(server) => server,
             Err(error) => return set_os_error(&error, &format!("cannot listen on {host}:{port}")),
         };
-        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = next_server_id();
         let address = server.address;
         servers().lock().unwrap_or_else(|p| p.into_inner()).insert(id, server);
         let Ok(ip) = std::ffi::CString::new(address.ip().to_string()) else { return ptr::null_mut() };

@@ -65,15 +65,7 @@ impl Server {
     /// Binds `host:port` and starts accepting on a thread of its own; the error is the
     /// operating system's (a port in use, an unknown host).
     pub fn start(host: &str, port: u16, backlog: u32) -> std::io::Result<Arc<Server>> {
-        let address = resolve(host, port)?;
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
-        let listener = runtime.block_on(async {
-            let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-            socket.set_reuseaddr(true)?;
-            socket.set_nodelay(true)?;
-            socket.bind(address)?;
-            socket.listen(backlog)
-        })?;
+        let (runtime, listener) = bind(host, port, backlog)?;
         let (stop, stopped) = watch::channel(false);
         let server = Arc::new(Server {
             address: listener.local_addr()?,
@@ -137,6 +129,20 @@ impl Server {
         let index = self.next_worker.fetch_add(1, Ordering::Relaxed) % workers.len();
         Some(workers[index].clone())
     }
+}
+
+/// A listening socket on `host:port` and the current-thread runtime that will serve it.
+pub fn bind(host: &str, port: u16, backlog: u32) -> std::io::Result<(tokio::runtime::Runtime, TcpListener)> {
+    let address = resolve(host, port)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
+    let listener = runtime.block_on(async {
+        let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.set_nodelay(true)?;
+        socket.bind(address)?;
+        socket.listen(backlog)
+    })?;
+    Ok((runtime, listener))
 }
 
 fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {

@@ -1,0 +1,289 @@
+"""parallel.serve(): a WSGI server (PEP 3333) whose applications run on every core (the
+`_parallel_wsgi` module).
+
+    parallel.serve(app, host="127.0.0.1", port=8000, workers=None)    # serves until Ctrl-C
+
+HTTP is Rust (server/http.rs, hyper on tokio): parsing, keep-alive, pipelining, chunked
+request bodies, `Expect: 100-continue`, HEAD, header timeouts, 400/431/413 for bad requests.
+Each worker of the server's own pool runs one long task, `_serve_requests`, that takes
+requests from one queue shared by the workers, builds the environ in its own interpreter from
+the parsed request (nothing is pickled) and streams the response back: every chunk an
+iterable gives goes out as it comes, `write()` works, `close()` is called. The application is
+found in each worker by its module and name (the main script's module-level `app` is the
+worker's copy of it), and runs as PX code: the script's state is read-only in it.
+"""
+
+import sys as _sys
+
+import _parallel_core as _core
+
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+                         "te", "trailers", "transfer-encoding", "upgrade"})
+
+
+def _app_spec(app):
+    """(module, name) by which a worker finds `app`: a module-level function, or an object (a
+    Flask app) bound to a module-level name of the main script or of another module."""
+    if not callable(app):
+        raise TypeError(f"parallel.serve() needs a WSGI application (a callable), not {type(app).__name__!r}")
+    module, qualname = getattr(app, "__module__", None), getattr(app, "__qualname__", None)
+    if isinstance(module, str) and isinstance(qualname, str) and _lookup(module, qualname) is app:
+        return (module, qualname)
+    for name in ["__main__", *sorted(_sys.modules)]:
+        namespace = getattr(_sys.modules.get(name), "__dict__", None)
+        found = next((key for key, value in namespace.items() if value is app), None) if namespace else None
+        if found is not None:
+            return (name, found)
+    raise ValueError(f"parallel.serve() needs an application bound to a module-level name, so that every "
+                     f"worker finds it; {app!r} is not")
+
+
+def _lookup(module, qualname):
+    found = _sys.modules.get(module)
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return found
+
+
+def _load_app(spec):
+    """The application in this worker."""
+    module, qualname = spec
+    if module not in _sys.modules:
+        import importlib
+        importlib.import_module(module)
+    app = _lookup("__main__" if module in ("__main__", "__mp_main__") else module, qualname)
+    if not callable(app):
+        raise LookupError(f"no WSGI application {module}:{qualname} in the worker")
+    return app
+
+
+def _check_app(spec):
+    _load_app(spec)
+    return True
+
+
+def _environ(request):
+    _, method, path, query, protocol, headers, body, peer, local = request
+    from io import BytesIO
+    from urllib.parse import unquote_to_bytes
+    environ = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+        "QUERY_STRING": query.decode("latin-1"),
+        "SERVER_NAME": local[0],
+        "SERVER_PORT": str(local[1]),
+        "SERVER_PROTOCOL": protocol,
+        "REMOTE_ADDR": peer[0],
+        "REMOTE_PORT": str(peer[1]),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": BytesIO(body),
+        "wsgi.errors": _sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+    }
+    for name, value in headers:
+        value = value.decode("latin-1")
+        if name == "content-type":
+            environ["CONTENT_TYPE"] = value
+        elif name == "content-length":
+            continue  # set below, from the body as read
+        else:
+            key = "HTTP_" + name.upper().replace("-", "_")
+            if key in environ:
+                environ[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
+            else:
+                environ[key] = value
+    # The body was read whole (a chunked one too): its length is known.
+    environ["CONTENT_LENGTH"] = str(len(body)) if body or method not in ("GET", "HEAD") else ""
+    return environ
+
+
+class _Response:
+    """One request's answer: start_response, write, the body, errors."""
+
+    __slots__ = ("handle", "pending", "sent", "gone")
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.pending = None  # (code, headers) given to start_response, not sent yet
+        self.sent = False
+        self.gone = False
+
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info is not None:
+            try:
+                if self.sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.pending is not None:
+            raise AssertionError("start_response() called a second time without exc_info")
+        self.pending = (_status_code(status), _header_list(headers))
+        return self.write
+
+    def send_headers(self):
+        if not self.sent:
+            if self.pending is None:
+                raise AssertionError("the application sent a body before calling start_response()")
+            self.sent = True
+            if not _core.http_respond(self.handle, *self.pending):
+                self.gone = True
+
+    def write(self, data):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"write() takes bytes, not {type(data).__name__!r}")
+        self.send_headers()
+        if data and not self.gone and not _core.http_send(self.handle, bytes(data)):
+            self.gone = True
+
+
+def _status_code(status):
+    if not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
+        raise ValueError(f"bad WSGI status {status!r}: it must be a str like '200 OK'")
+    return int(status[:3])
+
+
+def _header_list(headers):
+    if not isinstance(headers, list):
+        raise TypeError(f"WSGI response headers must be a list, not {type(headers).__name__!r}")
+    checked = []
+    for header in headers:
+        if not (isinstance(header, tuple) and len(header) == 2 and isinstance(header[0], str)
+                and isinstance(header[1], str)):
+            raise TypeError(f"a WSGI response header must be a (str, str) tuple, not {header!r}")
+        name, value = header
+        if name.lower() in _HOP_BY_HOP:
+            raise ValueError(f"hop-by-hop header {name!r} is the server's to send (PEP 3333)")
+        checked.append((name, value.encode("latin-1")))
+    return checked
+
+
+def _handle(app, request, guard_begin, guard_end):
+    response = _Response(request[0])
+    result = error = None
+    guard_begin()
+    try:
+        environ = _environ(request)
+        result = app(environ, response.start_response)
+        try:
+            for chunk in result:
+                if not isinstance(chunk, (bytes, bytearray, memoryview)):
+                    raise TypeError(f"the application's body gave a {type(chunk).__name__!r}, not bytes")
+                if chunk:
+                    response.write(chunk)
+                    if response.gone:
+                        break  # the client left: stop producing
+            response.send_headers()
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+    except BaseException as raised:
+        error = raised
+    finally:
+        violation = guard_end()
+    if violation is not None and error is None:
+        import parallel
+        error = parallel.ProtectionError(violation)
+    if error is not None:
+        import traceback
+        print(f"parallel.serve: {request[1]} {request[2].decode('latin-1')} failed:\n"
+              f"{''.join(traceback.format_exception(error)).rstrip()}", file=_sys.stderr, flush=True)
+        if not response.sent:
+            response.sent = True
+            _core.http_respond(request[0], 500, [("Content-Type", b"text/plain"), ("Content-Length", b"22")])
+            _core.http_send(request[0], b"Internal Server Error\n")
+    _core.http_finish(request[0], error is not None)
+    if isinstance(error, (KeyboardInterrupt, SystemExit)):
+        raise error
+
+
+def _serve_requests(server_id, spec):
+    """One worker's part of a server: runs until the server stops (a task of its pool)."""
+    app = _load_app(spec)
+    guard_begin, guard_end = _core.guard_begin, _core.guard_end
+    guard_end()  # each request is guarded as a task of its own
+    try:
+        while True:
+            request = _core.http_next(server_id)
+            if request is None:
+                return None
+            _handle(app, request, guard_begin, guard_end)
+            request = None
+    finally:
+        guard_begin()
+
+
+class WSGIServer:
+    """A WSGI server on a pool of workers; made by `parallel.wsgi_server()`."""
+
+    def __init__(self, app, host, port, workers, backlog, timeout, max_body):
+        import parallel
+        spec = _app_spec(app)
+        if workers is None:
+            import os
+            workers = os.process_cpu_count() or 1
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive int, not {workers!r}")
+        self.app = f"{spec[0]}:{spec[1]}"
+        self._executor = parallel.Executor(max_workers=workers)
+        try:
+            # Every worker loads the application first: its import errors come out here.
+            list(self._executor.map(_check_app, [spec] * workers))
+            self._id, host, port = _core.http_start(host, port, backlog, max_body, float(timeout))
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            raise
+        self.address = (host, port)
+        self._loops = [self._executor.submit(_serve_requests, self._id, spec) for _ in range(workers)]
+
+    @property
+    def url(self):
+        return f"http://{self.address[0]}:{self.address[1]}"
+
+    def serve_forever(self):
+        """Blocks until the server is closed (from another thread) or Ctrl-C, which closes it."""
+        import concurrent.futures
+        try:
+            concurrent.futures.wait(self._loops)
+        finally:
+            self.close()
+
+    def close(self):
+        """Stops accepting; requests in flight are answered (within 10 s); the workers' loops end."""
+        if self._id is None:
+            return
+        server_id, self._id = self._id, None
+        _core.http_stop(server_id)
+        self._executor.shutdown(wait=True)
+        for loop in self._loops:
+            error = loop.exception()
+            if error is not None:
+                raise error
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        return f"<parallel.WSGIServer {self.app} on {self.url}>"
+
+
+def wsgi_server(app, host="127.0.0.1", port=8000, *, workers=None, backlog=1024, timeout=30.0,
+                max_body=64 * 1024 * 1024):
+    """Starts serving `app` (a module-level WSGI callable) and returns the server."""
+    return WSGIServer(app, host, port, workers, backlog, timeout, max_body)
+
+
+def serve(app, host="127.0.0.1", port=8000, **options):
+    """Serves `app` until Ctrl-C."""
+    with wsgi_server(app, host, port, **options) as server:
+        print(f"parallel.serve: {server.app} on {server.url} ({len(server._loops)} workers)",
+              file=_sys.stderr, flush=True)
+        server.serve_forever()

@@ -1,0 +1,263 @@
+"""parallel.wsgi_server() / parallel.serve(): a WSGI server, driven over loopback by real
+clients (http.client, raw sockets, curl). Checks PEP 3333's environ and response protocol
+(start_response, write(), exc_info, close(), streaming iterables), HTTP/1.1 (keep-alive,
+pipelining, chunked request bodies, Expect: 100-continue, HEAD), bad requests (400, 431, 413,
+Transfer-Encoding with Content-Length smuggling nothing, a client too slow to send its
+headers), application
+failures (500, the worker goes on) and the PX/PY rule in applications.
+
+Run: `pyhost --engine parallel tests/python/parallel/test_wsgi.py`.
+"""
+
+import http.client
+import shutil
+import socket
+import subprocess
+import time
+import unittest
+
+import parallel
+
+CLOSED = parallel.protect(0)  # close() calls seen
+RELEASE = parallel.protect(False)  # lets the streaming route go on
+TABLE = parallel.share({"hello": "bonjour"})
+UNPROTECTED = []
+
+
+class Closing:
+    def __init__(self, chunks):
+        self.chunks = chunks
+
+    def __iter__(self):
+        return iter(self.chunks)
+
+    def close(self):
+        global CLOSED
+        CLOSED += 1
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/environ":
+        keys = ("REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "CONTENT_TYPE", "CONTENT_LENGTH",
+                "SERVER_PROTOCOL", "HTTP_X_THING", "HTTP_COOKIE", "wsgi.url_scheme")
+        text = "\n".join(f"{key}={environ.get(key)}" for key in keys)
+        text += f"\nversion={environ['wsgi.version']} remote={environ['REMOTE_ADDR']}"
+        return respond(start_response, text)
+    if path == "/echo":
+        return respond(start_response, environ["wsgi.input"].read().decode("latin-1"))
+    if path == "/word":
+        return respond(start_response, TABLE.get(environ["QUERY_STRING"], "?"))
+    if path == "/worker":
+        return respond(start_response, str(parallel.current_context().worker))
+    if path == "/stream":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return stream()
+    if path == "/closing":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Closing([b"a", b"b"])
+    if path == "/write":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written ")
+        return [b"and returned"]
+    if path == "/exc-info":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            raise KeyError("inner")
+        except KeyError:
+            import sys
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")], sys.exc_info())
+        return [b"replaced"]
+    if path == "/fail":
+        raise ValueError("the application failed")
+    if path == "/bad-status":
+        start_response("OK", [])
+        return [b""]
+    if path == "/bad-header":
+        start_response("200 OK", [("Connection", "close")])
+        return [b""]
+    if path == "/not-bytes":
+        start_response("200 OK", [])
+        return ["text"]
+    if path == "/px":
+        UNPROTECTED.append(1)
+        return respond(start_response, "written")
+    if path == "/big":
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return (b"x" * 65536 for _ in range(200))
+    return respond(start_response, "not found", "404 Not Found")
+
+
+def respond(start_response, text, status="200 OK"):
+    data = text.encode()
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def stream():
+    yield b"first\n"
+    deadline = time.monotonic() + 10
+    while not RELEASE.value and time.monotonic() < deadline:
+        time.sleep(0.005)
+    yield b"second\n"
+
+
+def raw(server, data, read_until_close=True):
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(data)
+        received = b""
+        while read_until_close:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        return received
+
+
+class Wsgi(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = parallel.wsgi_server(app, port=0, workers=2, timeout=1.0, max_body=100_000)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.close()
+
+    def request(self, method, path, body=None, headers=None, connection=None, chunked=False):
+        own = connection is None
+        connection = connection or http.client.HTTPConnection(*self.server.address, timeout=10)
+        try:
+            connection.request(method, path, body=body, headers=headers or {}, encode_chunked=chunked)
+            response = connection.getresponse()
+            return response.status, response.read(), response
+        finally:
+            if own:
+                connection.close()
+
+    def test_the_environ(self):
+        status, body, _ = self.request("POST", "/environ?a=1&b=%20", body=b"xyz",
+                                       headers={"Content-Type": "text/x", "X-Thing": "v", "Cookie": "c=1"})
+        self.assertEqual(status, 200)
+        self.assertEqual(body.decode().splitlines(), [
+            "REQUEST_METHOD=POST", "SCRIPT_NAME=", "PATH_INFO=/environ", "QUERY_STRING=a=1&b=%20",
+            "CONTENT_TYPE=text/x", "CONTENT_LENGTH=3", "SERVER_PROTOCOL=HTTP/1.1", "HTTP_X_THING=v",
+            "HTTP_COOKIE=c=1", "wsgi.url_scheme=http", "version=(1, 0) remote=127.0.0.1"])
+        self.assertEqual(self.request("GET", "/%77ord?hello")[1], b"bonjour")  # PATH_INFO is decoded
+
+    def test_keep_alive_and_the_workers(self):
+        connection = http.client.HTTPConnection(*self.server.address, timeout=10)
+        try:
+            for _ in range(5):
+                self.assertEqual(self.request("GET", "/word?hello", connection=connection)[1], b"bonjour")
+        finally:
+            connection.close()
+        workers = {self.request("GET", "/worker")[1] for _ in range(20)}
+        self.assertLessEqual(workers, {b"0", b"1"})
+
+    def test_pipelined_requests_are_answered_in_order(self):
+        requests = b"".join(b"GET /word?%s HTTP/1.1\r\nHost: x\r\n\r\n" % word for word in (b"hello", b"no"))
+        received = raw(self.server, requests + b"GET /word?hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        bodies = [part.split(b"\r\n\r\n", 1)[1][:7] for part in received.split(b"HTTP/1.1 200 OK")[1:]]
+        self.assertEqual([body.rstrip(b"H") for body in bodies], [b"bonjour", b"?", b"bonjour"])
+
+    def test_a_streamed_body_goes_out_as_it_comes(self):
+        RELEASE.value = False
+        connection = http.client.HTTPConnection(*self.server.address, timeout=10)
+        try:
+            connection.request("GET", "/stream")
+            response = connection.getresponse()
+            self.assertEqual(response.readline(), b"first\n")  # while the app waits for RELEASE
+            RELEASE.value = True
+            self.assertEqual(response.read(), b"second\n")
+        finally:
+            connection.close()
+
+    def test_close_write_and_exc_info(self):
+        before = CLOSED.value
+        self.assertEqual(self.request("GET", "/closing")[1], b"ab")
+        self.assertEqual(CLOSED.value, before + 1)
+        self.assertEqual(self.request("GET", "/write")[1], b"written and returned")
+        status, body, _ = self.request("GET", "/exc-info")
+        self.assertEqual((status, body), (503, b"replaced"))
+
+    def test_request_bodies_chunked_and_with_expect_continue(self):
+        chunks = (piece for piece in (b"ab", b"cd", b"ef"))
+        status, body, _ = self.request("POST", "/echo", body=chunks, chunked=True)
+        self.assertEqual((status, body), (200, b"abcdef"))
+        if shutil.which("curl"):
+            result = subprocess.run(["curl", "-s", "-H", "Expect: 100-continue", "--data-binary", "x" * 2000,
+                                     f"{self.server.url}/echo"], capture_output=True, timeout=30)
+            self.assertEqual(result.stdout, b"x" * 2000)
+
+    def test_head_has_no_body(self):
+        status, body, response = self.request("HEAD", "/word?hello")
+        self.assertEqual((status, body, response.getheader("Content-Length")), (200, b"", "7"))
+
+    def test_bad_requests(self):
+        self.assertIn(b" 400 ", raw(self.server, b"NOT A REQUEST\r\n\r\n")[:20])
+        huge = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n"
+        self.assertIn(b" 431 ", raw(self.server, huge)[:20])
+        # Both framings: the chunked one is used and the connection closes after the response,
+        # so the request hidden behind it is never answered (no smuggling).
+        smuggled = b"GET /word?hello HTTP/1.1\r\nHost: x\r\n\r\n"
+        both = (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"0\r\n\r\n" + smuggled)
+        answered = raw(self.server, both)
+        self.assertEqual(answered.count(b"HTTP/1.1 "), 1, answered)
+        self.assertNotIn(b"bonjour", answered)
+        self.assertEqual(self.request("POST", "/echo", body=b"x" * 100_001)[0], 413)
+        chunked = (b"x" * 50_000 for _ in range(3))
+        self.assertEqual(self.request("POST", "/echo", body=chunked, chunked=True)[0], 413)
+
+    def test_a_client_too_slow_to_send_its_headers_is_cut(self):
+        with socket.create_connection(self.server.address, timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and nothing more: the timeout is 1 s
+            received = sock.recv(65536)
+            while received and not received.endswith(b"\r\n\r\n") and b"Content-Length" not in received:
+                more = sock.recv(65536)
+                if not more:
+                    break
+                received += more
+        # hyper closes the connection (408 or nothing) once the header timeout is up.
+        self.assertTrue(received == b"" or received.startswith(b"HTTP/1.1 408"), received[:40])
+
+    def test_application_failures_are_500_and_the_workers_go_on(self):
+        for path in ("/fail", "/bad-status", "/bad-header", "/not-bytes", "/px"):
+            with self.subTest(path=path):
+                status, body, _ = self.request("GET", path)
+                self.assertEqual((status, body), (500, b"Internal Server Error\n"))
+        self.assertEqual(UNPROTECTED, [])
+        for _ in range(4):
+            self.assertEqual(self.request("GET", "/word?hello")[1], b"bonjour")
+
+    def test_a_client_that_leaves_mid_response_costs_nothing(self):
+        with socket.create_connection(self.server.address, timeout=10) as sock:
+            sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.recv(1000)
+        for _ in range(4):
+            self.assertEqual(self.request("GET", "/word?hello")[1], b"bonjour")
+
+    def test_curl(self):
+        if not shutil.which("curl"):
+            self.skipTest("no curl")
+        result = subprocess.run(["curl", "-s", "-i", f"{self.server.url}/word?hello"], capture_output=True, timeout=30)
+        self.assertTrue(result.stdout.startswith(b"HTTP/1.1 200 OK"), result.stdout[:50])
+        self.assertTrue(result.stdout.endswith(b"\r\n\r\nbonjour"))
+
+
+class Errors(unittest.TestCase):
+    def test_what_cannot_be_served(self):
+        with self.assertRaisesRegex(TypeError, "WSGI application"):
+            parallel.wsgi_server(42, port=0, workers=1)
+        with self.assertRaisesRegex(ValueError, "module-level name"):
+            parallel.wsgi_server(lambda environ, start_response: [], port=0, workers=1)
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            with self.assertRaises(OSError) as raised:
+                parallel.wsgi_server(app, port=taken.getsockname()[1], workers=1)
+            self.assertIn("cannot listen on 127.0.0.1", str(raised.exception))
+
+
+if __name__ == "__main__":
+    unittest.main()
