@@ -70,6 +70,9 @@ def app(environ, start_response):
         return [b"replaced"]
     if path == "/fail":
         raise ValueError("the application failed")
+    if path == "/fail-late":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return fail_late()
     if path == "/bad-status":
         start_response("OK", [])
         return [b""]
@@ -92,6 +95,11 @@ def respond(start_response, text, status="200 OK"):
     data = text.encode()
     start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(data)))])
     return [data]
+
+
+def fail_late():
+    yield b"part of it"
+    raise ValueError("failed after the headers")
 
 
 def stream():
@@ -227,6 +235,15 @@ class Wsgi(unittest.TestCase):
                 status, body, _ = self.request("GET", path)
                 self.assertEqual((status, body), (500, b"Internal Server Error\n"))
         self.assertEqual(UNPROTECTED, [])
+        connection = http.client.HTTPConnection(*self.server.address, timeout=10)
+        try:  # a 500 leaves the connection usable
+            self.assertEqual(self.request("GET", "/fail", connection=connection)[0], 500)
+            self.assertEqual(self.request("GET", "/word?hello", connection=connection)[1], b"bonjour")
+        finally:
+            connection.close()
+        # Failing once the headers went out: the response is cut short, never completed.
+        with self.assertRaises((http.client.IncompleteRead, ConnectionError)):
+            self.request("GET", "/fail-late")
         for _ in range(4):
             self.assertEqual(self.request("GET", "/word?hello")[1], b"bonjour")
 

@@ -189,15 +189,17 @@ def _handle(app, request, guard_begin, guard_end):
     if violation is not None and error is None:
         import parallel
         error = parallel.ProtectionError(violation)
+    cut = False  # the headers went out before the error: the client's connection is cut
     if error is not None:
         import traceback
         print(f"parallel.serve: {request[1]} {request[2].decode('latin-1')} failed:\n"
               f"{''.join(traceback.format_exception(error)).rstrip()}", file=_sys.stderr, flush=True)
-        if not response.sent:
+        cut = response.sent
+        if not cut:
             response.sent = True
             _core.http_respond(request[0], 500, [("Content-Type", b"text/plain"), ("Content-Length", b"22")])
             _core.http_send(request[0], b"Internal Server Error\n")
-    _core.http_finish(request[0], error is not None)
+    _core.http_finish(request[0], cut)
     if isinstance(error, (KeyboardInterrupt, SystemExit)):
         raise error
 
