@@ -34,6 +34,18 @@ fn importing_parallel_under_another_engine_names_the_parallel_engine() {
 }
 
 #[test]
+fn serving_under_another_engine_names_the_parallel_engine() {
+    let out = run(pyhost().args(["--engine", "stock", "-m", "parallel.serve", "app:app"]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("No module named 'parallel': it is provided by the 'parallel' engine")
+            && err.contains("pyhost --engine parallel"),
+        "{err}"
+    );
+}
+
+#[test]
 fn submitted_work_finishes_before_exit_and_the_exit_status_is_kept() {
     // Futures nobody waited for still run (as with concurrent.futures); the interpreter then
     // ends every worker's sub-interpreter before it finalizes.

@@ -353,6 +353,9 @@ import collections.abc as _abc  # noqa: E402
 _shared_sites = {}  # main script line -> [(kind, id)] of the protect() calls made there
 _site_uses = {}  # in a worker importing the script: line -> calls seen so far
 _importing_main = False
+# Modules parallel.serve imports (their module-level share()/protect() calls are matched by
+# line between main and the workers, as the main script's are).
+_served_modules = set()
 
 
 def _pack(value):
@@ -725,19 +728,55 @@ def _skip_shared_arguments(tree, sites):
         pending.extend(ast.iter_child_nodes(node))
 
 
+def _import_served(name):
+    """In a worker: imports the module parallel.serve serves as main imported it, with the
+    arguments of its module-level share()/protect() calls not evaluated (main's objects are
+    used), and guards its state (PX/PY) if no main script was."""
+    import ast
+    import importlib.util
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None or not hasattr(spec.loader, "get_source"):
+        return importlib.import_module(name)
+    import _parallel_guard
+    guard = not _parallel_guard.py_ids
+    if guard:
+        _parallel_guard.install_twins()
+    source = spec.loader.get_source(name)
+    tree = ast.parse(source, spec.origin or name)
+    _skip_shared_arguments(tree, {line for site in _shared_sites if isinstance(site, tuple) and site[0] == name
+                                  for line in (site[1],)})
+    module = importlib.util.module_from_spec(spec)
+    _sys.modules[name] = module
+    try:
+        exec(compile(tree, spec.origin or name, "exec"), module.__dict__)
+    except BaseException:
+        _sys.modules.pop(name, None)
+        raise
+    if guard:
+        _parallel_guard.guard_script(module)
+    return module
+
+
 def _call_site():
-    """For protect()/share() called by the main script's module-level code: (line, None) in
-    the main interpreter (the caller records what it made there), or (None, what the main
-    interpreter made at the same call) in a worker importing the script; else (None, None)."""
+    """For protect()/share() called by module-level code of the main script or of a module
+    that parallel.serve imports: (site, None) in the main interpreter (the caller records
+    what it made there), or (None, what the main interpreter made at the same call) in a
+    worker importing that module; else (None, None). A site is the main script's line, or
+    (module, line) for a served module."""
     frame = _sys._getframe(2)
-    if frame.f_code.co_name != "<module>" or frame.f_globals is not getattr(_sys.modules.get("__main__"),
-                                                                              "__dict__", None):
+    if frame.f_code.co_name != "<module>":
         return None, None
-    site = frame.f_lineno
+    name = frame.f_globals.get("__name__")
+    if frame.f_globals is getattr(_sys.modules.get("__main__"), "__dict__", None) and _worker is None:
+        site = frame.f_lineno
+    elif _worker is not None and name in ("__main__", "__mp_main__") and _importing_main:
+        site = frame.f_lineno
+    elif name in _served_modules:
+        site = (name, frame.f_lineno)
+    else:
+        return None, None
     if _worker is None:
         return site, None
-    if not _importing_main:
-        return None, None
     seen = _site_uses.get(site, 0)
     _site_uses[site] = seen + 1
     made_there = _shared_sites.get(site, ())
@@ -807,6 +846,41 @@ def server(host, port, protocol, *, workers=None, backlog=1024):
     a Server: `serve_forever()`, `close()`, `address`, a context manager."""
     import _parallel_server
     return _parallel_server.server(host, port, protocol, workers=workers, backlog=backlog)
+
+
+__path__ = []  # a package, for `pyhost --engine parallel -m parallel.serve MODULE:APP`
+
+
+class _ServeCommand:
+    """Finds `parallel.serve` as a module (`-m parallel.serve`); its code is in _parallel_wsgi."""
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name != "parallel.serve":
+            return None
+        import importlib.util
+        return importlib.util.spec_from_loader(name, cls, origin="<parallel engine: parallel.serve>")
+
+    @staticmethod
+    def create_module(spec):
+        return None
+
+    @classmethod
+    def exec_module(cls, module):
+        exec(cls.get_code(module.__name__), module.__dict__)
+
+    @staticmethod
+    def get_code(name):
+        import _parallel_wsgi
+        return compile(_parallel_wsgi.SERVE_COMMAND, "<parallel engine: parallel.serve>", "exec")
+
+    @staticmethod
+    def is_package(name):
+        return False
+
+
+if _ServeCommand not in _sys.meta_path:
+    _sys.meta_path.append(_ServeCommand)
 
 
 def serve(app, host="127.0.0.1", port=8000, **options):
@@ -893,7 +967,8 @@ def _init_settings():
         path = None
     spec = getattr(main, "__spec__", None)
     return {"path": list(_sys.path), "argv": list(_sys.argv), "main": path,
-            "package": spec.parent if spec is not None else None, "shared_sites": _shared_sites}
+            "package": spec.parent if spec is not None else None, "shared_sites": _shared_sites,
+            "served_modules": _served_modules}
 
 
 _INIT = {} if _worker is not None else _init_settings()
@@ -946,6 +1021,8 @@ class _Pool:
         _main_holds_datetime()
         self.size = size
         _INIT["shared_sites"] = _shared_sites
+        _INIT["served_modules"] = _served_modules
+        _INIT["path"] = list(_sys.path)
         self.id = _core.pool_start(size, _pickle.dumps(_INIT, _PICKLE_PROTOCOL))
         self.lock = threading.Lock()
         self.futures = {}
@@ -1461,11 +1538,12 @@ def _worker_init(pool_id, index, settings):
     settings = _pickle.loads(settings)
     _sys.path[:] = settings["path"]
     _sys.argv[:] = settings["argv"]
+    global _shared_sites, _importing_main, _served_modules
+    _shared_sites = settings["shared_sites"]
+    _served_modules = settings["served_modules"]
     path = settings["main"]
     if path is None:
         return None
-    global _shared_sites, _importing_main
-    _shared_sites = settings["shared_sites"]
     import _parallel_guard
     _parallel_guard.install_twins()
     _importing_main = True
@@ -1502,13 +1580,12 @@ def _worker_rebind(pool_id, index, settings):
     sub-interpreter does not give all its memory back, so workers are reused). The main
     script stays imported (and guarded) as it was; sys.path and sys.argv follow the new
     pool's settings, as a new worker's would."""
-    global _worker, _shared_sites
+    global _worker, _shared_sites, _served_modules
     _worker = (pool_id, index)
     settings = _pickle.loads(settings)
     _sys.path[:] = settings["path"]
     _sys.argv[:] = settings["argv"]
-    if settings["main"] is not None:
-        _shared_sites = settings["shared_sites"]
+    _shared_sites, _served_modules = settings["shared_sites"], settings["served_modules"]
 
 
 def _worker_end(_pool_id, _index, _unused):

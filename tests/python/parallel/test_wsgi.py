@@ -10,9 +10,14 @@ Run: `pyhost --engine parallel tests/python/parallel/test_wsgi.py`.
 """
 
 import http.client
+import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 import unittest
 
@@ -274,6 +279,88 @@ class Errors(unittest.TestCase):
             with self.assertRaises(OSError) as raised:
                 parallel.wsgi_server(app, port=taken.getsockname()[1], workers=1)
             self.assertIn("cannot listen on 127.0.0.1", str(raised.exception))
+
+
+SERVED_MODULE = """
+import parallel
+BUILDS = []
+
+def build():
+    BUILDS.append(1)
+    return {f"k{i}": f"v{i}" for i in range(1000)}
+
+TABLE = parallel.share(build())
+HITS = parallel.protect(0)
+
+def app(environ, start_response):
+    global HITS
+    HITS += 1
+    body = f"{TABLE.get(environ['QUERY_STRING'], '?')} builds={len(BUILDS)}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+class Command(unittest.TestCase):
+    """pyhost --engine parallel -m parallel.serve MODULE:APP"""
+
+    def setUp(self):
+        self.folder = tempfile.TemporaryDirectory()
+        with open(os.path.join(self.folder.name, "served_app.py"), "w") as module:
+            module.write(SERVED_MODULE)
+        with open(os.path.join(self.folder.name, "broken_app.py"), "w") as module:
+            module.write("raise ImportError('this module cannot be imported')\n")
+
+    def tearDown(self):
+        self.folder.cleanup()
+
+    def command(self, *args):
+        return [sys.executable, "-m", "parallel.serve", *args]
+
+    def run_command(self, *args):
+        return subprocess.run(self.command(*args), cwd=self.folder.name, capture_output=True, text=True, timeout=60)
+
+    def test_serving_a_module_builds_its_data_once(self):
+        server = subprocess.Popen(self.command("served_app:app", "--port", "0", "--workers", "2"),
+                                  cwd=self.folder.name, stderr=subprocess.PIPE, text=True,
+                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        try:
+            line = server.stderr.readline()
+            url = re.search(r"on (http://\S+)", line)
+            self.assertIsNotNone(url, line)
+            host, port = url.group(1)[len("http://"):].split(":")
+            bodies = []
+            for key in ("k5", "k999", "nope", "k1"):
+                connection = http.client.HTTPConnection(host, int(port), timeout=10)
+                try:
+                    connection.request("GET", f"/?{key}")
+                    bodies.append(connection.getresponse().read())
+                finally:
+                    connection.close()
+            # build() ran in main only: the workers read main's table.
+            self.assertEqual(bodies, [b"v5 builds=0", b"v999 builds=0", b"? builds=0", b"v1 builds=0"])
+        finally:
+            server.send_signal(signal.SIGINT)
+            server.communicate(timeout=30)
+        self.assertIn(server.returncode, (130, -signal.SIGINT))
+
+    def test_what_it_refuses(self):
+        bad = self.run_command("no-colon")
+        self.assertEqual(bad.returncode, 2)
+        self.assertIn("expected MODULE:APP", bad.stderr)
+        broken = self.run_command("broken_app:app", "--port", "0")
+        self.assertEqual(broken.returncode, 2)
+        self.assertIn("parallel.serve: cannot import broken_app: ImportError: this module cannot be imported",
+                      broken.stderr)
+        missing = self.run_command("served_app:nothing", "--port", "0")
+        self.assertEqual(missing.returncode, 2)
+        self.assertIn("served_app has no WSGI application 'nothing'", missing.stderr)
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            in_use = self.run_command("served_app:app", "--port", str(taken.getsockname()[1]), "--workers", "1")
+        self.assertEqual(in_use.returncode, 2)
+        self.assertIn("cannot listen on 127.0.0.1", in_use.stderr)
 
 
 if __name__ == "__main__":

@@ -49,8 +49,12 @@ def _load_app(spec):
     """The application in this worker."""
     module, qualname = spec
     if module not in _sys.modules:
-        import importlib
-        importlib.import_module(module)
+        import parallel
+        if module in parallel._served_modules:
+            parallel._import_served(module)
+        else:
+            import importlib
+            importlib.import_module(module)
     app = _lookup("__main__" if module in ("__main__", "__mp_main__") else module, qualname)
     if not callable(app):
         raise LookupError(f"no WSGI application {module}:{qualname} in the worker")
@@ -289,3 +293,65 @@ def serve(app, host="127.0.0.1", port=8000, **options):
         print(f"parallel.serve: {server.app} on {server.url} ({len(server._loops)} workers)",
               file=_sys.stderr, flush=True)
         server.serve_forever()
+
+
+# `pyhost --engine parallel -m parallel.serve MODULE:APP ...` (parallel.py's finder runs it).
+SERVE_COMMAND = r"""
+import argparse
+import importlib
+import os
+import sys
+
+import parallel
+
+
+def fail(message):
+    print(f"parallel.serve: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="pyhost --engine parallel -m parallel.serve",
+        description="Serve a WSGI application on every core: each worker (a sub-interpreter with its own "
+                    "GIL) runs it; MODULE is imported once in the main interpreter first, so its "
+                    "module-level parallel.share() data is built once and read in place by every worker.")
+    parser.add_argument("app", metavar="MODULE:APP", help="the module to import and the application's name in it")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=None, help="default: one per CPU")
+    parser.add_argument("--backlog", type=int, default=1024)
+    parser.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds a client has to send a request's headers (default 30)")
+    parser.add_argument("--max-body", type=int, default=64 * 1024 * 1024, help="largest request body, in bytes")
+    options = parser.parse_args(argv)
+    module_name, _, name = options.app.partition(":")
+    if not module_name or not name:
+        parser.error(f"expected MODULE:APP, e.g. myapp:app, not {options.app!r}")
+    if options.workers is not None and options.workers < 1:
+        parser.error("--workers must be at least 1")
+    sys.path.insert(0, os.getcwd())
+    parallel._served_modules.add(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:
+        import traceback
+        traceback.print_exc()
+        fail(f"cannot import {module_name}: {type(error).__name__}: {error}")
+    app = module
+    for part in name.split("."):
+        app = getattr(app, part, None)
+    if not callable(app):
+        fail(f"{module_name} has no WSGI application {name!r}")
+    try:
+        server = parallel.wsgi_server(app, options.host, options.port, workers=options.workers,
+                                      backlog=options.backlog, timeout=options.timeout, max_body=options.max_body)
+    except OSError as error:
+        fail(str(error))
+    print(f"parallel.serve: {server.app} on {server.url} ({len(server._loops)} workers)", file=sys.stderr, flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
+"""
