@@ -135,9 +135,57 @@ def _callback(function, instance, transport, what, guard_begin, guard_end, *extr
     return None
 
 
-class Server:
+def _worker_count(workers):
+    if workers is None:
+        import os
+        workers = os.process_cpu_count() or 1
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive int, not {workers!r}")
+    return workers
+
+
+class PoolServer:
+    """What every server of the engine is: a network side (Rust) identified by `_id`, and a
+    pool of its own whose workers each run one loop task (`_loops`) until the network side
+    stops. Subclasses give `_stop_network(id)`."""
+
+    _id = None
+
+    def serve_forever(self):
+        """Blocks until the server is closed (from another thread) or Ctrl-C, which closes it."""
+        import concurrent.futures
+        try:
+            concurrent.futures.wait(self._loops)
+        finally:
+            self.close()
+
+    def close(self):
+        """Stops the server and waits for the workers' loops to end (see the subclass)."""
+        if self._id is None:
+            return
+        self._stop()
+        for loop in self._loops:
+            error = loop.exception()
+            if error is not None:
+                raise error
+
+    def _stop(self):
+        server_id, self._id = self._id, None
+        if server_id is not None:
+            self._stop_network(server_id)
+        self._executor.shutdown(wait=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+class Server(PoolServer):
     """A listening TCP server whose protocol callbacks run on a pool of workers. Made by
-    `parallel.server()`; `close()` (or leaving its `with` block) stops it."""
+    `parallel.server()`; `close()` (or leaving its `with` block) stops accepting, closes every
+    connection (its queued writes are sent first, within 5 s) and waits for the workers."""
 
     def __init__(self, host, port, protocol, workers, backlog):
         import parallel
@@ -145,11 +193,7 @@ class Server:
             raise TypeError(f"parallel.server() needs a protocol class, not {type(protocol).__name__!r}")
         if not hasattr(protocol, "data_received"):
             raise TypeError(f"protocol class {protocol.__qualname__!r} has no data_received(transport, data)")
-        if workers is None:
-            import os
-            workers = os.process_cpu_count() or 1
-        if not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"workers must be a positive int, not {workers!r}")
+        workers = _worker_count(workers)
         self._id, host, port = _core.server_start(host, port, backlog)
         self.address = (host, port)
         self.protocol = protocol
@@ -162,40 +206,14 @@ class Server:
                 failed.result()  # a worker that could not start: its error
                 raise RuntimeError("a server worker ended before it joined")
 
+    @staticmethod
+    def _stop_network(server_id):
+        _core.server_stop(server_id)
+
     @property
     def connections(self):
         """Connections open now."""
         return _core.server_connections(self._id) if self._id is not None else 0
-
-    def serve_forever(self):
-        """Blocks until the server is closed (from another thread) or Ctrl-C, which closes it."""
-        import concurrent.futures
-        try:
-            concurrent.futures.wait(self._loops)
-        finally:
-            self.close()
-
-    def close(self):
-        """Stops accepting, closes every connection (its queued writes are sent first, within
-        5 s) and waits for the workers' loops to end."""
-        if self._id is None:
-            return
-        self._stop()
-        for loop in self._loops:
-            error = loop.exception()
-            if error is not None:
-                raise error
-
-    def _stop(self):
-        server_id, self._id = self._id, None
-        _core.server_stop(server_id)
-        self._executor.shutdown(wait=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
 
     def __repr__(self):
         state = "closed" if self._id is None else f"{self.connections} connections"

@@ -16,6 +16,7 @@ worker's copy of it), and runs as PX code: the script's state is read-only in it
 import sys as _sys
 
 import _parallel_core as _core
+from _parallel_server import PoolServer as _PoolServer, _worker_count
 
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                          "te", "trailers", "transfer-encoding", "upgrade"})
@@ -224,17 +225,15 @@ def _serve_requests(server_id, spec):
         guard_begin()
 
 
-class WSGIServer:
-    """A WSGI server on a pool of workers; made by `parallel.wsgi_server()`."""
+class WSGIServer(_PoolServer):
+    """A WSGI server on a pool of workers; made by `parallel.wsgi_server()`. `close()` (or
+    leaving its `with` block) stops accepting, answers the requests in flight (within 10 s)
+    and waits for the workers."""
 
     def __init__(self, app, host, port, workers, backlog, timeout, max_body):
         import parallel
         spec = _app_spec(app)
-        if workers is None:
-            import os
-            workers = os.process_cpu_count() or 1
-        if not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"workers must be a positive int, not {workers!r}")
+        workers = _worker_count(workers)
         self.app = f"{spec[0]}:{spec[1]}"
         self._executor = parallel.Executor(max_workers=workers)
         try:
@@ -247,35 +246,13 @@ class WSGIServer:
         self.address = (host, port)
         self._loops = [self._executor.submit(_serve_requests, self._id, spec) for _ in range(workers)]
 
+    @staticmethod
+    def _stop_network(server_id):
+        _core.http_stop(server_id)
+
     @property
     def url(self):
         return f"http://{self.address[0]}:{self.address[1]}"
-
-    def serve_forever(self):
-        """Blocks until the server is closed (from another thread) or Ctrl-C, which closes it."""
-        import concurrent.futures
-        try:
-            concurrent.futures.wait(self._loops)
-        finally:
-            self.close()
-
-    def close(self):
-        """Stops accepting; requests in flight are answered (within 10 s); the workers' loops end."""
-        if self._id is None:
-            return
-        server_id, self._id = self._id, None
-        _core.http_stop(server_id)
-        self._executor.shutdown(wait=True)
-        for loop in self._loops:
-            error = loop.exception()
-            if error is not None:
-                raise error
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
 
     def __repr__(self):
         return f"<parallel.WSGIServer {self.app} on {self.url}>"
