@@ -295,6 +295,10 @@ HITS = parallel.protect(0)
 def app(environ, start_response):
     global HITS
     HITS += 1
+    if environ["PATH_INFO"] == "/slow":  # in flight while the server is told to stop
+        import os, time
+        open(os.path.join(os.getcwd(), "in-flight"), "w").close()
+        time.sleep(0.5)
     body = f"{TABLE.get(environ['QUERY_STRING'], '?')} builds={len(BUILDS)}".encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
@@ -320,18 +324,49 @@ class Command(unittest.TestCase):
     def run_command(self, *args):
         return subprocess.run(self.command(*args), cwd=self.folder.name, capture_output=True, text=True, timeout=60)
 
-    def test_serving_a_module_builds_its_data_once(self):
+    def start(self):
         server = subprocess.Popen(self.command("served_app:app", "--port", "0", "--workers", "2"),
                                   cwd=self.folder.name, stderr=subprocess.PIPE, text=True,
                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        line = server.stderr.readline()
+        url = re.search(r"on (http://\S+)", line)
+        if url is None:
+            server.kill()
+            self.fail(f"the server did not start: {line}{server.communicate()[1]}")
+        host, port = url.group(1)[len("http://"):].split(":")
+        return server, host, int(port)
+
+    def test_sigterm_answers_the_request_in_flight_then_exits_143(self):
+        import threading
+        server, host, port = self.start()
+        answers = []
+
+        def slow_request():
+            connection = http.client.HTTPConnection(host, port, timeout=30)
+            try:
+                connection.request("GET", "/slow?k3")
+                answers.append(connection.getresponse().read())
+            finally:
+                connection.close()
+
+        client = threading.Thread(target=slow_request)
+        client.start()
+        marker = os.path.join(self.folder.name, "in-flight")
+        deadline = time.monotonic() + 30
+        while not os.path.exists(marker) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server.send_signal(signal.SIGTERM)
+        client.join(30)
+        server.communicate(timeout=30)
+        self.assertEqual(answers, [b"v3 builds=0"])
+        self.assertEqual(server.returncode, 143)
+
+    def test_serving_a_module_builds_its_data_once(self):
+        server, host, port = self.start()
         try:
-            line = server.stderr.readline()
-            url = re.search(r"on (http://\S+)", line)
-            self.assertIsNotNone(url, line)
-            host, port = url.group(1)[len("http://"):].split(":")
             bodies = []
             for key in ("k5", "k999", "nope", "k1"):
-                connection = http.client.HTTPConnection(host, int(port), timeout=10)
+                connection = http.client.HTTPConnection(host, port, timeout=10)
                 try:
                     connection.request("GET", f"/?{key}")
                     bodies.append(connection.getresponse().read())

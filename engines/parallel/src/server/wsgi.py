@@ -325,6 +325,14 @@ def main(argv=None):
                                       backlog=options.backlog, timeout=options.timeout, max_body=options.max_body)
     except OSError as error:
         fail(str(error))
+    import signal
+
+    def terminate(signum, frame):
+        # As Ctrl-C: serve_forever() closes the server (requests in flight are answered)
+        # before the exit status 128 + SIGTERM.
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
     print(f"parallel.serve: {server.app} on {server.url} ({len(server._loops)} workers)", file=sys.stderr, flush=True)
     server.serve_forever()
 
