@@ -55,7 +55,7 @@ macro_rules! fastcall {
 
 // SAFETY (statics below): read by CPython; only PyModuleDef_Init writes the base, under a GIL,
 // once per process (the definition is shared by every interpreter, as for any built-in module).
-static mut CORE_METHODS: [ffi::PyMethodDef; 57] = [
+static mut CORE_METHODS: [ffi::PyMethodDef; 58] = [
     fastcall!(c"pool_start", core::py_pool_start, c"pool_start(workers, init_payload) -> pool id"),
     fastcall!(c"pool_submit", core::py_pool_submit, c"pool_submit(pool, payload) -> task id"),
     fastcall!(c"batch_open", core::py_batch_open, c"batch_open(pool) -> batch id"),
@@ -170,6 +170,7 @@ static mut CORE_METHODS: [ffi::PyMethodDef; 57] = [
         c"http_respond(request, status, headers) -> bool"
     ),
     fastcall!(c"http_send", server::wsgi::py_http_send, c"http_send(request, data) -> bool"),
+    fastcall!(c"http_read", server::wsgi::py_http_read, c"http_read(request) -> bytes | None"),
     fastcall!(c"http_finish", server::wsgi::py_http_finish, c"http_finish(request, failed)"),
     fastcall!(c"share_get", shared_api::py_share_get, c"share_get(address) -> obj"),
     fastcall!(c"import_lock_acquire", core::py_import_lock_acquire, c"import_lock_acquire()"),

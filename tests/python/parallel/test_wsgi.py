@@ -75,6 +75,14 @@ def app(environ, start_response):
         return [b"replaced"]
     if path == "/fail":
         raise ValueError("the application failed")
+    if path == "/count":  # reads the body piece by piece
+        total, stream_ = 0, environ["wsgi.input"]
+        while piece := stream_.read(65536):
+            total += len(piece)
+        return respond(start_response, str(total))
+    if path == "/lines":
+        lines = list(environ["wsgi.input"])
+        return respond(start_response, f"{len(lines)} {lines[0]!r} {lines[-1]!r}")
     if path == "/fail-late":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return fail_late()
@@ -201,6 +209,30 @@ class Wsgi(unittest.TestCase):
             result = subprocess.run(["curl", "-s", "-H", "Expect: 100-continue", "--data-binary", "x" * 2000,
                                      f"{self.server.url}/echo"], capture_output=True, timeout=30)
             self.assertEqual(result.stdout, b"x" * 2000)
+
+    def test_wsgi_input_reads_lines_and_pieces(self):
+        body = b"".join(b"line %d\n" % i for i in range(1000)) + b"last"
+        self.assertEqual(self.request("POST", "/lines", body=body)[1], b"1001 b'line 0\\n' b'last'")
+        self.assertEqual(self.request("POST", "/count", body=iter([body[:5000], body[5000:]]), chunked=True)[1],
+                         str(len(body)).encode())
+
+    def test_an_upload_is_never_held_whole(self):
+        def rss():
+            with open("/proc/self/status") as status:
+                return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+        size = 256 * 1024 * 1024
+        with parallel.wsgi_server(app, port=0, workers=1, max_body=size) as big:
+            before = rss()
+            connection = http.client.HTTPConnection(*big.address, timeout=60)
+            try:
+                piece = b"u" * (1 << 20)
+                connection.request("POST", "/count", body=(piece for _ in range(size >> 20)), encode_chunked=True)
+                self.assertEqual(connection.getresponse().read(), str(size).encode())
+            finally:
+                connection.close()
+            grown = rss() - before
+        self.assertLess(grown, size // 4, f"RSS grew by {grown >> 20} MB for a {size >> 20} MB upload")
 
     def test_head_has_no_body(self):
         status, body, response = self.request("HEAD", "/word?hello")

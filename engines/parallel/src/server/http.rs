@@ -1,13 +1,14 @@
 //! The HTTP side of `parallel.serve()` (WSGI): hyper parses HTTP/1.1 (keep-alive, pipelining,
 //! chunked bodies, `Expect: 100-continue`, HEAD) on the server's tokio thread; each request
-//! goes, whole, to whichever worker asks first (one queue for all), and the worker's response
+//! goes to whichever worker asks first (one queue for all), its body following in chunks as it
+//! arrives (bounded: an upload is never held whole), and the worker's response
 //! comes back as a start (status, headers) then body chunks, streamed to the client as they
 //! come. Malformed requests get hyper's 400/431; bodies over the limit 413. A request with
 //! both Transfer-Encoding and Content-Length is read by its chunked framing and its connection
 //! closed after the response (hyper, RFC 9112 §6.3): nothing can be smuggled after it.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 use std::convert::Infallible;
@@ -28,11 +29,24 @@ pub struct HttpRequest {
     pub query: Vec<u8>,
     pub version: &'static str,
     pub headers: Headers,
-    pub body: Bytes,
+    /// The body, as it arrives (None: the request has none).
+    pub body: Option<mpsc::Receiver<BodyPart>>,
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub reply: Reply,
 }
+
+/// A request's body as a worker reads it: chunks, then the end (the sender dropped).
+pub enum BodyPart {
+    Data(Bytes),
+    /// More than the server's `max_body` came: the worker answers 413.
+    TooLarge,
+    /// The client's connection failed (the error's text).
+    Failed(String),
+}
+
+/// Body chunks read ahead of a worker (a 1 GB upload is never held whole).
+const BODY_CHUNKS_AHEAD: usize = 8;
 
 /// A response's body as a worker sends it (after the status and headers): chunks, then the end
 /// (the sender dropped).
@@ -220,14 +234,9 @@ async fn handle(
         return Ok(plain(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large\n"));
     }
     let (parts, body) = request.into_parts();
-    // The body is read whole (hyper answers `Expect: 100-continue` when it is first read).
-    let body = match Limited::new(body, limits.max_body).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return Ok(plain(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large\n"));
-        }
-        Err(_) => return Ok(plain(StatusCode::BAD_REQUEST, "Bad request body\n")),
-    };
+    // The body streams to the worker as it comes (hyper answers `Expect: 100-continue` when it
+    // is first read, here, as soon as the request is queued).
+    let body = if body.is_end_stream() { None } else { Some(feed_body(body, limits.max_body)) };
     let (path, query) = match parts.uri.path_and_query() {
         Some(target) => (target.path().as_bytes().to_vec(), target.query().unwrap_or("").as_bytes().to_vec()),
         None => (b"/".to_vec(), Vec::new()),
@@ -272,6 +281,37 @@ async fn handle(
         response.headers_mut().append(name, value);
     }
     Ok(response)
+}
+
+/// Reads a request's body into a channel, at most `max_body` bytes.
+fn feed_body(mut body: Incoming, max_body: usize) -> mpsc::Receiver<BodyPart> {
+    let (sender, receiver) = mpsc::channel(BODY_CHUNKS_AHEAD);
+    tokio::spawn(async move {
+        let mut total = 0usize;
+        while let Some(frame) = body.frame().await {
+            let part = match frame {
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) => {
+                        total += data.len();
+                        if total > max_body {
+                            BodyPart::TooLarge
+                        } else {
+                            BodyPart::Data(data)
+                        }
+                    }
+                    Err(_) => continue, // trailers
+                },
+                Err(error) => BodyPart::Failed(error.to_string()),
+            };
+            let last = !matches!(part, BodyPart::Data(_));
+            // A worker that stopped reading (it answered already) drops the receiver: the
+            // rest is not read, and hyper closes the connection after the response.
+            if sender.send(part).await.is_err() || last {
+                return;
+            }
+        }
+    });
+    receiver
 }
 
 /// A response body fed by a worker, chunk by chunk.

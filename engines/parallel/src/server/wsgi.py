@@ -5,6 +5,7 @@
 
 HTTP is Rust (server/http.rs, hyper on tokio): parsing, keep-alive, pipelining, chunked
 request bodies, `Expect: 100-continue`, HEAD, header timeouts, 400/431/413 for bad requests.
+`wsgi.input` streams the body as it arrives (an upload is never held whole).
 Each worker of the server's own pool runs one long task, `_serve_requests`, that takes
 requests from one queue shared by the workers, builds the environ in its own interpreter from
 the parsed request (nothing is pickled) and streams the response back: every chunk an
@@ -67,9 +68,82 @@ def _check_app(spec):
     return True
 
 
+class RequestBodyTooLarge(Exception):
+    """The request's body went over the server's max_body (the server answers 413)."""
+
+
+class _Input:
+    """`wsgi.input`: the request's body as it arrives from the client (never held whole)."""
+
+    __slots__ = ("_handle", "_buffer", "_done")
+
+    def __init__(self, handle, has_body):
+        self._handle = handle
+        self._buffer = bytearray()
+        self._done = not has_body
+
+    def _fill(self):
+        """Takes the next chunk into the buffer; False at the end of the body."""
+        if self._done:
+            return False
+        chunk = _core.http_read(self._handle)
+        if chunk is None:
+            self._done = True
+            raise RequestBodyTooLarge("the request body is larger than the server's max_body")
+        if not chunk:
+            self._done = True
+            return False
+        self._buffer += chunk
+        return True
+
+    def _take(self, count):
+        data = bytes(self._buffer[:count])
+        del self._buffer[:count]
+        return data
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            while self._fill():
+                pass
+            return self._take(len(self._buffer))
+        while len(self._buffer) < size and self._fill():
+            pass
+        return self._take(size)
+
+    def readline(self, size=-1):
+        size = -1 if size is None else size
+        start = 0
+        while True:
+            newline = self._buffer.find(b"\n", start)
+            if newline >= 0 and (size < 0 or newline < size):
+                return self._take(newline + 1)
+            if 0 <= size <= len(self._buffer):
+                return self._take(size)
+            start = len(self._buffer)
+            if not self._fill():
+                return self._take(len(self._buffer))
+
+    def readlines(self, hint=-1):
+        lines, total = [], 0
+        while line := self.readline():
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
 def _environ(request):
-    _, method, path, query, protocol, headers, body, peer, local = request
-    from io import BytesIO
+    _, method, path, query, protocol, headers, has_body, peer, local = request
     from urllib.parse import unquote_to_bytes
     environ = {
         "REQUEST_METHOD": method,
@@ -83,7 +157,7 @@ def _environ(request):
         "REMOTE_PORT": str(peer[1]),
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": "http",
-        "wsgi.input": BytesIO(body),
+        "wsgi.input": _Input(request[0], has_body),
         "wsgi.errors": _sys.stderr,
         "wsgi.multithread": False,
         "wsgi.multiprocess": True,
@@ -95,15 +169,14 @@ def _environ(request):
         if name == "content-type":
             environ["CONTENT_TYPE"] = value
         elif name == "content-length":
-            continue  # set below, from the body as read
+            environ["CONTENT_LENGTH"] = value
         else:
             key = "HTTP_" + name.upper().replace("-", "_")
             if key in environ:
                 environ[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
             else:
                 environ[key] = value
-    # The body was read whole (a chunked one too): its length is known.
-    environ["CONTENT_LENGTH"] = str(len(body)) if body or method not in ("GET", "HEAD") else ""
+    environ.setdefault("CONTENT_LENGTH", "")  # a chunked body: read wsgi.input to its end
     return environ
 
 
@@ -195,15 +268,19 @@ def _handle(app, request, guard_begin, guard_end):
         import parallel
         error = parallel.ProtectionError(violation)
     cut = False  # the headers went out before the error: the client's connection is cut
-    if error is not None:
+    if error is not None and not isinstance(error, RequestBodyTooLarge):  # that one is the client's
         import traceback
         print(f"parallel.serve: {request[1]} {request[2].decode('latin-1')} failed:\n"
               f"{''.join(traceback.format_exception(error)).rstrip()}", file=_sys.stderr, flush=True)
+    if error is not None:
         cut = response.sent
         if not cut:
             response.sent = True
-            _core.http_respond(request[0], 500, [("Content-Type", b"text/plain"), ("Content-Length", b"22")])
-            _core.http_send(request[0], b"Internal Server Error\n")
+            status, text = ((413, b"Request body too large\n") if isinstance(error, RequestBodyTooLarge)
+                            else (500, b"Internal Server Error\n"))
+            _core.http_respond(request[0], status,
+                               [("Content-Type", b"text/plain"), ("Content-Length", str(len(text)).encode())])
+            _core.http_send(request[0], text)
     _core.http_finish(request[0], cut)
     if isinstance(error, (KeyboardInterrupt, SystemExit)):
         raise error

@@ -2,7 +2,7 @@
 //! the application side wsgi.py. A worker takes requests as plain tuples built straight from
 //! the parsed request (nothing is pickled) and answers through the request's capsule.
 
-use super::http::{HttpServer, Limits, Part, Reply};
+use super::http::{BodyPart, HttpServer, Limits, Part, Reply};
 use crate::core::{arg_bytes, arg_count, arg_str, arg_u64, guarded, set_error, without_gil};
 use pyo3_ffi as ffi;
 use std::collections::HashMap;
@@ -10,6 +10,13 @@ use std::ffi::{c_int, CStr, CString};
 use std::ptr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// One request as a worker holds it: the way to answer, and its body still to read.
+struct Exchange {
+    reply: Reply,
+    body: Option<mpsc::Receiver<BodyPart>>,
+}
 
 const REQUEST_CAPSULE: &CStr = c"parallel http request";
 
@@ -108,9 +115,9 @@ pub unsafe extern "C" fn py_http_connections(
 }
 
 unsafe extern "C" fn drop_request(capsule: *mut ffi::PyObject) {
-    let reply = ffi::PyCapsule_GetPointer(capsule, REQUEST_CAPSULE.as_ptr()).cast::<Reply>();
-    if !reply.is_null() {
-        drop(Box::from_raw(reply));
+    let exchange = ffi::PyCapsule_GetPointer(capsule, REQUEST_CAPSULE.as_ptr()).cast::<Exchange>();
+    if !exchange.is_null() {
+        drop(Box::from_raw(exchange));
     }
 }
 
@@ -123,9 +130,10 @@ unsafe fn bytes(data: &[u8]) -> *mut ffi::PyObject {
     ffi::PyBytes_FromStringAndSize(data.as_ptr().cast(), data.len() as ffi::Py_ssize_t)
 }
 
-/// `http_next(server id) -> (request, method, path, query, protocol, headers, body, peer,
+/// `http_next(server id) -> (request, method, path, query, protocol, headers, has_body, peer,
 /// local) | None`: the next request (waited for without the GIL); None once stopped. `path`,
-/// `query` and header values are bytes; `headers` is a list of (lower-case name, value).
+/// `query` and header values are bytes; `headers` is a list of (lower-case name, value); the
+/// body is read with `http_read`.
 pub unsafe extern "C" fn py_http_next(
     _module: *mut ffi::PyObject,
     args: *mut *mut ffi::PyObject,
@@ -157,10 +165,11 @@ pub unsafe extern "C" fn py_http_next(
             }
             ffi::Py_DECREF(pair);
         }
-        let reply = Box::into_raw(Box::new(request.reply));
-        let capsule = ffi::PyCapsule_New(reply.cast(), REQUEST_CAPSULE.as_ptr(), Some(drop_request));
+        let has_body = request.body.is_some();
+        let exchange = Box::into_raw(Box::new(Exchange { reply: request.reply, body: request.body }));
+        let capsule = ffi::PyCapsule_New(exchange.cast(), REQUEST_CAPSULE.as_ptr(), Some(drop_request));
         if capsule.is_null() {
-            drop(Box::from_raw(reply));
+            drop(Box::from_raw(exchange));
             ffi::Py_DECREF(headers);
             return ptr::null_mut();
         }
@@ -174,18 +183,54 @@ pub unsafe extern "C" fn py_http_next(
             bytes(&request.query),
             version.as_ptr(),
             headers,
-            bytes(&request.body),
+            ffi::PyBool_FromLong(has_body.into()),
             address(request.peer),
             address(request.local),
         )
     })
 }
 
-unsafe fn reply<'a>(capsule: *mut ffi::PyObject) -> Option<&'a mut Reply> {
-    let reply = ffi::PyCapsule_GetPointer(capsule, REQUEST_CAPSULE.as_ptr()).cast::<Reply>();
-    // SAFETY: the capsule owns the Reply until it is destroyed; wsgi.py uses a request's
+unsafe fn exchange<'a>(capsule: *mut ffi::PyObject) -> Option<&'a mut Exchange> {
+    let exchange = ffi::PyCapsule_GetPointer(capsule, REQUEST_CAPSULE.as_ptr()).cast::<Exchange>();
+    // SAFETY: the capsule owns the Exchange until it is destroyed; wsgi.py uses a request's
     // capsule from the one thread that handles it.
-    reply.as_mut()
+    exchange.as_mut()
+}
+
+unsafe fn reply<'a>(capsule: *mut ffi::PyObject) -> Option<&'a mut Reply> {
+    exchange(capsule).map(|exchange| &mut exchange.reply)
+}
+
+/// `http_read(request) -> bytes | None`: the body's next chunk as it arrives (waited for
+/// without the GIL); b"" at its end, None when it went over the server's max_body.
+/// ConnectionError if the client's connection failed.
+pub unsafe extern "C" fn py_http_read(
+    _module: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        if !arg_count(nargs, 1, "http_read") {
+            return ptr::null_mut();
+        }
+        let Some(exchange) = exchange(*args) else { return ptr::null_mut() };
+        let Some(body) = exchange.body.as_mut() else { return bytes(b"") };
+        match without_gil(|| body.blocking_recv()) {
+            Some(BodyPart::Data(data)) => bytes(&data),
+            Some(BodyPart::TooLarge) => {
+                exchange.body = None;
+                ffi::Py_NewRef(ffi::Py_None())
+            }
+            Some(BodyPart::Failed(error)) => {
+                exchange.body = None;
+                set_error(ffi::PyExc_ConnectionError, &format!("reading the request body: {error}"))
+            }
+            None => {
+                exchange.body = None;
+                bytes(b"")
+            }
+        }
+    })
 }
 
 /// `http_respond(request, status, headers) -> bool`: the status code and the headers (a list
