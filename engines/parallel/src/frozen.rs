@@ -24,6 +24,41 @@ pub struct Refused {
     pub path: String,
 }
 
+/// How an object was reached from the root, for the refusal's message; built into text only
+/// when something is refused (a table's million keys cost no strings).
+#[derive(Clone, Copy)]
+enum Step {
+    Root,
+    Item(usize, ffi::Py_ssize_t),
+    Member(usize),
+    Value(usize, *mut ffi::PyObject),
+    Key(usize, *mut ffi::PyObject),
+}
+
+/// The text of the path to the step at `index` of `steps` (`[1][2]`, `['a']`...).
+unsafe fn path_text(steps: &[Step], mut index: usize) -> String {
+    let mut parts = Vec::new();
+    loop {
+        let (parent, part) = match steps[index] {
+            Step::Root => break,
+            Step::Item(parent, i) => (parent, format!("[{i}]")),
+            Step::Member(parent) => (parent, " (a member)".to_string()),
+            Step::Value(parent, key) => (parent, format!("[{}]", short_repr(key))),
+            Step::Key(parent, key) => (parent, format!("{} (a key)", short_repr(key))),
+        };
+        parts.push(part);
+        index = parent;
+    }
+    parts.reverse();
+    parts.concat()
+}
+
+unsafe fn short_repr(object: *mut ffi::PyObject) -> String {
+    let text = owned_text(ffi::PyObject_Repr(object)).unwrap_or_else(|| "?".into());
+    ffi::PyErr_Clear();
+    text.chars().take(40).collect()
+}
+
 /// Makes `root` and everything it contains immortal; returns how many objects were frozen.
 /// On a mutable (or unknown) object nothing is frozen. Needs the main interpreter's GIL.
 pub unsafe fn freeze(root: *mut ffi::PyObject) -> Result<Result<usize, Refused>, ()> {
@@ -31,11 +66,16 @@ pub unsafe fn freeze(root: *mut ffi::PyObject) -> Result<Result<usize, Refused>,
     // nothing; second pass: make them immortal.
     let mut seen: HashSet<usize> = HashSet::new();
     let mut order: Vec<*mut ffi::PyObject> = Vec::new();
-    let mut pending: Vec<(*mut ffi::PyObject, String)> = vec![(root, String::new())];
-    while let Some((object, path)) = pending.pop() {
+    let mut steps: Vec<Step> = vec![Step::Root];
+    let mut pending: Vec<(*mut ffi::PyObject, usize)> = vec![(root, 0)];
+    while let Some((object, at)) = pending.pop() {
         if !seen.insert(object as usize) {
             continue;
         }
+        let mut reach = |child: *mut ffi::PyObject, step: Step| {
+            steps.push(step);
+            pending.push((child, steps.len() - 1));
+        };
         let kind = ffi::Py_TYPE(object);
         let exact = |t: *mut ffi::PyTypeObject| kind == t;
         if object == ffi::Py_None()
@@ -56,7 +96,7 @@ pub unsafe fn freeze(root: *mut ffi::PyObject) -> Result<Result<usize, Refused>,
             }
         } else if exact(&raw mut ffi::PyTuple_Type) {
             for i in (0..ffi::PyTuple_GET_SIZE(object)).rev() {
-                pending.push((ffi::PyTuple_GET_ITEM(object, i), format!("{path}[{i}]")));
+                reach(ffi::PyTuple_GET_ITEM(object, i), Step::Item(at, i));
             }
         } else if exact(&raw mut ffi::PyFrozenSet_Type) {
             if ffi::PyObject_Hash(object) == -1 {
@@ -73,7 +113,7 @@ pub unsafe fn freeze(root: *mut ffi::PyObject) -> Result<Result<usize, Refused>,
                 }
                 // The frozenset keeps its members alive.
                 ffi::Py_DECREF(item);
-                pending.push((item, format!("{path} (a member)")));
+                reach(item, Step::Member(at));
             }
             ffi::Py_DECREF(iterator);
             if !ffi::PyErr_Occurred().is_null() {
@@ -87,17 +127,12 @@ pub unsafe fn freeze(root: *mut ffi::PyObject) -> Result<Result<usize, Refused>,
                 items.push((key, value));
             }
             for (key, value) in items.into_iter().rev() {
-                let shown = owned_text(ffi::PyObject_Repr(key)).unwrap_or_else(|| "?".into());
-                let shown: String = shown.chars().take(40).collect();
-                pending.push((value, format!("[{shown}]")));
-                pending.push((key, format!("{shown} (a key)")));
-            }
-            if !ffi::PyErr_Occurred().is_null() {
-                return Err(());
+                reach(value, Step::Value(at, key));
+                reach(key, Step::Key(at, key));
             }
         } else {
             let type_name = owned_text(ffi::PyType_GetName(kind)).unwrap_or_else(|| "?".into());
-            return Ok(Err(Refused { type_name, path }));
+            return Ok(Err(Refused { type_name, path: path_text(&steps, at) }));
         }
         order.push(object);
     }
@@ -108,7 +143,7 @@ pub unsafe fn freeze(root: *mut ffi::PyObject) -> Result<Result<usize, Refused>,
         // and its lazy caches were filled above, so no interpreter writes to it from now on.
         (*object).ob_refcnt.ob_refcnt = u32::MAX as ffi::Py_ssize_t;
         // Out of the main interpreter's garbage collector too: a worker's collector visits
-        // the objects its own ones refer to, and would otherwise touch the GC header of an
+        // the objects its own refer to, and would otherwise touch the GC header of an
         // object main's collector is working on (an immortal object is never collected).
         if ffi::PyObject_IS_GC(object) != 0 && ffi::PyObject_GC_IsTracked(object) != 0 {
             ffi::PyObject_GC_UnTrack(object.cast());

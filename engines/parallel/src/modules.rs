@@ -55,7 +55,7 @@ macro_rules! fastcall {
 
 // SAFETY (statics below): read by CPython; only PyModuleDef_Init writes the base, under a GIL,
 // once per process (the definition is shared by every interpreter, as for any built-in module).
-static mut CORE_METHODS: [ffi::PyMethodDef; 58] = [
+static mut CORE_METHODS: [ffi::PyMethodDef; 59] = [
     fastcall!(c"pool_start", core::py_pool_start, c"pool_start(workers, init_payload) -> pool id"),
     fastcall!(c"pool_submit", core::py_pool_submit, c"pool_submit(pool, payload) -> task id"),
     fastcall!(c"batch_open", core::py_batch_open, c"batch_open(pool) -> batch id"),
@@ -117,6 +117,7 @@ static mut CORE_METHODS: [ffi::PyMethodDef; 58] = [
         c"guard_py_ids(ids): the script's objects, for the twins"
     ),
     fastcall!(c"guard_watch_type", guard::py_guard_watch_type, c"guard_watch_type(read_only_type)"),
+    fastcall!(c"guard_is_shared", guard::py_guard_is_shared, c"guard_is_shared(obj) -> bool"),
     fastcall!(
         c"guard_call_watch",
         guard::calls::py_guard_call_watch,

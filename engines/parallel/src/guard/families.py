@@ -306,8 +306,8 @@ class _Walker:
     def add(self, obj, parent=None, key=None):
         """Queues `obj` (found in `parent` under `key`) unless it was seen; objects a task
         cannot use are replaced by a stand-in in `parent` instead."""
-        if id(obj) in self.seen:
-            return
+        if id(obj) in self.seen or _core.guard_is_shared(obj):
+            return  # seen, or share()d data (and CPython's own constants): immutable, everyone's
         if (self.main_only and isinstance(obj, self.main_only)
                 and not isinstance(obj, self.family_types) and not self.ours(obj)):
             where = self.module_level_name(parent, key)

@@ -514,6 +514,22 @@ pub unsafe extern "C" fn py_guard_py_ids(
     })
 }
 
+/// `guard_is_shared(obj) -> bool`: whether `obj` is immortal (share()d data, CPython's own
+/// constants): the walk leaves it, its contents and their ids alone (a 1,000,000-entry table
+/// would otherwise cost each worker a set of 2,000,000 ids).
+pub unsafe extern "C" fn py_guard_is_shared(
+    _module: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    crate::core::guarded(|| {
+        if !crate::core::arg_count(nargs, 1, "guard_is_shared") {
+            return ptr::null_mut();
+        }
+        ffi::PyBool_FromLong(crate::frozen::is_immortal(*args).into())
+    })
+}
+
 /// `guard_watch_type(read_only_type)`: marks a read-only sibling type, whose objects' calls of
 /// a twin are looked at (twins.rs).
 pub unsafe extern "C" fn py_guard_watch_type(
