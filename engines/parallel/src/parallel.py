@@ -891,13 +891,14 @@ def serve(app, host="127.0.0.1", port=8000, **options):
 
 
 def wsgi_server(app, host="127.0.0.1", port=8000, *, workers=None, backlog=1024, timeout=30.0,
-                max_body=64 * 1024 * 1024):
+                max_body=64 * 1024 * 1024, access_log=False):
     """Starts serving the WSGI application `app` and returns the server (`address`, `url`,
     `serve_forever()`, `close()`, a context manager). `timeout`: seconds a client has to send
-    a request's headers; `max_body`: the largest request body (413 above it)."""
+    a request's headers; `max_body`: the largest request body (413 above it); `access_log`: a
+    line per request on stderr."""
     import _parallel_wsgi
     return _parallel_wsgi.wsgi_server(app, host, port, workers=workers, backlog=backlog, timeout=timeout,
-                                      max_body=max_body)
+                                      max_body=max_body, access_log=access_log)
 
 
 # Shared tables by address, and the address of each (by the id of its read-only view).

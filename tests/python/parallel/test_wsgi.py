@@ -411,6 +411,23 @@ class Command(unittest.TestCase):
             server.communicate(timeout=30)
         self.assertIn(server.returncode, (130, -signal.SIGINT))
 
+    def test_the_access_log(self):
+        server = subprocess.Popen(self.command("served_app:app", "--port", "0", "--workers", "1", "--access-log"),
+                                  cwd=self.folder.name, stderr=subprocess.PIPE, text=True)
+        try:
+            url = re.search(r"on (http://\S+)", server.stderr.readline()).group(1)
+            host, port = url[len("http://"):].split(":")
+            connection = http.client.HTTPConnection(host, int(port), timeout=10)
+            try:
+                connection.request("GET", "/x?k2")
+                self.assertEqual(connection.getresponse().read(), b"v2 builds=0")
+            finally:
+                connection.close()
+            self.assertEqual(server.stderr.readline().strip(), '127.0.0.1 - "GET /x?k2 HTTP/1.1" 200 11')
+        finally:
+            server.terminate()
+            server.communicate(timeout=30)
+
     def test_what_it_refuses(self):
         bad = self.run_command("no-colon")
         self.assertEqual(bad.returncode, 2)

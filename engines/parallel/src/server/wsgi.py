@@ -183,13 +183,15 @@ def _environ(request):
 class _Response:
     """One request's answer: start_response, write, the body, errors."""
 
-    __slots__ = ("handle", "pending", "sent", "gone")
+    __slots__ = ("handle", "pending", "sent", "gone", "status", "length")
 
     def __init__(self, handle):
         self.handle = handle
         self.pending = None  # (code, headers) given to start_response, not sent yet
         self.sent = False
         self.gone = False
+        self.status = 0  # as sent, for the access log
+        self.length = 0
 
     def start_response(self, status, headers, exc_info=None):
         if exc_info is not None:
@@ -208,6 +210,7 @@ class _Response:
             if self.pending is None:
                 raise AssertionError("the application sent a body before calling start_response()")
             self.sent = True
+            self.status = self.pending[0]
             if not _core.http_respond(self.handle, *self.pending):
                 self.gone = True
 
@@ -215,6 +218,7 @@ class _Response:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"write() takes bytes, not {type(data).__name__!r}")
         self.send_headers()
+        self.length += len(data)
         if data and not self.gone and not _core.http_send(self.handle, bytes(data)):
             self.gone = True
 
@@ -240,7 +244,7 @@ def _header_list(headers):
     return checked
 
 
-def _handle(app, request, guard_begin, guard_end):
+def _handle(app, request, guard_begin, guard_end, access_log):
     response = _Response(request[0])
     result = error = None
     guard_begin()
@@ -281,12 +285,18 @@ def _handle(app, request, guard_begin, guard_end):
             _core.http_respond(request[0], status,
                                [("Content-Type", b"text/plain"), ("Content-Length", str(len(text)).encode())])
             _core.http_send(request[0], text)
+            response.status, response.length = status, len(text)
     _core.http_finish(request[0], cut)
+    if access_log:
+        _, method, path, query, protocol, _, _, peer, _ = request
+        target = path + (b"?" + query if query else b"")
+        print(f'{peer[0]} - "{method} {target.decode("latin-1")} {protocol}" {response.status} {response.length}'
+              f'{" (cut short)" if cut else ""}', file=_sys.stderr, flush=True)
     if isinstance(error, (KeyboardInterrupt, SystemExit)):
         raise error
 
 
-def _serve_requests(server_id, spec):
+def _serve_requests(server_id, spec, access_log):
     """One worker's part of a server: runs until the server stops (a task of its pool)."""
     app = _load_app(spec)
     guard_begin, guard_end = _core.guard_begin, _core.guard_end
@@ -296,7 +306,7 @@ def _serve_requests(server_id, spec):
             request = _core.http_next(server_id)
             if request is None:
                 return None
-            _handle(app, request, guard_begin, guard_end)
+            _handle(app, request, guard_begin, guard_end, access_log)
             request = None
     finally:
         guard_begin()
@@ -307,7 +317,7 @@ class WSGIServer(_PoolServer):
     leaving its `with` block) stops accepting, answers the requests in flight (within 10 s)
     and waits for the workers."""
 
-    def __init__(self, app, host, port, workers, backlog, timeout, max_body):
+    def __init__(self, app, host, port, workers, backlog, timeout, max_body, access_log):
         import parallel
         spec = _app_spec(app)
         workers = _worker_count(workers)
@@ -321,7 +331,7 @@ class WSGIServer(_PoolServer):
             self._executor.shutdown(wait=True)
             raise
         self.address = (host, port)
-        self._loops = [self._executor.submit(_serve_requests, self._id, spec) for _ in range(workers)]
+        self._loops = [self._executor.submit(_serve_requests, self._id, spec, access_log) for _ in range(workers)]
 
     @staticmethod
     def _stop_network(server_id):
@@ -336,9 +346,9 @@ class WSGIServer(_PoolServer):
 
 
 def wsgi_server(app, host="127.0.0.1", port=8000, *, workers=None, backlog=1024, timeout=30.0,
-                max_body=64 * 1024 * 1024):
+                max_body=64 * 1024 * 1024, access_log=False):
     """Starts serving `app` (a module-level WSGI callable) and returns the server."""
-    return WSGIServer(app, host, port, workers, backlog, timeout, max_body)
+    return WSGIServer(app, host, port, workers, backlog, timeout, max_body, access_log)
 
 
 def serve(app, host="127.0.0.1", port=8000, **options):
@@ -378,6 +388,7 @@ def main(argv=None):
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="seconds a client has to send a request's headers (default 30)")
     parser.add_argument("--max-body", type=int, default=64 * 1024 * 1024, help="largest request body, in bytes")
+    parser.add_argument("--access-log", action="store_true", help="a line per request on stderr")
     options = parser.parse_args(argv)
     module_name, _, name = options.app.partition(":")
     if not module_name or not name:
@@ -399,7 +410,8 @@ def main(argv=None):
         fail(f"{module_name} has no WSGI application {name!r}")
     try:
         server = parallel.wsgi_server(app, options.host, options.port, workers=options.workers,
-                                      backlog=options.backlog, timeout=options.timeout, max_body=options.max_body)
+                                      backlog=options.backlog, timeout=options.timeout, max_body=options.max_body,
+                                      access_log=options.access_log)
     except OSError as error:
         fail(str(error))
     import signal
