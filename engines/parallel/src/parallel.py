@@ -1544,7 +1544,7 @@ def _worker_init(pool_id, index, settings):
     _served_modules = settings["served_modules"]
     path = settings["main"]
     if path is None:
-        return None
+        return _import_served_modules()
     import _parallel_guard
     _parallel_guard.install_twins()
     _importing_main = True
@@ -1573,6 +1573,19 @@ def _worker_init(pool_id, index, settings):
         _importing_main = False
         signal.signal = install_handler
     _parallel_guard.guard_script(main)
+    return _import_served_modules()
+
+
+def _import_served_modules():
+    """The modules parallel.serve serves, imported when the worker starts (before any task,
+    as the main script is); None, or why one could not be imported."""
+    for name in sorted(_served_modules):
+        if name not in _sys.modules:
+            try:
+                _import_served(name)
+            except BaseException as error:
+                import traceback
+                return f"cannot import {name}: " + "".join(traceback.format_exception(error)).rstrip()
     return None
 
 

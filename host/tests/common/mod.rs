@@ -122,13 +122,28 @@ pub fn stock_engine() -> PathBuf {
 /// A venv made by pyhost itself (`pyhost -m venv`), with the real pyperf from PyPI installed:
 /// its `bin/python` is pyhost. Created once under target/ and shared by tests (file lock).
 pub fn pyperf_venv() -> PathBuf {
-    let venv = workspace_root().join("target").join("test-venv-pyperf");
-    let lock_path = workspace_root().join("target").join("test-venv-pyperf.lock");
+    pyhost_venv("pyperf", &["pyperf==2.11.0"], "import pyperf, pyhost")
+}
+
+/// A venv made by pyhost with Flask, Bottle and Django from PyPI (`bin/python` is pyhost).
+pub fn wsgi_apps_venv() -> PathBuf {
+    pyhost_venv(
+        "wsgi-apps",
+        &["flask==3.1.3", "bottle==0.13.5", "django==6.1.3"],
+        "import flask, bottle, django",
+    )
+}
+
+/// `target/test-venv-NAME`, made by `pyhost -m venv` with `packages` installed from PyPI unless
+/// `check` already runs there; created once and shared by tests (file lock). Returns its python.
+fn pyhost_venv(name: &str, packages: &[&str], check: &str) -> PathBuf {
+    let venv = workspace_root().join("target").join(format!("test-venv-{name}"));
+    let lock_path = workspace_root().join("target").join(format!("test-venv-{name}.lock"));
     let lock = std::fs::File::create(&lock_path).expect("create lock file");
     lock.lock().expect("lock the test venv");
     let python = venv.join("bin/python");
     let ready = Command::new(&python)
-        .args(["-c", "import pyperf, pyhost"])
+        .args(["-c", check])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -137,15 +152,10 @@ pub fn pyperf_venv() -> PathBuf {
         let _ = std::fs::remove_dir_all(&venv);
         let out = run(pyhost().arg("-m").arg("venv").arg(&venv));
         assert!(out.status.success(), "pyhost -m venv failed: {}", text(&out.stderr));
-        let out = run(Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "pyperf==2.11.0",
-        ]));
-        assert!(out.status.success(), "installing pyperf from PyPI failed: {}", text(&out.stderr));
+        let out = run(Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(packages));
+        assert!(out.status.success(), "installing {packages:?} from PyPI failed: {}", text(&out.stderr));
     }
     python
 }

@@ -25,9 +25,10 @@ has one way of being kept:
 - followed: tuples, frozensets, mapping proxies, modules and classes of the program: their
   contents are guarded, they themselves cannot change (modules and classes: watched). A
   stand-in takes its object's place in a tuple (the worker's own copy) or a slot too.
-- worker-local: objects of the standard library and of installed packages that are not
-  containers (loggers, compiled patterns...): their attribute bindings are watched (a
-  rebinding is refused), their insides are their own business.
+- worker-local: objects of the standard library that are not containers (loggers, compiled
+  patterns...): their attribute bindings are watched (a rebinding is refused), their insides
+  are their own business. Objects of installed packages are their package's business
+  entirely: they keep caches in their attributes (Django's settings, werkzeug's proxies).
 
 The walk runs once per worker, before its first task; it costs nothing per task (a twin
 costs one check of its object's type per call).
@@ -315,7 +316,8 @@ class _Walker:
                 self.replace(obj, parent, key, InMain(*where, obj))
             else:
                 self.replace(obj, parent, key, MainOnly(obj, f"use {_a(type(obj).__name__)} {_NOT_SHARED}"))
-        elif _is_iterator(obj) and not isinstance(obj, self.family_types) and not self.ours(obj):
+        elif (_is_iterator(obj) and not isinstance(obj, self.family_types) and not self.ours(obj)
+                and not _installed_package_type(type(obj))):  # e.g. werkzeug's request proxy
             self.replace(obj, parent, key, MainOnly(obj, f"advance {_a(type(obj).__name__)}"))
         else:
             self.seen.add(id(obj))
@@ -431,7 +433,9 @@ class _Walker:
             for member, value in _slot_values(obj):
                 self.add(value, obj, member)
         attributes = _instance_dict(obj)
-        if attributes is None:
+        if attributes is None or (not deep and _installed_package_type(kind)):
+            # An installed package's object keeps its own caches in its __dict__ (Django's
+            # settings, werkzeug's proxies fill them on first use): its insides are its own.
             return
         # CPython 3.13 keeps attributes in the object's inline values, bypassing the dict (and
         # its watcher), while the dict shares them; a non-str key makes the dict take them
@@ -680,6 +684,29 @@ def stop():
     _core.guard_py_ids(py_ids)
     if call_watch_tool is not None:
         _sys.monitoring.set_events(call_watch_tool, 0)
+
+
+_installed_types = {}  # type -> whether an installed package (site-packages) defines it
+
+
+def _installed_package_type(kind):
+    """Whether `kind` comes from an installed package (not the program, not the standard
+    library): its objects are that package's business."""
+    known = _installed_types.get(kind)
+    if known is None:
+        module = _sys.modules.get(getattr(kind, "__module__", None) or "")
+        path = getattr(module, "__file__", None)
+        known = _installed_types[kind] = isinstance(path, str) and _under_site_packages(path)
+    return known
+
+
+def _under_site_packages(path):
+    import os
+    import sysconfig
+    path = os.path.realpath(path)
+    paths = sysconfig.get_paths()
+    return any(root and path.startswith(os.path.realpath(root) + os.sep)
+               for root in {paths.get("purelib"), paths.get("platlib")})
 
 
 def _is_user_module(module):
