@@ -118,7 +118,9 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub fn start(host: &str, port: u16, backlog: u32, limits: Limits) -> std::io::Result<Arc<HttpServer>> {
-        let (runtime, listener) = super::network::bind(host, port, backlog)?;
+        // HTTP parsing and writing take a thread per core (hyper, as granian runs it).
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (runtime, listener) = super::network::bind(host, port, backlog, threads)?;
         // Requests wait here for a worker; a full queue makes connections wait in turn.
         let (queue, requests) = flume::bounded(1024);
         let (stop, stopped) = watch::channel(false);

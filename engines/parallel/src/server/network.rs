@@ -65,7 +65,7 @@ impl Server {
     /// Binds `host:port` and starts accepting on a thread of its own; the error is the
     /// operating system's (a port in use, an unknown host).
     pub fn start(host: &str, port: u16, backlog: u32) -> std::io::Result<Arc<Server>> {
-        let (runtime, listener) = bind(host, port, backlog)?;
+        let (runtime, listener) = bind(host, port, backlog, 1)?;
         let (stop, stopped) = watch::channel(false);
         let server = Arc::new(Server {
             address: listener.local_addr()?,
@@ -131,10 +131,25 @@ impl Server {
     }
 }
 
-/// A listening socket on `host:port` and the current-thread runtime that will serve it.
-pub fn bind(host: &str, port: u16, backlog: u32) -> std::io::Result<(tokio::runtime::Runtime, TcpListener)> {
+/// A listening socket on `host:port` and the runtime that will serve it: on the calling
+/// thread only (`threads` 1), or with that many threads more.
+pub fn bind(
+    host: &str,
+    port: u16,
+    backlog: u32,
+    threads: usize,
+) -> std::io::Result<(tokio::runtime::Runtime, TcpListener)> {
     let address = resolve(host, port)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("parallel-http")
+            .enable_io()
+            .enable_time()
+            .build()?
+    };
     let listener = runtime.block_on(async {
         let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
         socket.set_reuseaddr(true)?;
