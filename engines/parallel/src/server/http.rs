@@ -1,11 +1,12 @@
 //! The HTTP side of `parallel.serve()` (WSGI): hyper parses HTTP/1.1 (keep-alive, pipelining,
-//! chunked bodies, `Expect: 100-continue`, HEAD) on the server's tokio thread; each request
-//! goes to whichever worker asks first (one queue for all), its body following in chunks as it
-//! arrives (bounded: an upload is never held whole), and the worker's response
-//! comes back as a start (status, headers) then body chunks, streamed to the client as they
-//! come. Malformed requests get hyper's 400/431; bodies over the limit 413. A request with
-//! both Transfer-Encoding and Content-Length is read by its chunked framing and its connection
-//! closed after the response (hyper, RFC 9112 §6.3): nothing can be smuggled after it.
+//! chunked bodies, `Expect: 100-continue`, HEAD) on the server's tokio runtime (a thread per
+//! core). Each request goes to whichever worker asks first (one queue for all), its body
+//! following in chunks as it arrives (bounded: an upload is never held whole); the worker's
+//! response comes back as a start (status, headers) then body chunks, streamed to the client
+//! as they come. Malformed requests get hyper's 400/431; bodies over the limit 413. A request
+//! with both Transfer-Encoding and Content-Length is read by its chunked framing and its
+//! connection closed after the response (hyper, RFC 9112 §6.3): nothing can be smuggled
+//! after it.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
