@@ -60,11 +60,10 @@ class Transport:
 
 def _serve_connections(server_id, protocol):
     """One worker's part of a server: runs until the server stops (a task of its pool)."""
-    guard_begin, guard_end = _core.guard_begin, _core.guard_end
     events = _core.server_join(server_id)
     # Each callback is guarded as a task of its own: the task's guard is closed here and
     # opened again at the end for the worker loop to close.
-    guard_end()
+    _core.guard_end()
     connections = {}
     try:
         while True:
@@ -76,7 +75,7 @@ def _serve_connections(server_id, protocol):
                 handle, peer = detail
                 transport = Transport(handle, peer)
                 connections[connection_id] = (None, transport)
-                instance = _callback(protocol, None, transport, "creating the protocol", guard_begin, guard_end)
+                instance = _callback(protocol, None, transport, "creating the protocol")
                 if instance is None:
                     continue
                 connections[connection_id] = (instance, transport)
@@ -84,14 +83,12 @@ def _serve_connections(server_id, protocol):
                 if initial:
                     transport.write(initial)
                 if hasattr(instance, "connection_made"):
-                    _callback(instance.connection_made, instance, transport, "connection_made",
-                              guard_begin, guard_end)
+                    _callback(instance.connection_made, instance, transport, "connection_made")
             elif kind == _DATA:
                 instance, transport = connections.get(connection_id, (None, None))
                 if instance is None or transport.is_closing():
                     continue
-                reply = _callback(instance.data_received, instance, transport, "data_received",
-                                  guard_begin, guard_end, detail)
+                reply = _callback(instance.data_received, instance, transport, "data_received", detail)
                 if reply is not None:
                     transport.write(reply)
             else:
@@ -100,28 +97,35 @@ def _serve_connections(server_id, protocol):
                     continue
                 if instance is not None and hasattr(instance, "connection_lost"):
                     error = None if detail is None else ConnectionError(detail)
-                    _callback(instance.connection_lost, instance, transport, "connection_lost",
-                              guard_begin, guard_end, error)
+                    _callback(instance.connection_lost, instance, transport, "connection_lost", error)
                 transport._closed = True
                 _core.server_close(transport._connection)
     finally:
-        guard_begin()
+        _core.guard_begin()
 
 
-def _callback(function, instance, transport, what, guard_begin, guard_end, *extra):
-    """Runs one callback as PX code; on an error (or a PX/PY violation) prints it and closes
-    the connection. Returns what the callback returned (None on an error)."""
+def run_guarded(function, *args):
+    """Runs function(*args) as PX code guarded as a task of its own (the worker's loop closed
+    its task's guard): (result, None), or (None, the error), a PX/PY violation the code caught
+    coming back as ProtectionError."""
     result = error = None
-    guard_begin()
+    _core.guard_begin()
     try:
-        result = function(transport, *extra) if instance is not None else function()
+        result = function(*args)
     except BaseException as raised:
         error = raised
     finally:
-        violation = guard_end()
+        violation = _core.guard_end()
     if violation is not None and error is None:
         import parallel
         error = parallel.ProtectionError(violation)
+    return result, error
+
+
+def _callback(function, instance, transport, what, *extra):
+    """Runs one callback as PX code; on an error (or a PX/PY violation) prints it and closes
+    the connection. Returns what the callback returned (None on an error)."""
+    result, error = run_guarded(function, transport, *extra) if instance is not None else run_guarded(function)
     if error is None:
         return result
     import traceback

@@ -17,7 +17,7 @@ worker's copy of it), and runs as PX code: the script's state is read-only in it
 import sys as _sys
 
 import _parallel_core as _core
-from _parallel_server import PoolServer as _PoolServer, _worker_count
+from _parallel_server import PoolServer as _PoolServer, _worker_count, run_guarded as _run_guarded
 
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                          "te", "trailers", "transfer-encoding", "upgrade"})
@@ -244,13 +244,11 @@ def _header_list(headers):
     return checked
 
 
-def _handle(app, request, guard_begin, guard_end, access_log):
+def _handle(app, request, access_log):
     response = _Response(request[0])
-    result = error = None
-    guard_begin()
-    try:
-        environ = _environ(request)
-        result = app(environ, response.start_response)
+
+    def answer():
+        result = app(_environ(request), response.start_response)
         try:
             for chunk in result:
                 if not isinstance(chunk, (bytes, bytearray, memoryview)):
@@ -264,13 +262,8 @@ def _handle(app, request, guard_begin, guard_end, access_log):
             close = getattr(result, "close", None)
             if close is not None:
                 close()
-    except BaseException as raised:
-        error = raised
-    finally:
-        violation = guard_end()
-    if violation is not None and error is None:
-        import parallel
-        error = parallel.ProtectionError(violation)
+
+    _, error = _run_guarded(answer)
     cut = False  # the headers went out before the error: the client's connection is cut
     if error is not None and not isinstance(error, RequestBodyTooLarge):  # that one is the client's
         import traceback
@@ -299,17 +292,16 @@ def _handle(app, request, guard_begin, guard_end, access_log):
 def _serve_requests(server_id, spec, access_log):
     """One worker's part of a server: runs until the server stops (a task of its pool)."""
     app = _load_app(spec)
-    guard_begin, guard_end = _core.guard_begin, _core.guard_end
-    guard_end()  # each request is guarded as a task of its own
+    _core.guard_end()  # each request is guarded as a task of its own (_run_guarded)
     try:
         while True:
             request = _core.http_next(server_id)
             if request is None:
                 return None
-            _handle(app, request, guard_begin, guard_end, access_log)
+            _handle(app, request, access_log)
             request = None
     finally:
-        guard_begin()
+        _core.guard_begin()
 
 
 class WSGIServer(_PoolServer):
