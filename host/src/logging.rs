@@ -1,8 +1,13 @@
 //! pyhost's own diagnostics: silent by default, `PYHOST_LOG=debug` (any `tracing` filter) or
-//! `--verbose` shows discovery, loading, ABI checks and lifecycle timings on stderr.
+//! `--verbose` shows discovery, loading, ABI checks and lifecycle timings on stderr. What an
+//! engine logs at info and above (target `engine`: a server's start-up line, access log and
+//! application errors) is shown unless `PYHOST_LOG` says otherwise.
 
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
+
+/// Without `PYHOST_LOG`: the host says nothing, engines speak at info and above.
+const DEFAULT_FILTER: &str = "off,engine=info";
 
 pub fn init(verbose: u8) {
     let filter = match (std::env::var("PYHOST_LOG"), verbose) {
@@ -12,10 +17,10 @@ pub fn init(verbose: u8) {
             Ok(filter) => filter,
             Err(err) => {
                 eprintln!("pyhost: ignoring PYHOST_LOG={spec:?}: {err}");
-                EnvFilter::new("off")
+                EnvFilter::new(DEFAULT_FILTER)
             }
         },
-        _ => EnvFilter::new("off"),
+        _ => EnvFilter::new(DEFAULT_FILTER),
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)

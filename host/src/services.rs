@@ -15,12 +15,14 @@ extern "C" fn log_from_engine(level: LogLevel, message: RStr<'_>) {
     let _ = std::panic::catch_unwind(|| {
         let engine = ENGINE_NAME.get().map(String::as_str).unwrap_or("?");
         let message = message.as_str();
+        // One target for every engine's messages, so that the default filter can show them
+        // and a user can filter them (`PYHOST_LOG=engine=warn`); the engine's name leads.
         match level {
-            LogLevel::Error => tracing::error!(engine, "{message}"),
-            LogLevel::Warn => tracing::warn!(engine, "{message}"),
-            LogLevel::Info => tracing::info!(engine, "{message}"),
-            LogLevel::Debug => tracing::debug!(engine, "{message}"),
-            LogLevel::Trace => tracing::trace!(engine, "{message}"),
+            LogLevel::Error => tracing::error!(target: "engine", "{engine}: {message}"),
+            LogLevel::Warn => tracing::warn!(target: "engine", "{engine}: {message}"),
+            LogLevel::Info => tracing::info!(target: "engine", "{engine}: {message}"),
+            LogLevel::Debug => tracing::debug!(target: "engine", "{engine}: {message}"),
+            LogLevel::Trace => tracing::trace!(target: "engine", "{engine}: {message}"),
         }
     });
 }

@@ -7,6 +7,7 @@
 //! - [`guard`]: PyParallel's PX/PY rule in workers (the main script's state is read-only).
 //! - [`shared`], [`shared_api`]: the containers behind `protect()`, shared by every interpreter.
 //! - [`frozen`]: `share()`, immutable data made immortal and read in place by every worker.
+//! - [`log`]: the engine's messages, through the host's logging (`PYHOST_LOG`).
 //! - [`transfer`]: which values may cross by marshal (the fast path of arguments and results).
 //! - `parallel.py`: the `parallel` module (map, submit, Executor, transfer of functions).
 //! - this file: the engine (descriptor; hooks: register the modules, join the pools at exit).
@@ -22,6 +23,8 @@ mod core;
 mod frozen;
 #[cfg(parallel_supported)]
 mod guard;
+#[cfg(parallel_supported)]
+mod log;
 #[cfg(parallel_supported)]
 mod modules;
 #[cfg(parallel_supported)]
@@ -50,13 +53,15 @@ impl Engine for ParallelEngine {
         }
     }
 
-    fn before_init(_host: &HostServices) -> Result<(), String> {
+    fn before_init(host: &HostServices) -> Result<(), String> {
         #[cfg(parallel_supported)]
         {
+            log::connect(host.log);
             modules::register()
         }
         #[cfg(not(parallel_supported))]
         {
+            let _ = host;
             Err(format!(
                 "the parallel engine supports CPython 3.13 only (built against 3.{})",
                 env!("PYHOST_PARALLEL_PYTHON_MINOR")

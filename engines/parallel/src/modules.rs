@@ -5,7 +5,7 @@
 //! guard/families.py), `_parallel_server` (TCP servers, server/server.py) and `_parallel_wsgi`
 //! (WSGI servers, server/wsgi.py), the last four executed from their source into the module.
 
-use crate::{core, guard, server, shared_api, transfer};
+use crate::{core, guard, log, server, shared_api, transfer};
 use pyo3_ffi as ffi;
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
@@ -55,7 +55,8 @@ macro_rules! fastcall {
 
 // SAFETY (statics below): read by CPython; only PyModuleDef_Init writes the base, under a GIL,
 // once per process (the definition is shared by every interpreter, as for any built-in module).
-static mut CORE_METHODS: [ffi::PyMethodDef; 59] = [
+static mut CORE_METHODS: [ffi::PyMethodDef; 60] = [
+    fastcall!(c"log", log::py_log, c"log(level, message): through the host's logging (PYHOST_LOG)"),
     fastcall!(c"pool_start", core::py_pool_start, c"pool_start(workers, init_payload) -> pool id"),
     fastcall!(c"pool_submit", core::py_pool_submit, c"pool_submit(pool, payload) -> task id"),
     fastcall!(c"batch_open", core::py_batch_open, c"batch_open(pool) -> batch id"),

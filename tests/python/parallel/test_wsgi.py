@@ -242,14 +242,19 @@ class Wsgi(unittest.TestCase):
         self.assertIn(b" 400 ", raw(self.server, b"NOT A REQUEST\r\n\r\n")[:20])
         huge = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n"
         self.assertIn(b" 431 ", raw(self.server, huge)[:20])
-        # Both framings: the chunked one is used and the connection closes after the response,
-        # so the request hidden behind it is never answered (no smuggling).
+        # Both framings (either order, after an honest request on the same connection): 400 and
+        # the connection closes, so the request hidden behind it is never answered.
         smuggled = b"GET /word?hello HTTP/1.1\r\nHost: x\r\n\r\n"
-        both = (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-                b"0\r\n\r\n" + smuggled)
-        answered = raw(self.server, both)
-        self.assertEqual(answered.count(b"HTTP/1.1 "), 1, answered)
-        self.assertNotIn(b"bonjour", answered)
+        honest = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        for framing in (b"Content-Length: 5\r\nTransfer-Encoding: chunked", b"Transfer-Encoding: chunked\r\nContent-length: 5",
+                        b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\nContent-Length: 5"):
+            with self.subTest(framing=framing):
+                both = b"POST /echo HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n\r\n0\r\n\r\n" + smuggled
+                answered = raw(self.server, honest + both)
+                self.assertEqual(answered.count(b"HTTP/1.1 "), 2, answered)
+                self.assertIn(b"HTTP/1.1 200 OK", answered)
+                self.assertIn(b"HTTP/1.1 400 Bad Request", answered)
+                self.assertNotIn(b"bonjour", answered)
         self.assertEqual(self.request("POST", "/echo", body=b"x" * 100_001)[0], 413)
         chunked = (b"x" * 50_000 for _ in range(3))
         self.assertEqual(self.request("POST", "/echo", body=chunked, chunked=True)[0], 413)
@@ -331,6 +336,8 @@ def app(environ, start_response):
         import os, time
         open(os.path.join(os.getcwd(), "in-flight"), "w").close()
         time.sleep(0.5)
+    if environ["PATH_INFO"] == "/fail":
+        raise ValueError("this route fails")
     body = f"{TABLE.get(environ['QUERY_STRING'], '?')} builds={len(BUILDS)}".encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
@@ -411,22 +418,77 @@ class Command(unittest.TestCase):
             server.communicate(timeout=30)
         self.assertIn(server.returncode, (130, -signal.SIGINT))
 
-    def test_the_access_log(self):
-        server = subprocess.Popen(self.command("served_app:app", "--port", "0", "--workers", "1", "--access-log"),
-                                  cwd=self.folder.name, stderr=subprocess.PIPE, text=True)
+    def logged(self, environment, *paths):
+        """What the server writes on stderr while answering `paths`, with `environment`."""
+        with socket.socket() as probe:  # a free port: the start-up line may be filtered out
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = subprocess.Popen(self.command("served_app:app", "--port", str(port), "--workers", "1",
+                                               "--access-log"),
+                                  cwd=self.folder.name, stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, **environment})
         try:
-            url = re.search(r"on (http://\S+)", server.stderr.readline()).group(1)
-            host, port = url[len("http://"):].split(":")
-            connection = http.client.HTTPConnection(host, int(port), timeout=10)
-            try:
-                connection.request("GET", "/x?k2")
-                self.assertEqual(connection.getresponse().read(), b"v2 builds=0")
-            finally:
-                connection.close()
-            self.assertEqual(server.stderr.readline().strip(), '127.0.0.1 - "GET /x?k2 HTTP/1.1" 200 11')
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+                    connection.close()
+                    break
+                except ConnectionRefusedError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        self.fail(f"the server did not start: {server.communicate()[1]}")
+                    time.sleep(0.05)
+            for path in paths:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                try:
+                    connection.request("GET", path)
+                    connection.getresponse().read()
+                finally:
+                    connection.close()
         finally:
             server.terminate()
-            server.communicate(timeout=30)
+            logged = server.communicate(timeout=30)[1]
+        return logged
+
+    def test_the_log_goes_through_pyhost_log(self):
+        # By default: the start-up line, the access log (asked for) and the application's errors.
+        logged = self.logged({"PYHOST_LOG": ""}, "/x?k2", "/fail")
+        lines = logged.splitlines()
+        self.assertRegex(lines[0], r" INFO parallel: serving served_app:app on http://127\.0\.0\.1:\d+ \(1 workers\)$")
+        self.assertTrue(lines[1].endswith(' INFO parallel: 127.0.0.1 - "GET /x?k2 HTTP/1.1" 200 11'), lines[1])
+        self.assertTrue(lines[2].endswith(" ERROR parallel: GET /fail failed:"), lines[2])
+        self.assertIn("ValueError: this route fails", logged)
+        self.assertTrue(lines[-1].endswith(' INFO parallel: 127.0.0.1 - "GET /fail HTTP/1.1" 500 22'), lines[-1])
+        # PYHOST_LOG filters them as any of pyhost's messages: errors only, or nothing.
+        logged = self.logged({"PYHOST_LOG": "engine=error"}, "/x?k2", "/fail")
+        self.assertNotIn("INFO", logged)
+        self.assertIn(" ERROR parallel: GET /fail failed:", logged)
+        self.assertIn("ValueError: this route fails", logged)
+        self.assertEqual(self.logged({"PYHOST_LOG": "off"}, "/x?k2", "/fail"), "")
+
+    def test_out_of_file_descriptors_is_logged_and_survived(self):
+        import resource
+        server, host, port = self.start()
+        try:
+            limits = resource.prlimit(server.pid, resource.RLIMIT_NOFILE)
+            in_use = len(os.listdir(f"/proc/{server.pid}/fd"))
+            resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (in_use + 2, limits[1]))
+            waiting = [socket.create_connection((host, port), timeout=10) for _ in range(6)]
+            time.sleep(0.5)  # the accepts past the limit fail meanwhile
+            for sock in waiting:
+                sock.close()
+            resource.prlimit(server.pid, resource.RLIMIT_NOFILE, limits)
+            connection = http.client.HTTPConnection(host, port, timeout=10)
+            try:  # the listener stayed
+                connection.request("GET", "/?k7")
+                self.assertEqual(connection.getresponse().read(), b"v7 builds=0")
+            finally:
+                connection.close()
+        finally:
+            server.terminate()
+            logged = server.communicate(timeout=30)[1]
+        self.assertIn(" WARN parallel: a server cannot accept a connection: Too many open files", logged)
+        self.assertEqual(logged.count("cannot accept"), 1, logged)  # once a second at most
 
     def test_what_it_refuses(self):
         bad = self.run_command("no-colon")

@@ -3,11 +3,10 @@
 //! core). Each request goes to whichever worker asks first (one queue for all), its body
 //! following in chunks as it arrives (bounded: an upload is never held whole); the worker's
 //! response comes back as a start (status, headers) then body chunks, streamed to the client
-//! as they come. Malformed requests get hyper's 400/431; bodies over the limit 413. A request
-//! with both Transfer-Encoding and Content-Length is read by its chunked framing and its
-//! connection closed after the response (hyper, RFC 9112 §6.3): nothing can be smuggled
-//! after it.
+//! as they come. Malformed requests get hyper's 400/431; bodies over the limit 413; a request
+//! with both Transfer-Encoding and Content-Length 400 (smuggling.rs, in front of hyper).
 
+use super::smuggling::SmugglingGuard;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
@@ -166,13 +165,17 @@ async fn accept(
     open: Arc<AtomicUsize>,
 ) {
     let local = listener.local_addr().ok();
+    let mut last_said = None;
     loop {
         tokio::select! {
             _ = stopped.changed() => break,
             accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        super::accept_failed(error, &mut last_said).await;
+                        continue;
+                    }
                 };
                 let _ = stream.set_nodelay(true);
                 let local = stream.local_addr().ok().or(local).unwrap_or(peer);
@@ -187,7 +190,10 @@ async fn accept(
                         .timer(hyper_util::rt::TokioTimer::new())
                         .header_read_timeout(limits.header_timeout)
                         .max_buf_size(limits.max_header_bytes.max(8192));
-                    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    let connection = builder.serve_connection(
+                        hyper_util::rt::TokioIo::new(SmugglingGuard::new(stream, limits.max_header_bytes.max(8192))),
+                        service,
+                    );
                     tokio::pin!(connection);
                     tokio::select! {
                         _ = connection.as_mut() => {}

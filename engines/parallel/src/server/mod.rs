@@ -6,6 +6,7 @@
 
 mod http;
 mod network;
+mod smuggling;
 pub mod wsgi;
 
 use crate::core::{arg_bytes, arg_count, arg_str, arg_u64, guarded, set_error, without_gil};
@@ -25,6 +26,16 @@ const LOST: i64 = 2;
 
 const EVENTS_CAPSULE: &CStr = c"parallel server events";
 const CONNECTION_CAPSULE: &CStr = c"parallel server connection";
+
+/// An accept that failed (out of file descriptors and the like): the listener stays and the
+/// next accept may succeed. Said through the host's log at most once a second.
+async fn accept_failed(error: std::io::Error, last_said: &mut Option<std::time::Instant>) {
+    if last_said.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+        crate::log::log(pyhost_abi::LogLevel::Warn, &format!("a server cannot accept a connection: {error}"));
+        *last_said = Some(std::time::Instant::now());
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
 
 fn servers() -> &'static Mutex<HashMap<u64, Arc<Server>>> {
     static SERVERS: OnceLock<Mutex<HashMap<u64, Arc<Server>>>> = OnceLock::new();

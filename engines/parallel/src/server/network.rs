@@ -168,6 +168,7 @@ fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {
 }
 
 async fn accept(server: Arc<Server>, listener: TcpListener, mut stopped: watch::Receiver<bool>) {
+    let mut last_said = None;
     loop {
         tokio::select! {
             _ = stopped.changed() => break,
@@ -176,9 +177,7 @@ async fn accept(server: Arc<Server>, listener: TcpListener, mut stopped: watch::
                     let _ = stream.set_nodelay(true);
                     tokio::spawn(connection(Arc::clone(&server), stream, peer));
                 }
-                // Out of file descriptors and the like: the listener stays, the next
-                // accept may succeed.
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                Err(error) => super::accept_failed(error, &mut last_said).await,
             },
         }
     }

@@ -18,7 +18,6 @@ them, as in tasks. A callback that raises (or breaks the PX/PY rule) has its tra
 and its connection closed; the worker goes on.
 """
 
-import sys as _sys
 
 import _parallel_core as _core
 
@@ -130,9 +129,8 @@ def _callback(function, instance, transport, what, *extra):
         return result
     import traceback
     name = getattr(type(instance) if instance is not None else function, "__qualname__", "?")
-    print(f"parallel.server: {what} of {name} for {transport.peer[0]}:{transport.peer[1]} failed; "
-          f"closing the connection:\n{''.join(traceback.format_exception(error)).rstrip()}",
-          file=_sys.stderr, flush=True)
+    _core.log("error", f"{what} of {name} for {transport.peer[0]}:{transport.peer[1]} failed; closing the "
+                       f"connection:\n{''.join(traceback.format_exception(error)).rstrip()}")
     transport.close()
     if isinstance(error, (KeyboardInterrupt, SystemExit)):
         raise error

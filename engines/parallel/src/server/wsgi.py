@@ -267,8 +267,8 @@ def _handle(app, request, access_log):
     cut = False  # the headers went out before the error: the client's connection is cut
     if error is not None and not isinstance(error, RequestBodyTooLarge):  # that one is the client's
         import traceback
-        print(f"parallel.serve: {request[1]} {request[2].decode('latin-1')} failed:\n"
-              f"{''.join(traceback.format_exception(error)).rstrip()}", file=_sys.stderr, flush=True)
+        _core.log("error", f"{request[1]} {request[2].decode('latin-1')} failed:\n"
+                           f"{''.join(traceback.format_exception(error)).rstrip()}")
     if error is not None:
         cut = response.sent
         if not cut:
@@ -283,8 +283,8 @@ def _handle(app, request, access_log):
     if access_log:
         _, method, path, query, protocol, _, _, peer, _ = request
         target = path + (b"?" + query if query else b"")
-        print(f'{peer[0]} - "{method} {target.decode("latin-1")} {protocol}" {response.status} {response.length}'
-              f'{" (cut short)" if cut else ""}', file=_sys.stderr, flush=True)
+        _core.log("info", f'{peer[0]} - "{method} {target.decode("latin-1")} {protocol}" {response.status} '
+                          f'{response.length}{" (cut short)" if cut else ""}')
     if isinstance(error, (KeyboardInterrupt, SystemExit)):
         raise error
 
@@ -336,6 +336,10 @@ class WSGIServer(_PoolServer):
     def __repr__(self):
         return f"<parallel.WSGIServer {self.app} on {self.url}>"
 
+    def announce(self):
+        """The start-up line, through pyhost's logging."""
+        _core.log("info", f"serving {self.app} on {self.url} ({len(self._loops)} workers)")
+
 
 def wsgi_server(app, host="127.0.0.1", port=8000, *, workers=None, backlog=1024, timeout=30.0,
                 max_body=64 * 1024 * 1024, access_log=False):
@@ -346,8 +350,7 @@ def wsgi_server(app, host="127.0.0.1", port=8000, *, workers=None, backlog=1024,
 def serve(app, host="127.0.0.1", port=8000, **options):
     """Serves `app` until Ctrl-C."""
     with wsgi_server(app, host, port, **options) as server:
-        print(f"parallel.serve: {server.app} on {server.url} ({len(server._loops)} workers)",
-              file=_sys.stderr, flush=True)
+        server.announce()
         server.serve_forever()
 
 
@@ -380,7 +383,7 @@ def main(argv=None):
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="seconds a client has to send a request's headers (default 30)")
     parser.add_argument("--max-body", type=int, default=64 * 1024 * 1024, help="largest request body, in bytes")
-    parser.add_argument("--access-log", action="store_true", help="a line per request on stderr")
+    parser.add_argument("--access-log", action="store_true", help="a line per request, through pyhost's logging (PYHOST_LOG)")
     options = parser.parse_args(argv)
     module_name, _, name = options.app.partition(":")
     if not module_name or not name:
@@ -414,7 +417,7 @@ def main(argv=None):
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, terminate)
-    print(f"parallel.serve: {server.app} on {server.url} ({len(server._loops)} workers)", file=sys.stderr, flush=True)
+    server.announce()
     server.serve_forever()
 
 
