@@ -1,12 +1,13 @@
 """parallel.wsgi_server() / parallel.serve(): a WSGI server, driven over loopback by real
-clients (http.client, raw sockets, curl). Checks PEP 3333's environ and response protocol
+clients (http.client, raw sockets, curl, wrk). Checks PEP 3333's environ and response protocol
 (start_response, write(), exc_info, close(), streaming iterables), HTTP/1.1 (keep-alive,
 pipelining, chunked request bodies, Expect: 100-continue, HEAD), bad requests (400, 431, 413,
-Transfer-Encoding with Content-Length smuggling nothing, a client too slow to send its
+Transfer-Encoding with Content-Length refused, a client too slow to send its
 headers), application
 failures (500, the worker goes on) and the PX/PY rule in applications.
 
-Run: `pyhost --engine parallel tests/python/parallel/test_wsgi.py`.
+Run: `pyhost --engine parallel tests/python/parallel/test_wsgi.py`. The curl and wrk tests are
+skipped when those are not installed, unless PYHOST_TEST_REQUIRE names them (CI does).
 """
 
 import http.client
@@ -98,6 +99,9 @@ def app(environ, start_response):
     if path == "/px":
         UNPROTECTED.append(1)
         return respond(start_response, "written")
+    if path == "/sleep":
+        time.sleep(0.3)
+        return respond(start_response, "slept")
     if path == "/big":
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return (b"x" * 65536 for _ in range(200))
@@ -121,6 +125,16 @@ def stream():
     while not RELEASE.value and time.monotonic() < deadline:
         time.sleep(0.005)
     yield b"second\n"
+
+
+def client(test, name):
+    """The path of the client program `name`; skips the test without it, unless required."""
+    path = shutil.which(name)
+    if path is None:
+        if name in os.environ.get("PYHOST_TEST_REQUIRE", "").split():
+            test.fail(f"{name} is required (PYHOST_TEST_REQUIRE) and not installed")
+        test.skipTest(f"no {name}")
+    return path
 
 
 def raw(server, data, read_until_close=True):
@@ -205,10 +219,10 @@ class Wsgi(unittest.TestCase):
         chunks = (piece for piece in (b"ab", b"cd", b"ef"))
         status, body, _ = self.request("POST", "/echo", body=chunks, chunked=True)
         self.assertEqual((status, body), (200, b"abcdef"))
-        if shutil.which("curl"):
-            result = subprocess.run(["curl", "-s", "-H", "Expect: 100-continue", "--data-binary", "x" * 2000,
-                                     f"{self.server.url}/echo"], capture_output=True, timeout=30)
-            self.assertEqual(result.stdout, b"x" * 2000)
+        curl = client(self, "curl")  # the rest needs it
+        result = subprocess.run([curl, "-s", "-H", "Expect: 100-continue", "--data-binary", "x" * 2000,
+                                 f"{self.server.url}/echo"], capture_output=True, timeout=30)
+        self.assertEqual(result.stdout, b"x" * 2000)
 
     def test_wsgi_input_reads_lines_and_pieces(self):
         body = b"".join(b"line %d\n" % i for i in range(1000)) + b"last"
@@ -297,11 +311,56 @@ class Wsgi(unittest.TestCase):
             self.assertEqual(self.request("GET", "/word?hello")[1], b"bonjour")
 
     def test_curl(self):
-        if not shutil.which("curl"):
-            self.skipTest("no curl")
-        result = subprocess.run(["curl", "-s", "-i", f"{self.server.url}/word?hello"], capture_output=True, timeout=30)
+        curl = client(self, "curl")
+        result = subprocess.run([curl, "-s", "-i", f"{self.server.url}/word?hello"], capture_output=True, timeout=30)
         self.assertTrue(result.stdout.startswith(b"HTTP/1.1 200 OK"), result.stdout[:50])
         self.assertTrue(result.stdout.endswith(b"\r\n\r\nbonjour"))
+
+    def wrk(self, path, script=None):
+        """wrk's report of 1 s of load on `path` (2 threads, 16 connections)."""
+        command = [client(self, "wrk"), "-t2", "-c16", "-d1s", "--timeout", "5s", f"{self.server.url}{path}"]
+        with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
+            if script:
+                lua.write(script)
+                lua.flush()
+                command[1:1] = ["-s", lua.name]
+            result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return result.stdout
+
+    def assert_all_answered(self, report):
+        requests = int(re.search(r"(\d+) requests in", report).group(1))
+        self.assertGreater(requests, 100, report)
+        self.assertNotIn("Non-2xx", report)  # every answer a 200
+        self.assertNotIn("Socket errors", report)  # no refused, cut or timed-out connection
+        return requests
+
+    def test_wrk(self):
+        self.assert_all_answered(self.wrk("/word?hello"))
+        # POST bodies, and a response check in the script: each answer is the body sent.
+        checked = self.wrk("/echo", script="""
+wrk.method = "POST"
+wrk.body = "ping"
+wrk.headers["Content-Type"] = "text/plain"
+bad = 0
+response = function(status, headers, body)
+  if body ~= "ping" then bad = bad + 1 end
+end
+done = function(summary, latency, requests)
+  io.write(string.format("bad bodies: %d\\n", bad))
+end
+""")
+        self.assert_all_answered(checked)
+        self.assertIn("bad bodies: 0", checked)
+        # Pipelined: wrk sends 4 requests at once on each connection.
+        self.assert_all_answered(self.wrk("/word?hello", script="""
+init = function(args)
+  local r = {}
+  for i = 1, 4 do r[i] = wrk.format("GET", "/word?hello") end
+  req = table.concat(r)
+end
+request = function() return req end
+"""))
 
 
 class Errors(unittest.TestCase):
@@ -316,6 +375,28 @@ class Errors(unittest.TestCase):
             with self.assertRaises(OSError) as raised:
                 parallel.wsgi_server(app, port=taken.getsockname()[1], workers=1)
             self.assertIn("cannot listen on 127.0.0.1", str(raised.exception))
+
+    def test_close_answers_the_requests_still_waiting_for_a_worker(self):
+        import threading
+        server = parallel.wsgi_server(app, port=0, workers=1)
+        answers = []
+
+        def ask():
+            connection = http.client.HTTPConnection(*server.address, timeout=30)
+            try:
+                connection.request("GET", "/sleep")
+                answers.append(connection.getresponse().read())
+            finally:
+                connection.close()
+
+        clients = [threading.Thread(target=ask) for _ in range(3)]
+        for client_ in clients:
+            client_.start()
+        time.sleep(0.15)  # one request runs, two wait in the queue
+        server.close()
+        for client_ in clients:
+            client_.join(30)
+        self.assertEqual(answers, [b"slept"] * 3)
 
 
 SERVED_MODULE = """

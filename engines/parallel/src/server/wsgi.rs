@@ -88,10 +88,12 @@ pub unsafe extern "C" fn py_http_stop(
             return ptr::null_mut();
         }
         let Some(id) = arg_u64(*args) else { return ptr::null_mut() };
-        let stopped = servers().lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-        if let Some(server) = stopped {
+        // Stopped while still known: the workers take the requests in flight (the connections
+        // wait for their answers) until the network side ends, which closes the queue.
+        if let Some(server) = server(id) {
             without_gil(|| server.stop());
         }
+        servers().lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         ffi::Py_NewRef(ffi::Py_None())
     })
 }
