@@ -535,7 +535,7 @@ class Command(unittest.TestCase):
         # By default: the start-up line, the access log (asked for) and the application's errors.
         logged = self.logged({"PYHOST_LOG": ""}, "/x?k2", "/fail")
         lines = logged.splitlines()
-        self.assertRegex(lines[0], r" INFO parallel: serving served_app:app on http://127\.0\.0\.1:\d+ \(1 workers\)$")
+        self.assertRegex(lines[0], r" INFO parallel: serving served_app:app on http://127\.0\.0\.1:\d+ \(1 worker\)$")
         self.assertTrue(lines[1].endswith(' INFO parallel: 127.0.0.1 - "GET /x?k2 HTTP/1.1" 200 11'), lines[1])
         self.assertTrue(lines[2].endswith(" ERROR parallel: GET /fail failed:"), lines[2])
         self.assertIn("ValueError: this route fails", logged)

@@ -338,7 +338,8 @@ class WSGIServer(_PoolServer):
 
     def announce(self):
         """The start-up line, through pyhost's logging."""
-        _core.log("info", f"serving {self.app} on {self.url} ({len(self._loops)} workers)")
+        workers = len(self._loops)
+        _core.log("info", f"serving {self.app} on {self.url} ({workers} worker{'s' if workers != 1 else ''})")
 
 
 def wsgi_server(app, host="127.0.0.1", port=8000, *, workers=None, backlog=1024, timeout=30.0,
