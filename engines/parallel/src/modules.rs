@@ -55,7 +55,7 @@ macro_rules! fastcall {
 
 // SAFETY (statics below): read by CPython; only PyModuleDef_Init writes the base, under a GIL,
 // once per process (the definition is shared by every interpreter, as for any built-in module).
-static mut CORE_METHODS: [ffi::PyMethodDef; 60] = [
+static mut CORE_METHODS: [ffi::PyMethodDef; 62] = [
     fastcall!(c"log", log::py_log, c"log(level, message): through the host's logging (PYHOST_LOG)"),
     fastcall!(c"pool_start", core::py_pool_start, c"pool_start(workers, init_payload) -> pool id"),
     fastcall!(c"pool_submit", core::py_pool_submit, c"pool_submit(pool, payload) -> task id"),
@@ -156,8 +156,22 @@ static mut CORE_METHODS: [ffi::PyMethodDef; 60] = [
         server::py_server_next,
         c"server_next(events) -> (kind, connection id, detail) | None"
     ),
-    fastcall!(c"server_write", server::py_server_write, c"server_write(connection, data) -> bool"),
+    fastcall!(
+        c"server_write",
+        server::py_server_write,
+        c"server_write(connection, data) -> 0 gone | 1 queued | 2 pause"
+    ),
     fastcall!(c"server_close", server::py_server_close, c"server_close(connection)"),
+    fastcall!(
+        c"server_write_buffer_size",
+        server::py_server_write_buffer_size,
+        c"server_write_buffer_size(connection) -> int"
+    ),
+    fastcall!(
+        c"server_set_write_limits",
+        server::py_server_set_write_limits,
+        c"server_set_write_limits(connection, high, low)"
+    ),
     fastcall!(
         c"http_start",
         server::wsgi::py_http_start,

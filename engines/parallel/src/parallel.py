@@ -841,8 +841,8 @@ def server(host, port, protocol, *, workers=None, backlog=1024):
     """A TCP server, PyParallel's protocol style: listens on host:port (0: any free port, see
     `.address`) and serves each connection with a new `protocol()` instance whose
     `data_received(transport, data)` (returning bytes to send, or None) and optional
-    `initial_bytes_to_send`, `connection_made(transport)`, `connection_lost(transport, exc)`
-    run in one of `workers` workers (default: one per CPU) of the server's own pool. Returns
+    `initial_bytes_to_send`, `connection_made(transport)`, `connection_lost(transport, exc)`,
+    `pause_writing(transport)`, `resume_writing(transport)` (backpressure, as asyncio's) run in one of `workers` workers (default: one per CPU) of the server's own pool. Returns
     a Server: `serve_forever()`, `close()`, `address`, a context manager."""
     import _parallel_server
     return _parallel_server.server(host, port, protocol, workers=workers, backlog=backlog)

@@ -2,8 +2,9 @@
 Checks the protocol callbacks (initial bytes, connection_made, data_received's reply,
 connection_lost), one connection's callbacks in order in one worker, connections spread over
 the workers, large and concurrent transfers, closing from either side, errors and PX/PY
-violations in callbacks (the connection closes, the server goes on), and the errors of bad
-arguments and of a port in use.
+violations in callbacks (the connection closes, the server goes on), backpressure
+(pause_writing/resume_writing, a client that never reads), and the errors of bad arguments and
+of a port in use.
 
 Run: `pyhost --engine parallel tests/python/parallel/test_server.py`.
 """
@@ -60,6 +61,60 @@ class Translate:
 
     def connection_lost(self, transport, exc):
         EVENTS.append(("lost", transport.peer[1], self.count))
+
+
+class Producer:
+    """Streams 512 chunks of 64 KiB as fast as the client takes them: writes until paused,
+    goes on when resumed (asyncio's flow-control protocol)."""
+
+    CHUNK = b"x" * 65536
+
+    def connection_made(self, transport):
+        self.left = 512
+        self.paused = False
+        self.pump(transport)
+
+    def pump(self, transport):
+        while self.left and not self.paused:
+            transport.write(self.CHUNK)
+            self.left -= 1
+        if not self.left:
+            transport.close()
+
+    def pause_writing(self, transport):
+        self.paused = True
+        EVENTS.append(("pause", transport.get_write_buffer_size()))
+
+    def resume_writing(self, transport):
+        self.paused = False
+        EVENTS.append(("resume", transport.get_write_buffer_size()))
+        self.pump(transport)
+
+    def data_received(self, transport, data):
+        return None
+
+
+class WatchedEcho(Echo):
+    initial_bytes_to_send = None
+
+    def connection_made(self, transport):
+        transport.set_write_buffer_limits(high=256 * 1024)
+
+    def pause_writing(self, transport):
+        EVENTS.append(("pause", transport.get_write_buffer_size()))
+
+
+class Limits:
+    def connection_made(self, transport):
+        for high, low in ((10, 20), (-1, None), (None, -4)):
+            try:
+                transport.set_write_buffer_limits(high, low)
+            except ValueError:
+                EVENTS.append("refused")
+        transport.write(b"done\n")
+
+    def data_received(self, transport, data):
+        return None
 
 
 def connect(server):
@@ -213,6 +268,53 @@ class Servers(unittest.TestCase):
         server.close()  # twice: nothing more
         with self.assertRaises(OSError):
             connect(server)
+
+    def test_a_slow_client_pauses_the_writer_and_resumes_it(self):
+        import time
+        with parallel.server("127.0.0.1", 0, Producer, workers=1) as server:
+            with connect(server) as client:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+                time.sleep(0.3)  # not reading: the writes queue up to the high-water mark
+                received, buffer = 0, bytearray(65536)
+                while count := client.recv_into(buffer):
+                    received += count
+        self.assertEqual(received, 512 * 65536)
+        kinds = [kind for kind, _ in EVENTS]
+        self.assertGreater(len(kinds), 1, EVENTS)
+        # Alternating (the last pause may have no resume: the producer was done and closed).
+        self.assertEqual((set(kinds[::2]), set(kinds[1::2])), ({"pause"}, {"resume"}), EVENTS)
+        for kind, queued in EVENTS:
+            if kind == "pause":  # just over 64 KiB: the write that crossed it
+                self.assertTrue(64 * 1024 < queued <= 128 * 1024, EVENTS)
+            else:
+                self.assertLessEqual(queued, 16 * 1024, EVENTS)
+
+    def test_a_client_that_sends_without_reading_is_not_read_either(self):
+        import time
+        with parallel.server("127.0.0.1", 0, WatchedEcho, workers=1) as server:
+            with connect(server) as client:
+                client.setblocking(False)
+                sent, chunk, deadline = 0, b"y" * 65536, time.monotonic() + 20
+                stalled_since = None
+                # Send until the server stops taking bytes for 0.5 s (at most 512 MiB, 20 s).
+                while sent < 512 * 2**20 and time.monotonic() < deadline:
+                    try:
+                        sent += client.send(chunk)
+                        stalled_since = None
+                    except BlockingIOError:
+                        stalled_since = stalled_since or time.monotonic()
+                        if time.monotonic() - stalled_since > 0.5:
+                            break
+                        time.sleep(0.01)
+        # What the kernel buffers hold on both sides plus the server's 256 KiB mark, not all.
+        self.assertLess(sent, 128 * 2**20)
+        self.assertTrue(EVENTS and EVENTS[0][0] == "pause" and EVENTS[0][1] > 256 * 1024, EVENTS)
+
+    def test_write_buffer_limits_are_checked(self):
+        with parallel.server("127.0.0.1", 0, Limits, workers=1) as server:
+            with connect(server) as client:
+                self.assertEqual(read_line(client, [b""]), "done")
+        self.assertEqual(list(EVENTS), ["refused"] * 3)
 
     def test_bad_arguments_and_a_port_in_use(self):
         with self.assertRaisesRegex(TypeError, "protocol class"):

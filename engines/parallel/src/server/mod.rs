@@ -10,7 +10,7 @@ mod smuggling;
 pub mod wsgi;
 
 use crate::core::{arg_bytes, arg_count, arg_str, arg_u64, guarded, set_error, without_gil};
-use network::{Command, Event, Server};
+use network::{Event, Outbox, Server};
 use pyo3_ffi as ffi;
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 const MADE: i64 = 0;
 const DATA: i64 = 1;
 const LOST: i64 = 2;
+const DRAINED: i64 = 3;
 
 const EVENTS_CAPSULE: &CStr = c"parallel server events";
 const CONNECTION_CAPSULE: &CStr = c"parallel server connection";
@@ -169,10 +170,9 @@ unsafe extern "C" fn drop_events(capsule: *mut ffi::PyObject) {
 }
 
 unsafe extern "C" fn drop_connection(capsule: *mut ffi::PyObject) {
-    let commands = ffi::PyCapsule_GetPointer(capsule, CONNECTION_CAPSULE.as_ptr())
-        .cast::<mpsc::UnboundedSender<Command>>();
-    if !commands.is_null() {
-        drop(Box::from_raw(commands));
+    let outbox = ffi::PyCapsule_GetPointer(capsule, CONNECTION_CAPSULE.as_ptr()).cast::<Arc<Outbox>>();
+    if !outbox.is_null() {
+        drop(Box::from_raw(outbox));
     }
 }
 
@@ -200,7 +200,7 @@ pub unsafe extern "C" fn py_server_join(
 
 /// `server_next(events) -> (kind, connection id, detail) | None`: the worker's next event,
 /// waited for without the GIL; None once the server stopped. Details: MADE (connection,
-/// (host, port)), DATA bytes, LOST None or the error's text.
+/// (host, port)), DATA bytes, LOST None or the error's text, DRAINED None.
 pub unsafe extern "C" fn py_server_next(
     _module: *mut ffi::PyObject,
     args: *mut *mut ffi::PyObject,
@@ -222,12 +222,12 @@ pub unsafe extern "C" fn py_server_next(
             return ffi::Py_NewRef(ffi::Py_None());
         };
         match event {
-            Event::Made { id, commands, peer } => {
-                let commands = Box::into_raw(Box::new(commands));
+            Event::Made { id, outbox, peer } => {
+                let outbox = Box::into_raw(Box::new(outbox));
                 let connection =
-                    ffi::PyCapsule_New(commands.cast(), CONNECTION_CAPSULE.as_ptr(), Some(drop_connection));
+                    ffi::PyCapsule_New(outbox.cast(), CONNECTION_CAPSULE.as_ptr(), Some(drop_connection));
                 if connection.is_null() {
-                    drop(Box::from_raw(commands));
+                    drop(Box::from_raw(outbox));
                     return ptr::null_mut();
                 }
                 let Ok(ip) = std::ffi::CString::new(peer.ip().to_string()) else { return ptr::null_mut() };
@@ -257,21 +257,19 @@ pub unsafe extern "C" fn py_server_next(
                 }
                 None => ffi::Py_BuildValue(c"(LKO)".as_ptr(), LOST, id, ffi::Py_None()),
             },
+            Event::Drained { id } => ffi::Py_BuildValue(c"(LKO)".as_ptr(), DRAINED, id, ffi::Py_None()),
         }
     })
 }
 
-unsafe fn connection_commands(
-    capsule: *mut ffi::PyObject,
-) -> Option<&'static mpsc::UnboundedSender<Command>> {
-    let commands = ffi::PyCapsule_GetPointer(capsule, CONNECTION_CAPSULE.as_ptr())
-        .cast::<mpsc::UnboundedSender<Command>>();
-    // SAFETY: the capsule owns the sender until it is destroyed, and the caller holds it.
-    commands.as_ref()
+unsafe fn connection_outbox(capsule: *mut ffi::PyObject) -> Option<&'static Outbox> {
+    let outbox = ffi::PyCapsule_GetPointer(capsule, CONNECTION_CAPSULE.as_ptr()).cast::<Arc<Outbox>>();
+    // SAFETY: the capsule owns the outbox until it is destroyed, and the caller holds it.
+    outbox.as_ref().map(|outbox| &**outbox)
 }
 
-/// `server_write(connection, data) -> bool`: queues bytes to send (False: the connection is
-/// gone).
+/// `server_write(connection, data) -> int`: queues bytes to send: 0, the connection is gone;
+/// 1, queued; 2, queued and the queue just went over the high-water mark (pause writing).
 pub unsafe extern "C" fn py_server_write(
     _module: *mut ffi::PyObject,
     args: *mut *mut ffi::PyObject,
@@ -281,10 +279,18 @@ pub unsafe extern "C" fn py_server_write(
         if !arg_count(nargs, 2, "server_write") {
             return ptr::null_mut();
         }
-        let Some(commands) = connection_commands(*args) else { return ptr::null_mut() };
+        let Some(outbox) = connection_outbox(*args) else { return ptr::null_mut() };
         let Some(data) = arg_bytes(*args.add(1)) else { return ptr::null_mut() };
-        let sent = data.is_empty() || commands.send(Command::Write(data)).is_ok();
-        ffi::PyBool_FromLong(sent.into())
+        let outcome = if data.is_empty() {
+            1
+        } else {
+            match outbox.write(data) {
+                None => 0,
+                Some(false) => 1,
+                Some(true) => 2,
+            }
+        };
+        ffi::PyLong_FromLong(outcome)
     })
 }
 
@@ -298,8 +304,45 @@ pub unsafe extern "C" fn py_server_close(
         if !arg_count(nargs, 1, "server_close") {
             return ptr::null_mut();
         }
-        let Some(commands) = connection_commands(*args) else { return ptr::null_mut() };
-        let _ = commands.send(Command::Close);
+        let Some(outbox) = connection_outbox(*args) else { return ptr::null_mut() };
+        outbox.close();
+        ffi::Py_NewRef(ffi::Py_None())
+    })
+}
+
+/// `server_write_buffer_size(connection) -> int`: bytes queued and not yet sent.
+pub unsafe extern "C" fn py_server_write_buffer_size(
+    _module: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        if !arg_count(nargs, 1, "server_write_buffer_size") {
+            return ptr::null_mut();
+        }
+        let Some(outbox) = connection_outbox(*args) else { return ptr::null_mut() };
+        ffi::PyLong_FromSize_t(outbox.queued())
+    })
+}
+
+/// `server_set_write_limits(connection, high, low)`: the connection's write-buffer marks.
+pub unsafe extern "C" fn py_server_set_write_limits(
+    _module: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        if !arg_count(nargs, 3, "server_set_write_limits") {
+            return ptr::null_mut();
+        }
+        let Some(outbox) = connection_outbox(*args) else { return ptr::null_mut() };
+        let (Some(high), Some(low)) = (arg_u64(*args.add(1)), arg_u64(*args.add(2))) else {
+            return ptr::null_mut();
+        };
+        let (Ok(high), Ok(low)) = (usize::try_from(high), usize::try_from(low)) else {
+            return set_error(ffi::PyExc_OverflowError, "write-buffer limits are too large");
+        };
+        outbox.set_limits(high, low);
         ffi::Py_NewRef(ffi::Py_None())
     })
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 pub enum Event {
     Made {
         id: u64,
-        commands: mpsc::UnboundedSender<Command>,
+        outbox: Arc<Outbox>,
         peer: SocketAddr,
     },
     Data {
@@ -27,6 +27,10 @@ pub enum Event {
         id: u64,
         error: Option<String>,
     },
+    /// The bytes queued to send fell to the low-water mark after going over the high one.
+    Drained {
+        id: u64,
+    },
 }
 
 /// What a worker asks of one of its connections.
@@ -34,6 +38,72 @@ pub enum Command {
     Write(Vec<u8>),
     /// Send what is queued, then close.
     Close,
+}
+
+/// A connection's way out: the worker queues writes here, and how many bytes wait to be sent
+/// decides backpressure. Over the high-water mark the connection is not read from (a client
+/// that sends without reading the answers is slowed by TCP itself) and the worker is told to
+/// pause its writes (the protocol's `pause_writing()`); back at the low one, `Drained`.
+pub struct Outbox {
+    commands: mpsc::UnboundedSender<Command>,
+    queued: AtomicUsize,
+    paused: AtomicBool,
+    high_water: AtomicUsize,
+    low_water: AtomicUsize,
+}
+
+/// asyncio's default write-buffer limits.
+const HIGH_WATER: usize = 64 * 1024;
+const LOW_WATER: usize = HIGH_WATER / 4;
+
+impl Outbox {
+    fn new() -> (Arc<Outbox>, mpsc::UnboundedReceiver<Command>) {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let outbox = Outbox {
+            commands,
+            queued: AtomicUsize::new(0),
+            paused: AtomicBool::new(false),
+            high_water: AtomicUsize::new(HIGH_WATER),
+            low_water: AtomicUsize::new(LOW_WATER),
+        };
+        (Arc::new(outbox), receiver)
+    }
+
+    /// Queues bytes to send: None if the connection is gone, else whether this write took the
+    /// queue over the high-water mark (the writer should pause).
+    pub fn write(&self, bytes: Vec<u8>) -> Option<bool> {
+        let length = bytes.len();
+        let queued = self.queued.fetch_add(length, Ordering::AcqRel) + length;
+        if self.commands.send(Command::Write(bytes)).is_err() {
+            self.queued.fetch_sub(length, Ordering::AcqRel);
+            return None;
+        }
+        Some(queued > self.high_water.load(Ordering::Relaxed) && !self.paused.swap(true, Ordering::AcqRel))
+    }
+
+    pub fn close(&self) {
+        let _ = self.commands.send(Command::Close);
+    }
+
+    /// Bytes queued and not yet sent.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    pub fn set_limits(&self, high: usize, low: usize) {
+        self.high_water.store(high, Ordering::Relaxed);
+        self.low_water.store(low, Ordering::Relaxed);
+    }
+
+    fn over_high_water(&self) -> bool {
+        self.queued() > self.high_water.load(Ordering::Relaxed)
+    }
+
+    /// Counts `length` bytes as sent: whether the writer should resume now.
+    fn sent(&self, length: usize) -> bool {
+        let queued = self.queued.fetch_sub(length, Ordering::AcqRel) - length;
+        queued <= self.low_water.load(Ordering::Relaxed) && self.paused.swap(false, Ordering::AcqRel)
+    }
 }
 
 /// Events a worker may have waiting before a connection's reader waits for it (backpressure).
@@ -50,8 +120,8 @@ pub struct Server {
     joined: Condvar,
     next_worker: AtomicUsize,
     next_connection: AtomicU64,
-    /// Every open connection's command channel (to close them all on stop).
-    connections: Mutex<HashMap<u64, mpsc::UnboundedSender<Command>>>,
+    /// Every open connection's outbox (to close them all on stop).
+    connections: Mutex<HashMap<u64, Arc<Outbox>>>,
     connections_done: tokio::sync::Notify,
     stop: watch::Sender<bool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -183,8 +253,8 @@ async fn accept(server: Arc<Server>, listener: TcpListener, mut stopped: watch::
     }
     drop(listener);
     let closing: Vec<_> = lock(&server.connections).values().cloned().collect();
-    for commands in closing {
-        let _ = commands.send(Command::Close);
+    for outbox in closing {
+        outbox.close();
     }
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
         while server.open_connections() > 0 {
@@ -197,10 +267,10 @@ async fn accept(server: Arc<Server>, listener: TcpListener, mut stopped: watch::
 async fn connection(server: Arc<Server>, stream: TcpStream, peer: SocketAddr) {
     let Some(worker) = server.pick_worker() else { return };
     let id = server.next_connection.fetch_add(1, Ordering::Relaxed);
-    let (commands_sender, mut commands) = mpsc::unbounded_channel();
-    lock(&server.connections).insert(id, commands_sender.clone());
-    if worker.send(Event::Made { id, commands: commands_sender, peer }).await.is_ok() {
-        exchange(&worker, id, stream, &mut commands).await;
+    let (outbox, mut commands) = Outbox::new();
+    lock(&server.connections).insert(id, Arc::clone(&outbox));
+    if worker.send(Event::Made { id, outbox: Arc::clone(&outbox), peer }).await.is_ok() {
+        exchange(&worker, id, stream, &outbox, &mut commands).await;
     }
     lock(&server.connections).remove(&id);
     server.connections_done.notify_one();
@@ -211,6 +281,7 @@ async fn exchange(
     worker: &mpsc::Sender<Event>,
     id: u64,
     stream: TcpStream,
+    outbox: &Outbox,
     commands: &mut mpsc::UnboundedReceiver<Command>,
 ) {
     let (mut reader, mut writer) = stream.into_split();
@@ -218,7 +289,8 @@ async fn exchange(
     let mut lost = false;
     loop {
         tokio::select! {
-            read = reader.read(&mut buffer), if !lost => {
+            // Over the high-water mark, reading waits for the client to take the answers.
+            read = reader.read(&mut buffer), if !lost && !outbox.over_high_water() => {
                 let event = match read {
                     Ok(0) => Event::Lost { id, error: None },
                     Ok(count) => Event::Data { id, bytes: buffer[..count].to_vec() },
@@ -236,6 +308,9 @@ async fn exchange(
                         if !lost {
                             let _ = worker.send(Event::Lost { id, error: Some(error.to_string()) }).await;
                         }
+                        return;
+                    }
+                    if outbox.sent(bytes.len()) && !lost && worker.send(Event::Drained { id }).await.is_err() {
                         return;
                     }
                 }

@@ -6,6 +6,8 @@
         def data_received(self, transport, data):   # bytes back are sent
             return data
         def connection_lost(self, transport, exc): ...  # optional
+        def pause_writing(self, transport): ...     # optional: over 64 KiB unsent
+        def resume_writing(self, transport): ...    # optional: back under 16 KiB
 
     with parallel.server("127.0.0.1", 8080, Echo) as server:
         server.serve_forever()
@@ -14,32 +16,61 @@ The network side is Rust (server/network.rs). Each worker of the server's own po
 long task, `_serve_connections`: every connection belongs to one worker, its callbacks run in
 order there, on a new instance of the protocol class per connection, and different
 connections run on every core. Callbacks are PX code: the main script's state is read-only in
-them, as in tasks. A callback that raises (or breaks the PX/PY rule) has its traceback printed
+them, as in tasks. A callback that raises (or breaks the PX/PY rule) has its traceback logged
 and its connection closed; the worker goes on.
+
+Backpressure, as asyncio's: while more than the high-water mark (64 KiB) of a connection's
+writes wait to be sent, the connection is not read from (a client that sends without reading
+the answers is slowed by TCP) and the protocol's `pause_writing(transport)` is called, from
+the `write()` that went over it; `resume_writing(transport)` once the queue is back at the
+low-water mark (16 KiB). `transport.set_write_buffer_limits()` changes the marks.
 """
 
 
 import _parallel_core as _core
 
-_MADE, _DATA, _LOST = 0, 1, 2
+_MADE, _DATA, _LOST, _DRAINED = 0, 1, 2, 3
 
 
 class Transport:
     """One connection, as its protocol's callbacks see it."""
 
-    __slots__ = ("_connection", "peer", "_closed")
+    __slots__ = ("_connection", "peer", "_closed", "_protocol", "_in_callback", "_pause_due")
 
     def __init__(self, connection, peer):
         self._connection = connection
         self.peer = peer  # (host, port) of the client
         self._closed = False
+        self._protocol = None  # the connection's protocol instance, once made
+        self._in_callback = False
+        self._pause_due = False  # went over the high-water mark outside a callback
 
     def write(self, data):
-        """Queues bytes to send (bytes-like); ignored once the connection is gone."""
+        """Queues bytes to send (bytes-like); ignored once the connection is gone. Going over
+        the high-water mark calls the protocol's pause_writing() (an error there raises here)."""
         if not isinstance(data, bytes):
             data = bytes(memoryview(data))
-        if not self._closed:
-            _core.server_write(self._connection, data)
+        if not self._closed and _core.server_write(self._connection, data) == 2:
+            if self._in_callback:
+                pause = getattr(self._protocol, "pause_writing", None)
+                if pause is not None:
+                    pause(self)
+            else:  # the loop's own write (initial bytes, a reply): it calls pause_writing next
+                self._pause_due = True
+
+    def get_write_buffer_size(self):
+        """Bytes written and not yet sent."""
+        return _core.server_write_buffer_size(self._connection)
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        """The marks of backpressure, as asyncio's: default high 64 KiB, low high // 4."""
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        _core.server_set_write_limits(self._connection, high, low)
 
     def close(self):
         """Closes the connection once what is queued is sent; connection_lost follows."""
@@ -78,11 +109,13 @@ def _serve_connections(server_id, protocol):
                 if instance is None:
                     continue
                 connections[connection_id] = (instance, transport)
+                transport._protocol = instance
                 initial = getattr(instance, "initial_bytes_to_send", None)
                 if initial:
                     transport.write(initial)
                 if hasattr(instance, "connection_made"):
                     _callback(instance.connection_made, instance, transport, "connection_made")
+                _pause_if_due(instance, transport)
             elif kind == _DATA:
                 instance, transport = connections.get(connection_id, (None, None))
                 if instance is None or transport.is_closing():
@@ -90,6 +123,12 @@ def _serve_connections(server_id, protocol):
                 reply = _callback(instance.data_received, instance, transport, "data_received", detail)
                 if reply is not None:
                     transport.write(reply)
+                _pause_if_due(instance, transport)
+            elif kind == _DRAINED:
+                instance, transport = connections.get(connection_id, (None, None))
+                if instance is not None and not transport.is_closing() and hasattr(instance, "resume_writing"):
+                    _callback(instance.resume_writing, instance, transport, "resume_writing")
+                    _pause_if_due(instance, transport)
             else:
                 instance, transport = connections.pop(connection_id, (None, None))
                 if transport is None:
@@ -101,6 +140,13 @@ def _serve_connections(server_id, protocol):
                 _core.server_close(transport._connection)
     finally:
         _core.guard_begin()
+
+
+def _pause_if_due(instance, transport):
+    if transport._pause_due:
+        transport._pause_due = False
+        if not transport.is_closing() and hasattr(instance, "pause_writing"):
+            _callback(instance.pause_writing, instance, transport, "pause_writing")
 
 
 def run_guarded(function, *args):
@@ -124,7 +170,11 @@ def run_guarded(function, *args):
 def _callback(function, instance, transport, what, *extra):
     """Runs one callback as PX code; on an error (or a PX/PY violation) prints it and closes
     the connection. Returns what the callback returned (None on an error)."""
-    result, error = run_guarded(function, transport, *extra) if instance is not None else run_guarded(function)
+    transport._in_callback = True
+    try:
+        result, error = run_guarded(function, transport, *extra) if instance is not None else run_guarded(function)
+    finally:
+        transport._in_callback = False
     if error is None:
         return result
     import traceback
