@@ -894,8 +894,9 @@ def wsgi_server(app, host="127.0.0.1", port=8000, *, workers=None, backlog=1024,
                 max_body=64 * 1024 * 1024, access_log=False):
     """Starts serving the WSGI application `app` and returns the server (`address`, `url`,
     `serve_forever()`, `close()`, a context manager). `timeout`: seconds a client has to send
-    a request's headers; `max_body`: the largest request body (413 above it); `access_log`: a
-    line per request through pyhost's logging (stderr; `PYHOST_LOG` filters it)."""
+    a request's headers (and that a keep-alive connection may stay idle); `max_body`: the
+    largest request body (413 above it); `access_log`: a line per request through pyhost's
+    logging (stderr; `PYHOST_LOG` filters it)."""
     import _parallel_wsgi
     return _parallel_wsgi.wsgi_server(app, host, port, workers=workers, backlog=backlog, timeout=timeout,
                                       max_body=max_body, access_log=access_log)

@@ -310,6 +310,35 @@ class Wsgi(unittest.TestCase):
         for _ in range(4):
             self.assertEqual(self.request("GET", "/word?hello")[1], b"bonjour")
 
+    def test_a_thousand_idle_keep_alive_connections_are_held_until_the_timeout(self):
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard < 4096:
+            self.skipTest(f"needs 4096 file descriptors, the limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))
+        request = b"GET /word?hello HTTP/1.1\r\nHost: x\r\n\r\n"
+        idle = []
+        try:
+            for _ in range(1000):
+                sock = socket.create_connection(self.server.address, timeout=10)
+                idle.append(sock)
+                sock.sendall(request)
+            for sock in idle:  # each answered, then left open and idle
+                self.assertTrue(sock.recv(65536).endswith(b"bonjour"))
+            self.assertEqual(self.request("GET", "/word?hello")[1], b"bonjour")  # a newcomer
+            time.sleep(0.5)
+            for sock in idle:  # and each idle one still works
+                sock.sendall(request)
+            for sock in idle:
+                self.assertTrue(sock.recv(65536).endswith(b"bonjour"))
+            # Idle longer than the server's timeout (1 s here): closed, as a keep-alive timeout.
+            time.sleep(1.5)
+            self.assertEqual({sock.recv(65536) for sock in idle}, {b""})
+        finally:
+            for sock in idle:
+                sock.close()
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
     def test_curl(self):
         curl = client(self, "curl")
         result = subprocess.run([curl, "-s", "-i", f"{self.server.url}/word?hello"], capture_output=True, timeout=30)

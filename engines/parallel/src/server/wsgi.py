@@ -382,7 +382,8 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=None, help="default: one per CPU")
     parser.add_argument("--backlog", type=int, default=1024)
     parser.add_argument("--timeout", type=float, default=30.0,
-                        help="seconds a client has to send a request's headers (default 30)")
+                        help="seconds a client has to send a request's headers, and that a keep-alive "
+                             "connection may stay idle (default 30)")
     parser.add_argument("--max-body", type=int, default=64 * 1024 * 1024, help="largest request body, in bytes")
     parser.add_argument("--access-log", action="store_true", help="a line per request, through pyhost's logging (PYHOST_LOG)")
     options = parser.parse_args(argv)
