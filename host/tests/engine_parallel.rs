@@ -46,6 +46,20 @@ fn serving_under_another_engine_names_the_parallel_engine() {
 }
 
 #[test]
+fn code_that_does_not_use_a_pool_or_a_server_runs_with_no_thread_and_no_monitoring() {
+    // share() and protect() included: the one thread is main's, no sys.monitoring tool is
+    // set, until a pool or a server starts.
+    let program = "import os, sys, parallel\n\
+        T = parallel.share({'a': 1}); H = parallel.protect(0)\n\
+        print(len(os.listdir('/proc/self/task')), [sys.monitoring.get_tool(i) for i in range(6)])\n\
+        parallel.map(abs, [-1])\n\
+        print(len(os.listdir('/proc/self/task')) > 1)";
+    let out = run(pyhost().args(["--engine", "parallel", "-c", program]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "1 [None, None, None, None, None, None]\nTrue\n");
+}
+
+#[test]
 fn submitted_work_finishes_before_exit_and_the_exit_status_is_kept() {
     // Futures nobody waited for still run (as with concurrent.futures); the interpreter then
     // ends every worker's sub-interpreter before it finalizes.
