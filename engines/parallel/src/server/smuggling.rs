@@ -69,21 +69,22 @@ impl<S> SmugglingGuard<S> {
                 }
                 Framing::Head => {
                     self.head.extend_from_slice(bytes);
-                    let used = bytes.len();
                     match self.end_of_head() {
                         Some(extra) => {
-                            // The bytes after the head are the next state's: take them back.
-                            let rest = self.head.split_off(self.head.len() - extra);
+                            // The bytes after the head are the next state's (the bytes held
+                            // before these held no whole head, so they all come from these).
+                            self.head.truncate(self.head.len() - extra);
                             self.ready.append(&mut self.head);
-                            self.follow(&rest);
+                            bytes.len() - extra
                         }
-                        None if self.framing == Framing::Off || self.head.len() > self.max_head => {
-                            self.framing = Framing::Off;
-                            self.ready.append(&mut self.head);
+                        None => {
+                            if self.framing == Framing::Off || self.head.len() > self.max_head {
+                                self.framing = Framing::Off;
+                                self.ready.append(&mut self.head);
+                            }
+                            bytes.len()
                         }
-                        None => {}
                     }
-                    used
                 }
                 Framing::Body(left) => {
                     let used = bytes.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
