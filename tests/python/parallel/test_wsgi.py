@@ -100,7 +100,7 @@ def app(environ, start_response):
         UNPROTECTED.append(1)
         return respond(start_response, "written")
     if path == "/sleep":
-        time.sleep(0.3)
+        time.sleep(0.5)
         return respond(start_response, "slept")
     if path == "/big":
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
@@ -317,26 +317,40 @@ class Wsgi(unittest.TestCase):
             self.skipTest(f"needs 4096 file descriptors, the limit is {hard}")
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))
         request = b"GET /word?hello HTTP/1.1\r\nHost: x\r\n\r\n"
+
+        def answered(sock):  # the headers and the body may come in two pieces
+            received = b""
+            while not received.endswith(b"bonjour"):
+                piece = sock.recv(65536)
+                if not piece:
+                    return False
+                received += piece
+            return True
+
         idle = []
+        server = parallel.wsgi_server(app, port=0, workers=2, timeout=3.0)
         try:
             for _ in range(1000):
-                sock = socket.create_connection(self.server.address, timeout=10)
+                sock = socket.create_connection(server.address, timeout=10)
                 idle.append(sock)
                 sock.sendall(request)
             for sock in idle:  # each answered, then left open and idle
-                self.assertTrue(sock.recv(65536).endswith(b"bonjour"))
-            self.assertEqual(self.request("GET", "/word?hello")[1], b"bonjour")  # a newcomer
-            time.sleep(0.5)
+                self.assertTrue(answered(sock))
+            newcomer = http.client.HTTPConnection(*server.address, timeout=10)
+            newcomer.request("GET", "/word?hello")
+            self.assertEqual(newcomer.getresponse().read(), b"bonjour")
+            newcomer.close()
             for sock in idle:  # and each idle one still works
                 sock.sendall(request)
             for sock in idle:
-                self.assertTrue(sock.recv(65536).endswith(b"bonjour"))
-            # Idle longer than the server's timeout (1 s here): closed, as a keep-alive timeout.
-            time.sleep(1.5)
+                self.assertTrue(answered(sock))
+            # Idle longer than the server's timeout (3 s here): closed, as a keep-alive timeout.
+            time.sleep(4)
             self.assertEqual({sock.recv(65536) for sock in idle}, {b""})
         finally:
             for sock in idle:
                 sock.close()
+            server.close()
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
     def test_curl(self):
@@ -409,11 +423,13 @@ class Errors(unittest.TestCase):
         import threading
         server = parallel.wsgi_server(app, port=0, workers=1)
         answers = []
+        sent = threading.Semaphore(0)
 
         def ask():
             connection = http.client.HTTPConnection(*server.address, timeout=30)
             try:
                 connection.request("GET", "/sleep")
+                sent.release()
                 answers.append(connection.getresponse().read())
             finally:
                 connection.close()
@@ -421,7 +437,9 @@ class Errors(unittest.TestCase):
         clients = [threading.Thread(target=ask) for _ in range(3)]
         for client_ in clients:
             client_.start()
-        time.sleep(0.15)  # one request runs, two wait in the queue
+        for _ in clients:
+            sent.acquire(timeout=30)
+        time.sleep(0.3)  # read by the server: one request runs (0.5 s), two wait in the queue
         server.close()
         for client_ in clients:
             client_.join(30)
@@ -583,11 +601,13 @@ class Command(unittest.TestCase):
             limits = resource.prlimit(server.pid, resource.RLIMIT_NOFILE)
             in_use = len(os.listdir(f"/proc/{server.pid}/fd"))
             resource.prlimit(server.pid, resource.RLIMIT_NOFILE, (in_use + 2, limits[1]))
+            starved_from = time.monotonic()
             waiting = [socket.create_connection((host, port), timeout=10) for _ in range(6)]
             time.sleep(0.5)  # the accepts past the limit fail meanwhile
             for sock in waiting:
                 sock.close()
             resource.prlimit(server.pid, resource.RLIMIT_NOFILE, limits)
+            starved = time.monotonic() - starved_from
             connection = http.client.HTTPConnection(host, port, timeout=10)
             try:  # the listener stayed
                 connection.request("GET", "/?k7")
@@ -598,7 +618,8 @@ class Command(unittest.TestCase):
             server.terminate()
             logged = server.communicate(timeout=30)[1]
         self.assertIn(" WARN parallel: a server cannot accept a connection: Too many open files", logged)
-        self.assertEqual(logged.count("cannot accept"), 1, logged)  # once a second at most
+        # Said once a second at most, for as long as accepts failed (about 0.5 s here).
+        self.assertLessEqual(logged.count("cannot accept"), 1 + int(starved), logged)
 
     def test_what_it_refuses(self):
         bad = self.run_command("no-colon")
