@@ -166,6 +166,8 @@ async fn accept(
 ) {
     let local = listener.local_addr().ok();
     let mut last_said = None;
+    // The largest request head hyper buffers, and the smuggling check holds back.
+    let max_head = limits.max_header_bytes.max(8192);
     loop {
         tokio::select! {
             _ = stopped.changed() => break,
@@ -189,9 +191,9 @@ async fn accept(
                     builder
                         .timer(hyper_util::rt::TokioTimer::new())
                         .header_read_timeout(limits.header_timeout)
-                        .max_buf_size(limits.max_header_bytes.max(8192));
+                        .max_buf_size(max_head);
                     let connection = builder.serve_connection(
-                        hyper_util::rt::TokioIo::new(SmugglingGuard::new(stream, limits.max_header_bytes.max(8192))),
+                        hyper_util::rt::TokioIo::new(SmugglingGuard::new(stream, max_head)),
                         service,
                     );
                     tokio::pin!(connection);

@@ -87,9 +87,7 @@ impl<S> SmugglingGuard<S> {
                     }
                 }
                 Framing::Body(left) => {
-                    let used = bytes.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-                    *left -= used as u64;
-                    self.ready.extend_from_slice(&bytes[..used]);
+                    let used = pass_counted(left, bytes, &mut self.ready);
                     if *left == 0 {
                         self.framing = Framing::Head;
                     }
@@ -110,9 +108,7 @@ impl<S> SmugglingGuard<S> {
                     used
                 }
                 Framing::ChunkData(left) => {
-                    let used = bytes.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-                    *left -= used as u64;
-                    self.ready.extend_from_slice(&bytes[..used]);
+                    let used = pass_counted(left, bytes, &mut self.ready);
                     if *left == 0 {
                         self.framing = Framing::ChunkEnd(2);
                     }
@@ -201,6 +197,15 @@ impl<S> SmugglingGuard<S> {
         };
         Some(self.head.len() - length)
     }
+}
+
+/// Lets through up to `left` bytes of `bytes` (a body or a chunk's data), counting them off:
+/// how many were taken.
+fn pass_counted(left: &mut u64, bytes: &[u8], ready: &mut Vec<u8>) -> usize {
+    let used = bytes.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+    *left -= used as u64;
+    ready.extend_from_slice(&bytes[..used]);
+    used
 }
 
 /// Appends to `line` the bytes of `bytes` up to and including the first LF: how many were
