@@ -74,6 +74,12 @@ def app(environ, start_response):
             import sys
             start_response("503 Service Unavailable", [("Content-Type", "text/plain")], sys.exc_info())
         return [b"replaced"]
+    if path == "/pieces":  # a whole body in several pieces and types, no Content-Length
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return (b"one ", bytearray(b"two "), memoryview(b"three"))
+    if path == "/nothing":
+        start_response("204 No Content", [])
+        return []
     if path == "/fail":
         raise ValueError("the application failed")
     if path == "/count":  # reads the body piece by piece
@@ -214,6 +220,14 @@ class Wsgi(unittest.TestCase):
         self.assertEqual(self.request("GET", "/write")[1], b"written and returned")
         status, body, _ = self.request("GET", "/exc-info")
         self.assertEqual((status, body), (503, b"replaced"))
+
+    def test_a_list_or_tuple_body_goes_whole_with_its_length(self):
+        status, body, response = self.request("GET", "/pieces")
+        self.assertEqual((status, body, response.getheader("Content-Length")), (200, b"one two three", "13"))
+        status, body, response = self.request("GET", "/nothing")
+        self.assertEqual((status, body), (204, b""))
+        status, body, response = self.request("HEAD", "/pieces")
+        self.assertEqual((status, body), (200, b""))
 
     def test_request_bodies_chunked_and_with_expect_continue(self):
         chunks = (piece for piece in (b"ab", b"cd", b"ef"))

@@ -59,8 +59,17 @@ pub enum Part {
 /// Response headers: (name, value) pairs.
 pub type Headers = Vec<(String, Vec<u8>)>;
 
-/// A response's start as the connection receives it: status, headers, and where its body comes.
-type Start = (u16, Headers, mpsc::Receiver<Part>);
+/// A response's body as the connection receives it with the status and headers.
+enum StartBody {
+    /// The whole body, known when the response started (a WSGI list): one hand-over, no
+    /// channel, so the connection's thread wakes once per response.
+    Whole(Bytes),
+    /// Chunks as the worker sends them.
+    Stream(mpsc::Receiver<Part>),
+}
+
+/// A response's start as the connection receives it: status, headers, and its body.
+type Start = (u16, Headers, StartBody);
 
 /// The worker's side of one response.
 pub struct Reply {
@@ -72,12 +81,19 @@ pub struct Reply {
 const CHUNKS_QUEUED: usize = 16;
 
 impl Reply {
-    /// Sends the status and headers (once); false if the client is gone.
-    pub fn start(&mut self, status: u16, headers: Headers) -> bool {
+    /// Sends the status and headers (once), with the whole body when it is known (the
+    /// response is then complete); false if the client is gone.
+    pub fn start(&mut self, status: u16, headers: Headers, whole: Option<Bytes>) -> bool {
         let Some(start) = self.start.take() else { return false };
-        let (sender, receiver) = mpsc::channel(CHUNKS_QUEUED);
-        self.body = Some(sender);
-        start.send((status, headers, receiver)).is_ok()
+        let body = match whole {
+            Some(whole) => StartBody::Whole(whole),
+            None => {
+                let (sender, receiver) = mpsc::channel(CHUNKS_QUEUED);
+                self.body = Some(sender);
+                StartBody::Stream(receiver)
+            }
+        };
+        start.send((status, headers, body)).is_ok()
     }
 
     pub fn started(&self) -> bool {
@@ -276,11 +292,14 @@ async fn handle(
     if queue.send_async(request).await.is_err() {
         return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "Server stopping\n"));
     }
-    let Ok((status, headers, chunks)) = start.await else {
+    let Ok((status, headers, body)) = start.await else {
         // The worker dropped the request without a response (it failed before starting one).
         return Ok(plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n"));
     };
-    let mut response = Response::new(http_body_util::Either::Right(ChannelBody(chunks)));
+    let mut response = Response::new(match body {
+        StartBody::Whole(bytes) => http_body_util::Either::Left(Full::new(bytes)),
+        StartBody::Stream(chunks) => http_body_util::Either::Right(ChannelBody(chunks)),
+    });
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (name, value) in headers {
         let (Ok(name), Ok(value)) = (

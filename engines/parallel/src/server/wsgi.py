@@ -205,13 +205,14 @@ class _Response:
         self.pending = (_status_code(status), _header_list(headers))
         return self.write
 
-    def send_headers(self):
+    def send_headers(self, whole=None):
+        """Sends the status and headers once; with `whole` (bytes), the complete body too."""
         if not self.sent:
             if self.pending is None:
                 raise AssertionError("the application sent a body before calling start_response()")
             self.sent = True
             self.status = self.pending[0]
-            if not _core.http_respond(self.handle, *self.pending):
+            if not _core.http_respond(self.handle, *self.pending, whole):
                 self.gone = True
 
     def write(self, data):
@@ -250,6 +251,15 @@ def _handle(app, request, access_log):
     def answer():
         result = app(_environ(request), response.start_response)
         try:
+            if type(result) in (list, tuple) and not response.sent:
+                # The whole body is known: it goes with the headers, in one hand-over.
+                for chunk in result:
+                    if not isinstance(chunk, (bytes, bytearray, memoryview)):
+                        raise TypeError(f"the application's body gave a {type(chunk).__name__!r}, not bytes")
+                whole = result[0] if len(result) == 1 and type(result[0]) is bytes else b"".join(result)
+                response.length = len(whole)
+                response.send_headers(whole)
+                return
             for chunk in result:
                 if not isinstance(chunk, (bytes, bytearray, memoryview)):
                     raise TypeError(f"the application's body gave a {type(chunk).__name__!r}, not bytes")
@@ -276,8 +286,7 @@ def _handle(app, request, access_log):
             status, text = ((413, b"Request body too large\n") if isinstance(error, RequestBodyTooLarge)
                             else (500, b"Internal Server Error\n"))
             _core.http_respond(request[0], status,
-                               [("Content-Type", b"text/plain"), ("Content-Length", str(len(text)).encode())])
-            _core.http_send(request[0], text)
+                               [("Content-Type", b"text/plain"), ("Content-Length", str(len(text)).encode())], text)
             response.status, response.length = status, len(text)
     _core.http_finish(request[0], cut)
     if access_log:

@@ -235,15 +235,16 @@ pub unsafe extern "C" fn py_http_read(
     })
 }
 
-/// `http_respond(request, status, headers) -> bool`: the status code and the headers (a list
-/// of (name, value bytes)); False if the client is gone. ValueError for a bad header.
+/// `http_respond(request, status, headers, whole) -> bool`: the status code and the headers (a
+/// list of (name, value bytes)), and the whole body (bytes: the response is complete) or None
+/// (chunks follow with `http_send`); False if the client is gone. ValueError for a bad header.
 pub unsafe extern "C" fn py_http_respond(
     _module: *mut ffi::PyObject,
     args: *mut *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
     guarded(|| {
-        if !arg_count(nargs, 3, "http_respond") {
+        if !arg_count(nargs, 4, "http_respond") {
             return ptr::null_mut();
         }
         let Some(reply) = reply(*args) else { return ptr::null_mut() };
@@ -270,7 +271,14 @@ pub unsafe extern "C" fn py_http_respond(
             }
             headers.push((name, value));
         }
-        ffi::PyBool_FromLong(reply.start(status, headers).into())
+        let whole = *args.add(3);
+        let whole = if whole == ffi::Py_None() {
+            None
+        } else {
+            let Some(whole) = arg_bytes(whole) else { return ptr::null_mut() };
+            Some(whole.into())
+        };
+        ffi::PyBool_FromLong(reply.start(status, headers, whole).into())
     })
 }
 
