@@ -2,13 +2,17 @@
 RSS of a server holding a large read-only table.
 
 Every server serves the same module, bench/wsgi_app.py, on loopback, measured by the same wrk
-command (-t2 -c64, --seconds each) in shuffled rounds; medians are reported, as ratios to
-granian --workers 2. wrk shares the machine's cores with the server: compare ratios.
+command (-t2 -c64, --seconds each). wrk shares the machine's cores with the server, and a
+shared machine's speed drifts by 10-20% within a minute, so the design is paired: every
+server is started once and stays up (idle between its runs), and each round measures all of
+them back to back in a shuffled order. A ratio (to granian --workers 2; 2 workers to 1) is
+taken within each round and the median over rounds is reported with its range, beside the
+median requests/s and p99 latency.
 Memory: each server imports the module with BENCH_TABLE=1 (a ~70 MB table: share()d under
 pyhost, a plain dict in every process elsewhere), answers a few lookups, and the RSS of its
 whole process tree is read from /proc.
 
-    python3.13 bench/wsgi_servers.py [--pyhost target/release/pyhost] [--seconds 5] [--rounds 3]
+    python3.13 bench/wsgi_servers.py [--pyhost target/release/pyhost] [--seconds 3] [--rounds 7]
                                      [--venv target/bench-venv]
 
 Needs wrk (Debian's `wrk`) and granian and gunicorn, which it installs with pip into --venv
@@ -45,6 +49,9 @@ def ensure_venv(venv):
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "granian", "gunicorn"], check=True)
     return venv
+
+
+SERVER_ORDER = ("parallel.serve -w 2", "parallel.serve -w 1", "granian -w 2", "granian -w 1", "gunicorn -w 2 gthread")
 
 
 def servers(options, venv):
@@ -119,39 +126,64 @@ def wrk(port, path, seconds):
     return requests, p99, errors.group(0) if errors else ""
 
 
+def spread(values):
+    """'median (min-max)' of ratios."""
+    return f"{statistics.median(values):5.2f}x ({min(values):.2f}-{max(values):.2f})"
+
+
+def report(path, rounds):
+    """Medians of each server's requests/s and p99, and of the ratios taken within rounds."""
+    print(f"\n{path}:")
+    for name in sorted(rounds[0], key=list(SERVER_ORDER).index):
+        rate = statistics.median(r[name][0] for r in rounds)
+        p99 = statistics.median(r[name][1] for r in rounds)
+        to_granian = [r[name][0] / r["granian -w 2"][0] for r in rounds]
+        notes = "; ".join(sorted({r[name][2] for r in rounds if r[name][2]}))
+        print(f"  {name:24} {rate:9.0f} req/s  {spread(to_granian)} granian -w 2   p99 {p99:7.2f} ms"
+              f"{'   ' + notes if notes else ''}")
+    for server in ("parallel.serve", "granian"):
+        scaling = [r[f"{server} -w 2"][0] / r[f"{server} -w 1"][0] for r in rounds]
+        print(f"  {server} 2 workers / 1 worker: {spread(scaling)}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pyhost", type=Path, default=REPO / "target" / "release" / "pyhost")
     parser.add_argument("--venv", type=Path, default=REPO / "target" / "bench-venv")
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--routes", nargs="+", default=["/plaintext", "/json", "/work"],
+                        choices=["/plaintext", "/json", "/work"])
+    parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the RSS comparison")
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wsgi_servers.py needs wrk (Debian: apt-get install wrk)")
     venv = ensure_venv(options.venv)
     commands = servers(options, venv)
     env = {**os.environ, "PYTHONHASHSEED": "0", "BENCH_TABLE": "0"}
-    print(f"wrk -t2 -c64 -d{options.seconds}s, median of {options.rounds} rounds, loopback, this machine's "
+    print(f"wrk -t2 -c64 -d{options.seconds}s, {options.rounds} paired rounds, loopback, this machine's "
           f"{os.cpu_count()} cores shared by wrk and the server")
-    for path in ("/plaintext", "/json", "/work"):
-        results = {name: [] for name in commands}
-        for _ in range(options.rounds):
-            for name in random.sample(list(commands), len(commands)):
-                port = free_port()
-                process = start(commands[name](port), port, env)
-                try:
-                    wrk(port, path, 1)  # warm-up
-                    results[name].append(wrk(port, path, options.seconds))
-                finally:
-                    stop(process)
-        baseline = statistics.median(r[0] for r in results["granian -w 2"])
-        print(f"\n{path}:")
-        for name, runs in results.items():
-            rate = statistics.median(r[0] for r in runs)
-            p99 = statistics.median(r[1] for r in runs)
-            notes = "; ".join(sorted({r[2] for r in runs if r[2]}))
-            print(f"  {name:24} {rate:9.0f} req/s  {rate / baseline:5.2f}x granian -w 2   p99 {p99:7.2f} ms"
-                  f"{'   ' + notes if notes else ''}")
+    ports = {name: free_port() for name in commands}
+    processes = {}
+    try:
+        for name, command in commands.items():
+            processes[name] = start(command(ports[name]), ports[name], env)
+        for path in options.routes:
+            for name in commands:
+                wrk(ports[name], path, 1)  # warm-up
+            rounds = []
+            for _ in range(options.rounds):
+                order = random.sample(list(commands), len(commands))
+                rounds.append({name: wrk(ports[name], path, options.seconds) for name in order})
+            report(path, rounds)
+    finally:
+        for process in processes.values():
+            stop(process)
+    if options.memory:
+        memory(commands, env)
+
+
+def memory(commands, env):
     print("\nRSS with BENCH_TABLE=1 (a ~70 MB table), whole process tree:")
     table_env = {**env, "BENCH_TABLE": "1"}
     sizes = {}
