@@ -24,6 +24,8 @@ mod modules;
 #[cfg(stackless_supported)]
 mod pool;
 #[cfg(stackless_supported)]
+mod reactor;
+#[cfg(stackless_supported)]
 mod sched;
 #[cfg(stackless_supported)]
 mod stack;

@@ -3,13 +3,14 @@
 //! stackless.py, executed into the module). Both refuse sub-interpreters: tasklets live in the
 //! main interpreter.
 
-use crate::{fiber, sched};
+use crate::{fiber, reactor, sched};
 use pyo3_ffi as ffi;
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
 
+/// stackless.py, then reactor.py (the I/O waits), executed into one module namespace.
 const STACKLESS_SOURCE: &CStr = {
-    const SOURCE: &str = concat!(include_str!("stackless.py"), "\0");
+    const SOURCE: &str = concat!(include_str!("stackless.py"), "\n", include_str!("reactor.py"), "\0");
     match CStr::from_bytes_with_nul(SOURCE.as_bytes()) {
         Ok(source) => source,
         Err(_) => panic!("stackless.py must not contain NUL bytes"),
@@ -56,7 +57,7 @@ pub fn register() -> Result<(), String> {
 }
 
 // SAFETY (statics below): read by CPython; only PyModuleDef_Init writes the base, under the GIL.
-static mut CORE_METHODS: [ffi::PyMethodDef; 18] = [
+static mut CORE_METHODS: [ffi::PyMethodDef; 25] = [
     ffi::PyMethodDef {
         ml_name: c"arm_watchdog".as_ptr(),
         ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: fiber::py_arm_watchdog },
@@ -158,6 +159,48 @@ static mut CORE_METHODS: [ffi::PyMethodDef; 18] = [
         ml_meth: ffi::PyMethodDefPointer { PyCFunction: sched::py_clear_thread_state },
         ml_flags: ffi::METH_O,
         ml_doc: c"clear_thread_state(th)\n--\n\nForget this OS thread's scheduler object if it is th.".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"reactor_new".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunction: reactor::py_reactor_new },
+        ml_flags: ffi::METH_NOARGS,
+        ml_doc: c"reactor_new()\n--\n\nAn I/O reactor for this thread's scheduler.".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"reactor_wait".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: reactor::py_reactor_wait },
+        ml_flags: ffi::METH_FASTCALL,
+        ml_doc: c"reactor_wait(reactor, fd, readable, timeout)\n--\n\nWait for fd to become readable (or writable): a token, or None when epoll cannot watch it (always ready).".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"reactor_timer".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: reactor::py_reactor_timer },
+        ml_flags: ffi::METH_FASTCALL,
+        ml_doc: c"reactor_timer(reactor, seconds)\n--\n\nA timer: its token.".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"reactor_cancel".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: reactor::py_reactor_cancel },
+        ml_flags: ffi::METH_FASTCALL,
+        ml_doc: c"reactor_cancel(reactor, token)\n--\n\nForget a wait.".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"reactor_pending".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunction: reactor::py_reactor_pending },
+        ml_flags: ffi::METH_O,
+        ml_doc: c"reactor_pending(reactor)\n--\n\nWaits not yet ended.".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"reactor_notify".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunction: reactor::py_reactor_notify },
+        ml_flags: ffi::METH_O,
+        ml_doc: c"reactor_notify(reactor)\n--\n\nWake the reactor's poll (from any thread).".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"reactor_poll".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: reactor::py_reactor_poll },
+        ml_flags: ffi::METH_FASTCALL,
+        ml_doc: c"reactor_poll(reactor, block)\n--\n\nThe waits that ended, as (token, ready); with block, wait for one (GIL released).".as_ptr(),
     },
     ffi::PyMethodDef::zeroed(),
 ];

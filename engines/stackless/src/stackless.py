@@ -46,7 +46,7 @@ class _ThreadState(_core.ThreadStateBase):
     and implements the ring operations `insert`, `insert_after`, `remove` and `make_first`."""
 
     __slots__ = ("watchdogs", "wakeup", "waiting", "interrupted", "interrupt_pending",
-                 "interrupt_at")
+                 "interrupt_at", "reactor", "hub", "io_waits")
 
     def __init__(self, ident):
         self.ident = ident
@@ -62,6 +62,9 @@ class _ThreadState(_core.ThreadStateBase):
         self.runcount = 0
         self.watchdogs = 0  # nesting of run() calls in progress on the main tasklet
         self.trap = 0
+        self.reactor = None  # made by the first I/O wait or sleep() (reactor.py)
+        self.hub = None  # the tasklet that polls the reactor while anything waits
+        self.io_waits = {}  # reactor token -> _IOWait
         # The base type also keeps the tasklets that have started and not finished, in start
         # order (`started_list()`, `started_clear()`): the exit-time kill then meets channel
         # queues from the front, not at random.
@@ -75,10 +78,13 @@ class _ThreadState(_core.ThreadStateBase):
 
 
 def _wake(th):
-    """Another thread made one of `th`'s tasklets runnable: wake `th` if it waits."""
+    """Another thread made one of `th`'s tasklets runnable: wake `th` if it waits (for other
+    threads, or in its reactor)."""
     if th.waiting:
         th.waiting = False
         th.wakeup.release()
+    if th.reactor is not None:
+        _core.reactor_notify(th.reactor)
 
 
 def _others_may_act():
