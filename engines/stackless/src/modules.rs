@@ -8,9 +8,17 @@ use pyo3_ffi as ffi;
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
 
-/// stackless.py, then reactor.py (the I/O waits), executed into one module namespace.
+/// stackless.py, reactor.py (the I/O waits) and patch.py (`patch_all()`), executed into one
+/// module namespace.
 const STACKLESS_SOURCE: &CStr = {
-    const SOURCE: &str = concat!(include_str!("stackless.py"), "\n", include_str!("reactor.py"), "\0");
+    const SOURCE: &str = concat!(
+        include_str!("stackless.py"),
+        "\n",
+        include_str!("reactor.py"),
+        "\n",
+        include_str!("patch.py"),
+        "\0"
+    );
     match CStr::from_bytes_with_nul(SOURCE.as_bytes()) {
         Ok(source) => source,
         Err(_) => panic!("stackless.py must not contain NUL bytes"),

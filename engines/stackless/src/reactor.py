@@ -11,25 +11,31 @@
 
 
 class _IOWait:
-    """What a tasklet waiting for I/O or a timer is blocked on (its `_blocked_on`)."""
+    """What a tasklet waiting for I/O or a timer is blocked on (its `_blocked_on`): one wait
+    of the reactor, or several (select() on many fds), the first to end waking it."""
 
-    __slots__ = ("th", "token", "tasklet", "ready")
+    __slots__ = ("th", "tokens", "fds", "tasklet", "ready")
 
-    def __init__(self, th, token, t):
+    def __init__(self, th, tokens, fds, t):
         self.th = th
-        self.token = token
+        self.tokens = tokens
+        self.fds = fds  # the fds waited for (close() of one wakes the tasklet)
         self.tasklet = t
-        self.ready = None  # True: the fd is ready; False: the timeout came first
+        self.ready = None  # True: an fd is ready; False: the timeout came first
+
+    def _forget(self):
+        waits = self.th.io_waits
+        for token in self.tokens:
+            if waits.pop(token, None) is not None:
+                _core.reactor_cancel(self.th.reactor, token)
 
     def _unblock(self, t):
-        """The tasklet was killed or thrown into: its wait is forgotten."""
-        th = self.th
-        if th.io_waits.pop(self.token, None) is not None:
-            _core.reactor_cancel(th.reactor, self.token)
+        """The tasklet was killed or thrown into: its waits are forgotten."""
+        self._forget()
         t._blocked_on = None
 
     def __repr__(self):
-        return f"<stackless I/O wait {self.token}>"
+        return f"<stackless I/O wait on {list(self.fds) or 'a timer'}>"
 
 
 def _hub(th):
@@ -50,11 +56,13 @@ def _hub(th):
             waits = th.io_waits
             for token, ready in ended:
                 wait = waits.pop(token, None)
-                if wait is not None:
+                if wait is not None and wait.tasklet._blocked_on is wait:
                     wait.ready = ready
                     t = wait.tasklet
                     t._blocked_on = None
                     th.insert(t)
+            if not _core.reactor_pending(reactor):
+                break  # ends now: the tasklets it woke run next, the run queue as it was
             if not alone or ended:
                 schedule()
     finally:
@@ -62,12 +70,13 @@ def _hub(th):
             th.hub = None
 
 
-def _block_on_io(th, token):
-    """Blocks the current tasklet until the wait `token` ends; returns whether it ended ready
-    (False: by its timeout)."""
+def _block_on_io(th, tokens, fds=()):
+    """Blocks the current tasklet until the first of the reactor's waits `tokens` ends;
+    returns whether it ended ready (False: by a timeout)."""
     me = th.current
-    wait = _IOWait(th, token, me)
-    th.io_waits[token] = wait
+    wait = _IOWait(th, tokens, fds, me)
+    for token in tokens:
+        th.io_waits[token] = wait
     me._blocked_on = wait
     try:
         if me._in_ring:
@@ -85,7 +94,19 @@ def _block_on_io(th, token):
     finally:
         if not me._in_ring and me._alive:
             th.make_first(me)
+    if len(tokens) > 1:
+        wait._forget()
     return wait.ready
+
+
+def _wake_waiters_on(fd, error):
+    """`fd` is being closed: the tasklets of this thread waiting for it get `error`."""
+    th = _current_thread_state()
+    if th is None or not th.io_waits:
+        return
+    for wait in {wait for wait in th.io_waits.values() if fd in wait.fds}:
+        if wait.tasklet._blocked_on is wait:
+            wait.tasklet.throw(error, pending=True)
 
 
 def _reactor_for(th):
@@ -108,12 +129,38 @@ def _fileno(fd):
 def _wait_for_fd(fd, readable, timeout):
     th = _thread_state()
     reactor = _reactor_for(th)
-    token = _core.reactor_wait(reactor, _fileno(fd), readable, timeout)
+    fd = _fileno(fd)
+    token = _core.reactor_wait(reactor, fd, readable, timeout)
     if token is None:
         return None  # a regular file or a directory: always ready, as select() says
-    if not _block_on_io(th, token):
+    if not _block_on_io(th, (token,), (fd,)):
         raise TimeoutError("timed out")
     return None
+
+
+def _wait_for_any(pairs, timeout):
+    """Blocks until one of `pairs` ((fd, readable), ...) is ready (True) or `timeout` seconds
+    passed (False)."""
+    th = _thread_state()
+    reactor = _reactor_for(th)
+    tokens = []
+    try:
+        for fd, readable in pairs:
+            token = _core.reactor_wait(reactor, fd, readable, None)
+            if token is None:
+                break  # always ready
+            tokens.append(token)
+        else:
+            if timeout is not None:
+                tokens.append(_core.reactor_timer(reactor, timeout))
+            if not tokens:
+                raise ValueError("nothing to wait for")
+            registered, tokens = tokens, []
+            return _block_on_io(th, registered, tuple(fd for fd, _ in pairs))
+    finally:
+        for token in tokens:
+            _core.reactor_cancel(reactor, token)
+    return True
 
 
 def wait_readable(fd, timeout=None):
@@ -141,7 +188,7 @@ def sleep(seconds=0):
         return None
     th = _thread_state()
     reactor = _reactor_for(th)
-    _block_on_io(th, _core.reactor_timer(reactor, seconds))
+    _block_on_io(th, (_core.reactor_timer(reactor, seconds),))
     return None
 
 

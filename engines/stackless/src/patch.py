@@ -1,0 +1,315 @@
+# Executed into the `stackless` module after reactor.py (same namespace): `patch_all()`, which
+# makes the standard library's blocking calls block the calling tasklet instead of the thread,
+# as gevent's `monkey.patch_all()` does for greenlets.
+#
+# A patched socket keeps its file descriptor non-blocking and the timeout the program set in
+# Python: each blocking call tries the operation, and when the kernel says EAGAIN waits for
+# the fd in the reactor (the other tasklets run), then tries again, until the timeout. So the
+# program sees exactly the blocking call's results, errors, partial reads and writes, and
+# `socket.timeout` ("timed out"); a socket set non-blocking by the program still raises
+# BlockingIOError. Name lookups run in helper threads. Sockets made before `patch_all()`
+# stay as they were.
+
+_patched = False
+
+
+def _patch_socket_module():
+    import errno as _errno
+    import os as _os
+    import socket as _socket
+    from time import monotonic as _monotonic
+
+    real_socket = _socket.socket
+    c_socket = _socket.SocketType  # the C type: its methods never block once the fd is non-blocking
+    c_settimeout = c_socket.settimeout
+    c_gettimeout = c_socket.gettimeout
+
+    def retry(sock, operation, readable, args, deadline=None):
+        """`operation(sock, *args)` as a blocking call would do it, waiting in the reactor
+        until the socket's timeout (or `deadline`)."""
+        timeout = sock._timeout
+        if timeout == 0.0:
+            return operation(sock, *args)
+        if deadline is None and timeout is not None:
+            deadline = _monotonic() + timeout
+        while True:
+            try:
+                return operation(sock, *args)
+            except BlockingIOError:
+                pass
+            if deadline is None:
+                _wait_for_fd(sock.fileno(), readable, None)
+            else:
+                remaining = deadline - _monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("timed out")
+                _wait_for_fd(sock.fileno(), readable, remaining)
+
+    def blocking(operation, readable):
+        def method(self, *args):
+            return retry(self, operation, readable, args)
+
+        method.__name__ = operation.__name__
+        method.__qualname__ = f"socket.{operation.__name__}"
+        method.__doc__ = operation.__doc__
+        return method
+
+    class socket(real_socket):
+        """A socket whose blocking calls block the calling tasklet (stackless.patch_all())."""
+
+        __slots__ = ("_timeout",)
+
+        def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+            super().__init__(family, type, proto, fileno)
+            self._timeout = c_gettimeout(self)
+            c_settimeout(self, 0.0)
+
+        def settimeout(self, value):
+            c_settimeout(self, value)  # checks the value as the C method does
+            self._timeout = c_gettimeout(self)
+            c_settimeout(self, 0.0)
+
+        def gettimeout(self):
+            return self._timeout
+
+        def setblocking(self, flag):
+            self.settimeout(None if flag else 0.0)
+
+        def getblocking(self):
+            return self._timeout != 0.0
+
+        def detach(self):
+            # The fd leaves in the blocking mode the program asked for.
+            if self.fileno() >= 0:
+                c_settimeout(self, self._timeout)
+            return super().detach()
+
+        def _real_close(self, _ss=c_socket):
+            fd = self.fileno()
+            if fd >= 0:
+                _wake_waiters_on(fd, OSError(_errno.EBADF, "Bad file descriptor"))
+            _ss.close(self)
+
+        def connect(self, address):
+            error = self._connect(address)
+            if error:
+                raise OSError(error, _os.strerror(error))
+
+        def connect_ex(self, address):
+            return self._connect(address)
+
+        def _connect(self, address):
+            if self._timeout == 0.0:
+                return c_socket.connect_ex(self, address)
+            error = c_socket.connect_ex(self, _resolved(self, address))
+            if error in (0, _errno.EISCONN):
+                return 0
+            if error not in (_errno.EINPROGRESS, _errno.EALREADY, _errno.EWOULDBLOCK):
+                return error
+            try:
+                _wait_for_fd(self.fileno(), False, self._timeout)
+            except TimeoutError:
+                raise TimeoutError("timed out") from None
+            return self.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+
+        def sendall(self, data, flags=0):
+            # The timeout bounds the whole call (as CPython's since 3.5), not each send.
+            timeout = self._timeout
+            deadline = None if not timeout else _monotonic() + timeout
+            with memoryview(data) as view, view.cast("B") as octets:
+                total, sent = len(octets), 0
+                while sent < total:
+                    sent += retry(self, c_socket.send, False, (octets[sent:], flags), deadline)
+            return None
+
+        _accept = blocking(c_socket._accept, True)
+        recv = blocking(c_socket.recv, True)
+        recv_into = blocking(c_socket.recv_into, True)
+        recvfrom = blocking(c_socket.recvfrom, True)
+        recvfrom_into = blocking(c_socket.recvfrom_into, True)
+        recvmsg = blocking(c_socket.recvmsg, True)
+        recvmsg_into = blocking(c_socket.recvmsg_into, True)
+        send = blocking(c_socket.send, False)
+        sendto = blocking(c_socket.sendto, False)
+        sendmsg = blocking(c_socket.sendmsg, False)
+
+    socket.__module__ = "socket"
+
+    def _resolved(sock, address):
+        """An (host, port...) address with its host name resolved in a helper thread (the C
+        connect would resolve it in this thread, blocking it)."""
+        if sock.family in (_socket.AF_INET, _socket.AF_INET6) and isinstance(address, tuple) and address:
+            host = address[0]
+            if isinstance(host, str) and host and not _is_numeric(host):
+                info = getaddrinfo(host, address[1], sock.family, sock.type, sock.proto)
+                return info[0][4][:2] + tuple(address[2:])
+        return address
+
+    def _is_numeric(host):
+        for family in (_socket.AF_INET, _socket.AF_INET6):
+            try:
+                _socket.inet_pton(family, host.partition("%")[0])
+                return True
+            except OSError:
+                pass
+        return False
+
+    real = {name: getattr(_socket, name) for name in
+            ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo", "getfqdn")}
+
+    def in_helper_thread(function):
+        def lookup(*args, **kwargs):
+            return _run_in_helper_thread(function, args, kwargs)
+
+        lookup.__name__ = function.__name__
+        lookup.__qualname__ = function.__name__
+        lookup.__doc__ = function.__doc__
+        return lookup
+
+    getaddrinfo = in_helper_thread(real["getaddrinfo"])
+    _socket.socket = socket
+    for name, function in real.items():
+        setattr(_socket, name, getaddrinfo if name == "getaddrinfo" else in_helper_thread(function))
+
+
+_helper_pool = None
+
+
+def _run_in_helper_thread(function, args, kwargs):
+    """`function(*args, **kwargs)` in a helper thread, the calling tasklet blocked meanwhile."""
+    global _helper_pool
+    import os
+    import threading
+    if _helper_pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _helper_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="stackless-helper")
+    done = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+    lock = threading.Lock()
+    open_ = [True]
+
+    def finished(_):
+        with lock:  # the tasklet may have left (killed) and closed the eventfd
+            if open_[0]:
+                os.eventfd_write(done, 1)
+
+    try:
+        future = _helper_pool.submit(function, *args, **kwargs)
+        future.add_done_callback(finished)
+        while not future.done():
+            _wait_for_fd(done, True, None)
+        return future.result()
+    finally:
+        with lock:
+            open_[0] = False
+            os.close(done)
+
+
+def _patch_time():
+    import time
+    real_sleep = time.sleep
+
+    def sleep(seconds):
+        if not isinstance(seconds, (int, float)):
+            if isinstance(seconds, str) or not hasattr(type(seconds), "__float__"):
+                return real_sleep(seconds)  # the real error
+            seconds = float(seconds)
+        if seconds != seconds or seconds < 0:
+            raise ValueError("sleep length must be non-negative")
+        return globals()["sleep"](seconds)
+
+    sleep.__doc__ = real_sleep.__doc__
+    time.sleep = sleep
+
+
+def _patch_select():
+    import math
+    import select as _select_module
+    import selectors
+
+    real_select = _select_module.select
+    real_poll = _select_module.poll
+
+    def select(rlist, wlist, xlist, timeout=None):
+        if timeout is not None:
+            if not isinstance(timeout, (int, float)):
+                return real_select(rlist, wlist, xlist, timeout)  # the real error
+            if timeout < 0:
+                raise ValueError("timeout must be non-negative")
+        ready = real_select(rlist, wlist, xlist, 0)
+        if any(ready) or timeout == 0:
+            return ready
+        pairs = [(_fileno(f), True) for f in rlist] + [(_fileno(f), False) for f in wlist]
+        if pairs or timeout is not None:
+            _wait_for_any(pairs, timeout) if pairs else sleep(timeout)
+        return real_select(rlist, wlist, xlist, 0)
+
+    select.__doc__ = real_select.__doc__
+
+    class poll:
+        """select.poll() whose poll() blocks the calling tasklet (stackless.patch_all())."""
+
+        def __init__(self):
+            self._poll = real_poll()
+            self._events = {}
+
+        def register(self, fd, eventmask=_select_module.POLLIN | _select_module.POLLPRI | _select_module.POLLOUT):
+            fd = _fileno(fd)
+            self._poll.register(fd, eventmask)
+            self._events[fd] = eventmask
+
+        def modify(self, fd, eventmask):
+            fd = _fileno(fd)
+            self._poll.modify(fd, eventmask)
+            self._events[fd] = eventmask
+
+        def unregister(self, fd):
+            fd = _fileno(fd)
+            self._poll.unregister(fd)
+            del self._events[fd]
+
+        def poll(self, timeout=None):
+            if timeout is not None:
+                timeout = math.ceil(timeout) if isinstance(timeout, float) else timeout
+                if timeout < 0:
+                    timeout = None
+            ready = self._poll.poll(0)
+            if ready or timeout == 0:
+                return ready
+            seconds = None if timeout is None else timeout / 1000
+            reading = _select_module.POLLIN | _select_module.POLLPRI
+            pairs = [(fd, True) for fd, mask in self._events.items() if mask & reading]
+            pairs += [(fd, False) for fd, mask in self._events.items() if mask & _select_module.POLLOUT]
+            if pairs:
+                _wait_for_any(pairs, seconds)
+            elif seconds is not None:
+                sleep(seconds)
+            else:
+                raise RuntimeError("poll() with nothing registered and no timeout would block forever")
+            return self._poll.poll(0)
+
+    _select_module.select = select
+    _select_module.poll = poll
+    # selectors' classes hold their poller as class attributes: PollSelector is made to use the
+    # cooperative poll, SelectSelector the cooperative select, and DefaultSelector (epoll by
+    # default, which cannot be made cooperative from Python) becomes PollSelector.
+    selectors.PollSelector._selector_cls = poll
+    selectors.SelectSelector._select = staticmethod(select)
+    selectors.DefaultSelector = selectors.PollSelector
+
+
+def patch_all():
+    """Make the standard library cooperative, as gevent's `monkey.patch_all()` does: `socket`
+    (sockets made from now on; name lookups in helper threads), `select.select`,
+    `select.poll`, `selectors` (DefaultSelector is PollSelector) and `time.sleep` block the
+    calling tasklet, not the thread. Call it once, early; calling it again does nothing."""
+    global _patched
+    if _patched:
+        return None
+    _patch_socket_module()
+    _patch_time()
+    _patch_select()
+    _patched = True
+    return None
+
+
+__all__ += ["patch_all"]

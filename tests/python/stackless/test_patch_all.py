@@ -1,0 +1,318 @@
+"""`stackless.patch_all()`: the standard library's blocking calls (sockets, name lookups,
+select, selectors, time.sleep) block the calling tasklet, not the thread, with the blocking
+call's results, errors and timeouts.
+
+Run standalone: `pyhost --engine stackless tests/python/stackless/test_patch_all.py`.
+"""
+
+import errno
+import resource
+import select
+import selectors
+import socket
+import threading
+import time
+import unittest
+
+import stackless
+from stackless_support import StacklessTestCase
+
+UNPATCHED = (socket.socket, time.sleep, select.select, select.poll, selectors.DefaultSelector)
+stackless.patch_all()
+
+import http.client  # noqa: E402  (after patch_all, as a program would)
+import http.server  # noqa: E402
+import socketserver  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+
+def run_until(predicate, seconds=20):
+    """Lets the tasklets run (the main tasklet sleeping) until `predicate()` or `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        stackless.sleep(0.005)
+    return predicate()
+
+
+class TaskletServer(socketserver.TCPServer):
+    """socketserver with a tasklet per connection."""
+
+    allow_reuse_address = True
+    request_queue_size = 1024
+
+    def process_request(self, request, client_address):
+        stackless.tasklet(self._serve)(request, client_address)
+
+    def _serve(self, request, client_address):
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    inside = 0
+    most_inside = 0
+
+    def do_GET(self):
+        cls = type(self)
+        cls.inside += 1
+        cls.most_inside = max(cls.most_inside, cls.inside)
+        time.sleep(0.02)  # patched: the other connections' tasklets run meanwhile
+        cls.inside -= 1
+        body = f"hello {self.path}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class PatchAll(StacklessTestCase):
+
+    def test_what_it_replaces(self):
+        self.assertEqual(type(UNPATCHED[1]).__name__, "builtin_function_or_method")
+        self.assertIsNot(socket.socket, UNPATCHED[0])
+        self.assertTrue(issubclass(socket.socket, UNPATCHED[0]))
+        self.assertIsNot(time.sleep, UNPATCHED[1])
+        self.assertIsNot(select.select, UNPATCHED[2])
+        self.assertIs(selectors.DefaultSelector, selectors.PollSelector)
+        stackless.patch_all()  # a second call changes nothing
+        self.assertTrue(issubclass(socket.socket, UNPATCHED[0]))
+        self.assertNotIn(UNPATCHED[0], socket.socket.__mro__[:1])
+
+    def test_http_server_and_clients_with_a_tasklet_each(self):
+        Handler.most_inside = 0
+        server = TaskletServer(("127.0.0.1", 0), Handler)
+        port = server.server_address[1]
+        serving = stackless.tasklet(server.serve_forever)(0.05)
+        results = []
+
+        def client(i):
+            connection = http.client.HTTPConnection("localhost", port, timeout=30)
+            try:
+                connection.request("GET", f"/{i}")
+                response = connection.getresponse()
+                results.append((response.status, response.read()))
+            finally:
+                connection.close()
+
+        for i in range(200):
+            stackless.tasklet(client)(i)
+        self.assertTrue(run_until(lambda: len(results) == 200, 60), f"{len(results)} answers")
+        self.assertEqual(sorted(results), sorted((200, f"hello /{i}".encode()) for i in range(200)))
+        self.assertGreater(Handler.most_inside, 1, "the handlers never overlapped")
+        server._BaseServer__shutdown_request = True
+        self.assertTrue(run_until(lambda: not serving.alive, 10))
+        server.server_close()
+
+    def test_timeouts_and_modes_are_the_programs(self):
+        a, b = socket.socketpair()
+        with a, b:
+            self.assertIsNone(a.gettimeout())
+            self.assertTrue(a.getblocking())
+            a.settimeout(0.05)
+            self.assertEqual(a.gettimeout(), 0.05)
+            started = time.monotonic()
+            with self.assertRaisesRegex(TimeoutError, "timed out"):
+                a.recv(10)
+            self.assertGreaterEqual(time.monotonic() - started, 0.04)
+            a.setblocking(False)
+            self.assertEqual(a.gettimeout(), 0.0)
+            self.assertFalse(a.getblocking())
+            with self.assertRaises(BlockingIOError):
+                a.recv(10)
+            a.setblocking(True)
+            self.assertIsNone(a.gettimeout())
+            with self.assertRaises(ValueError):
+                a.settimeout(-1)
+            self.assertIsNone(a.gettimeout())
+            b.sendall(b"partial")
+            self.assertEqual(a.recv(3), b"par")  # a partial read, as the blocking call gives
+            self.assertEqual(a.recv(100), b"tial")
+
+    def test_sendall_while_another_tasklet_reads(self):
+        a, b = socket.socketpair()
+        data = bytes(range(256)) * 16384  # 4 MiB: many times the socket buffers
+        received = bytearray()
+
+        def reader():
+            while len(received) < len(data):
+                chunk = b.recv(1 << 16)
+                if not chunk:
+                    break
+                received.extend(chunk)
+
+        with a, b:
+            stackless.tasklet(reader)()
+            a.sendall(data)
+            self.assertTrue(run_until(lambda: len(received) == len(data)))
+            self.assertEqual(bytes(received), data)
+
+    def test_closing_a_socket_wakes_its_waiting_tasklet_with_ebadf(self):
+        a, b = socket.socketpair()
+        outcome = []
+
+        def waiter():
+            try:
+                a.recv(10)
+            except OSError as error:
+                outcome.append(error.errno)
+
+        stackless.tasklet(waiter)()
+        stackless.schedule()
+        a.close()
+        self.assertTrue(run_until(lambda: outcome))
+        self.assertEqual(outcome, [errno.EBADF])
+        b.close()
+
+    def test_connect_errors_and_accept(self):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        listener.close()
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5)
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            accepted = []
+            stackless.tasklet(lambda: accepted.append(server.accept()))()
+            with socket.create_connection(server.getsockname(), timeout=5) as client:
+                self.assertTrue(run_until(lambda: accepted))
+                connection, _ = accepted[0]
+                with connection:
+                    self.assertIsInstance(connection, socket.socket)
+                    self.assertIsNone(connection.gettimeout())
+                    client.sendall(b"line one\nline two\n")
+                    with connection.makefile("rb") as lines:
+                        self.assertEqual(lines.readline(), b"line one\n")
+                        self.assertEqual(lines.readline(), b"line two\n")
+
+    def test_time_sleep_blocks_only_the_tasklet(self):
+        events = []
+
+        def sleeper(name, seconds):
+            events.append(("start", name))
+            time.sleep(seconds)
+            events.append(("end", name))
+
+        stackless.tasklet(sleeper)("long", 0.06)
+        stackless.tasklet(sleeper)("short", 0.02)
+        stackless.run()
+        self.assertEqual(events, [("start", "long"), ("start", "short"), ("end", "short"), ("end", "long")])
+        with self.assertRaises(ValueError):
+            time.sleep(-1)
+        with self.assertRaises(TypeError):
+            time.sleep("1")
+
+    def test_select_and_selectors_wait_cooperatively(self):
+        a, b = socket.socketpair()
+        with a, b:
+            order = []
+
+            def writer():
+                order.append("writer ran")
+                b.send(b"x")
+
+            stackless.tasklet(writer)()
+            self.assertEqual(select.select([a], [], [], 10), ([a], [], []))
+            self.assertEqual(order, ["writer ran"])
+            self.assertEqual(select.select([b], [], [], 0.02), ([], [], []))
+            a.recv(1)
+            stackless.tasklet(writer)()
+            with selectors.DefaultSelector() as selector:
+                selector.register(a, selectors.EVENT_READ, "a")
+                ready = selector.select(10)
+            self.assertEqual([(key.data, events) for key, events in ready], [("a", selectors.EVENT_READ)])
+            self.assertEqual(order, ["writer ran", "writer ran"])
+
+    def test_name_lookups_run_in_a_helper_thread(self):
+        import _socket
+        self.assertEqual(socket.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM),
+                         _socket.getaddrinfo("localhost", 80, 0, socket.SOCK_STREAM))
+        self.assertEqual(socket.gethostbyname("localhost"), _socket.gethostbyname("localhost"))
+        self.assertTrue(any(t.name.startswith("stackless-helper") for t in threading.enumerate()))
+        with self.assertRaises(socket.gaierror):  # the lookup's error, raised in the tasklet
+            socket.getaddrinfo("localhost", "no-such-service-name")
+
+    def test_ten_thousand_connections_open_at_once(self):
+        # The clients run in a child process (the same engine, patched too): each side then
+        # needs 10,000 file descriptors, which the usual hard limit of 20,000 allows.
+        count = 10_000
+        raise_fd_limit(self, count + 200)
+        opened, live, closed_by_peer = [], [0], []
+        release = stackless.channel()
+        with socket.create_server(("127.0.0.1", 0), backlog=1024) as server:
+            def serve():
+                for _ in range(count):
+                    connection, _ = server.accept()
+                    stackless.tasklet(echo)(connection)
+
+            def echo(connection):
+                with connection:
+                    live[0] += 1
+                    connection.sendall(connection.recv(100))
+                    opened.append(1)
+                    release.receive()  # held open until every connection is
+                    live[0] -= 1
+                    closed_by_peer.append(connection.recv(100) == b"")
+
+            stackless.tasklet(serve)()
+            client = subprocess.Popen([sys.executable, "-c", CLIENTS, str(count), str(server.getsockname()[1])],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                self.assertTrue(run_until(lambda: len(opened) == count or client.poll() is not None, 240),
+                                f"{len(opened)} of {count} connections")
+                self.assertEqual(len(opened), count, client.stderr.read() if client.poll() is not None else "")
+                self.assertEqual(live[0], count)  # all open at the same time
+                for _ in range(count):
+                    release.send(None)
+                self.assertTrue(run_until(lambda: len(closed_by_peer) == count, 120))
+                out, err = client.communicate(timeout=60)
+            finally:
+                if client.poll() is None:
+                    client.kill()
+                    client.wait()
+        self.assertEqual(client.returncode, 0, err.decode())
+        self.assertEqual(out.decode().split(), ["echoed", str(count)])
+        self.assertEqual(closed_by_peer, [True] * count)
+
+
+CLIENTS = """
+import resource, socket, sys, stackless
+stackless.patch_all()
+count, port = int(sys.argv[1]), int(sys.argv[2])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, count + 200), hard))
+echoed = []
+def client(i):
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+        sock.sendall(b"%d" % i)
+        echoed.append(int(sock.recv(100)) == i)
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(100)  # the server closes once every connection was open
+for i in range(count):
+    stackless.tasklet(client)(i)
+    if i % 500 == 499:  # the kernel's accept queue is bounded (somaxconn)
+        while len(echoed) <= i - 500:
+            stackless.sleep(0.005)
+stackless.run()
+print("echoed", sum(echoed))
+"""
+
+
+def raise_fd_limit(test, wanted):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            test.skipTest(f"RLIMIT_NOFILE's hard limit {hard} is under {wanted}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+if __name__ == "__main__":
+    unittest.main()
