@@ -58,6 +58,7 @@ def _hub(th):
                 wait = waits.pop(token, None)
                 if wait is not None and wait.tasklet._blocked_on is wait:
                     wait.ready = ready
+                    wait._forget()  # its other waits end now (their fds may close before it runs)
                     t = wait.tasklet
                     t._blocked_on = None
                     th.insert(t)
@@ -94,8 +95,6 @@ def _block_on_io(th, tokens, fds=()):
     finally:
         if not me._in_ring and me._alive:
             th.make_first(me)
-    if len(tokens) > 1:
-        wait._forget()
     return wait.ready
 
 

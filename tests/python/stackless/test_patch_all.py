@@ -35,6 +35,14 @@ def run_until(predicate, seconds=20):
     return predicate()
 
 
+def run_until_woken(t, seconds=10):
+    """Schedules until `t` is runnable again (woken by the hub) but has not run yet."""
+    deadline = time.monotonic() + seconds
+    while t.blocked and time.monotonic() < deadline:
+        stackless.schedule()
+    return not t.blocked
+
+
 class TaskletServer(socketserver.TCPServer):
     """socketserver with a tasklet per connection."""
 
@@ -230,6 +238,26 @@ class PatchAll(StacklessTestCase):
                 ready = selector.select(10)
             self.assertEqual([(key.data, events) for key, events in ready], [("a", selectors.EVENT_READ)])
             self.assertEqual(order, ["writer ran", "writer ran"])
+
+    def test_a_woken_select_lets_go_of_its_fds_before_it_runs(self):
+        a, b = socket.socketpair()
+        number = a.fileno()
+        result = []
+        selecting = stackless.tasklet(lambda: result.append(select.select([number], [], [], 0.01)))()
+        stackless.schedule()
+        self.assertTrue(selecting.blocked)
+        # Its timeout wakes it; the main tasklet runs before it does, closes the fd it
+        # selected on and waits on a new fd with the same number: that fd is free to wait on.
+        self.assertTrue(run_until_woken(selecting))
+        self.assertEqual(result, [])
+        a.close()
+        c, d = socket.socketpair()
+        with b, c, d:
+            self.assertIn(number, (c.fileno(), d.fileno()))
+            with self.assertRaises(TimeoutError):
+                stackless.wait_readable(number, timeout=0.01)
+            stackless.run()
+            self.assertEqual(result, [([], [], [])])
 
     def test_name_lookups_run_in_a_helper_thread(self):
         import _socket
