@@ -134,6 +134,25 @@ pub fn wsgi_apps_venv() -> PathBuf {
     )
 }
 
+/// A venv with requests and redis-py (tests/python/stackless_clients/).
+pub fn stackless_clients_venv() -> PathBuf {
+    pyhost_venv("stackless-clients", &["requests==2.34.2", "redis==8.2.0"], "import requests, redis")
+}
+
+/// Whether the program `name` is on PATH; false (the test skips) unless PYHOST_TEST_REQUIRE
+/// names it, which makes its absence a failure (CI installs it).
+pub fn tool_available(name: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()));
+    let required =
+        std::env::var("PYHOST_TEST_REQUIRE").is_ok_and(|names| names.split_whitespace().any(|n| n == name));
+    assert!(found || !required, "{name} is required (PYHOST_TEST_REQUIRE) and not installed");
+    if !found {
+        eprintln!("skipped: no {name} on PATH");
+    }
+    found
+}
+
 /// `target/test-venv-NAME`, made by `pyhost -m venv` with `packages` installed from PyPI unless
 /// `check` already runs there; created once and shared by tests (file lock). Returns its python.
 fn pyhost_venv(name: &str, packages: &[&str], check: &str) -> PathBuf {
