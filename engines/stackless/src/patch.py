@@ -297,17 +297,77 @@ def _patch_select():
     selectors.DefaultSelector = selectors.PollSelector
 
 
+def _patch_subprocess():
+    import os
+    import subprocess
+
+    popen = subprocess.Popen
+    real_wait = popen._wait
+    real_communicate = popen.communicate
+
+    def _wait(self, timeout):
+        """Waits for the child's pidfd to become readable (it exited) in the reactor, then
+        reaps it as CPython does."""
+        if self.returncode is not None:
+            return self.returncode
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except OSError:  # reaped already, or no pidfd: CPython's own wait
+            return real_wait(self, timeout)
+        try:
+            _wait_for_fd(pidfd, True, timeout)
+        except TimeoutError:
+            raise subprocess.TimeoutExpired(self.args, timeout) from None
+        finally:
+            os.close(pidfd)
+        return real_wait(self, timeout)
+
+    def communicate(self, input=None, timeout=None):
+        # CPython reads a lone pipe with a plain blocking read(); through the (cooperative)
+        # selector path instead, bounded by no timeout in practice.
+        if timeout is None and not self._communication_started:
+            return real_communicate(self, input, _NO_TIMEOUT)
+        return real_communicate(self, input, timeout)
+
+    communicate.__doc__ = real_communicate.__doc__
+    popen._wait = _wait
+    popen.communicate = communicate
+
+
+_NO_TIMEOUT = 10 * 365 * 86400.0
+
+
+def _patch_os():
+    import os
+    real_read, real_write = os.read, os.write
+
+    def read(fd, length):
+        _wait_for_fd(fd, True, None)  # a regular file is always ready
+        return real_read(fd, length)
+
+    def write(fd, data):
+        _wait_for_fd(fd, False, None)
+        return real_write(fd, data)
+
+    read.__doc__, write.__doc__ = real_read.__doc__, real_write.__doc__
+    os.read, os.write = read, write
+
+
 def patch_all():
     """Make the standard library cooperative, as gevent's `monkey.patch_all()` does: `socket`
     (sockets made from now on; name lookups in helper threads), `select.select`,
-    `select.poll`, `selectors` (DefaultSelector is PollSelector) and `time.sleep` block the
-    calling tasklet, not the thread. Call it once, early; calling it again does nothing."""
+    `select.poll`, `selectors` (DefaultSelector is PollSelector), `time.sleep`,
+    `subprocess.Popen.wait()`/`communicate()` and `os.read`/`os.write` (on pipes, sockets,
+    terminals) block the calling tasklet, not the thread. Call it once, early; calling it
+    again does nothing."""
     global _patched
     if _patched:
         return None
     _patch_socket_module()
     _patch_time()
     _patch_select()
+    _patch_subprocess()
+    _patch_os()
     _patched = True
     return None
 

@@ -6,6 +6,7 @@ Run standalone: `pyhost --engine stackless tests/python/stackless/test_patch_all
 """
 
 import errno
+import os
 import resource
 import select
 import selectors
@@ -259,6 +260,40 @@ class PatchAll(StacklessTestCase):
             stackless.run()
             self.assertEqual(result, [([], [], [])])
 
+    def test_subprocesses_run_while_their_tasklets_wait(self):
+        events = []
+
+        def run(name, seconds):
+            events.append(("start", name))
+            done = subprocess.run(["sh", "-c", f"sleep {seconds}; echo {name}"], capture_output=True, text=True)
+            events.append(("end", name, done.stdout, done.returncode))
+
+        stackless.tasklet(run)("slow", 0.3)
+        stackless.tasklet(run)("quick", 0.05)
+        stackless.run()
+        self.assertEqual(events, [("start", "slow"), ("start", "quick"),
+                                  ("end", "quick", "quick\n", 0), ("end", "slow", "slow\n", 0)])
+        child = subprocess.Popen(["sleep", "30"])
+        with self.assertRaises(subprocess.TimeoutExpired):
+            child.wait(timeout=0.05)
+        child.kill()
+        self.assertEqual(child.wait(), -9)
+        self.assertEqual(subprocess.run(["cat"], input=b"in and out", capture_output=True).stdout, b"in and out")
+
+    def test_os_read_and_write_on_a_pipe_block_only_the_tasklet(self):
+        r, w = os.pipe()
+        try:
+            got = []
+            stackless.tasklet(lambda: got.append(os.read(r, 100)))()
+            stackless.schedule()
+            self.assertEqual(got, [])  # waiting, and the main tasklet runs
+            self.assertEqual(os.write(w, b"through the pipe"), 16)
+            stackless.run()
+            self.assertEqual(got, [b"through the pipe"])
+        finally:
+            os.close(r)
+            os.close(w)
+
     def test_name_lookups_run_in_a_helper_thread(self):
         import _socket
         self.assertEqual(socket.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM),
@@ -267,6 +302,53 @@ class PatchAll(StacklessTestCase):
         self.assertTrue(any(t.name.startswith("stackless-helper") for t in threading.enumerate()))
         with self.assertRaises(socket.gaierror):  # the lookup's error, raised in the tasklet
             socket.getaddrinfo("localhost", "no-such-service-name")
+
+    def test_no_fd_or_memory_leak_over_100_000_connections(self):
+        total, at_once = 100_000, 100
+        served = [0]
+
+        def open_fds():
+            return len(os.listdir("/proc/self/fd"))
+
+        def rss():
+            with open("/proc/self/status") as status:
+                return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+        with socket.create_server(("127.0.0.1", 0), backlog=1024) as server:
+            address = server.getsockname()
+
+            def serve():
+                while True:
+                    connection, _ = server.accept()
+                    stackless.tasklet(echo)(connection)
+
+            def echo(connection):
+                with connection:
+                    connection.sendall(connection.recv(16))
+                    served[0] += 1
+
+            def clients(count):
+                for _ in range(count):
+                    with socket.create_connection(address, timeout=30) as sock:
+                        sock.sendall(b"ping")
+                        assert sock.recv(16) == b"ping"
+
+            serving = stackless.tasklet(serve)()
+
+            def wave(connections):
+                done = served[0] + connections
+                for _ in range(at_once):
+                    stackless.tasklet(clients)(connections // at_once)
+                self.assertTrue(run_until(lambda: served[0] == done, 300), f"{served[0]} of {done}")
+                run_until(lambda: stackless.getruncount() == 1, 10)
+
+            wave(10_000)  # warm: caches, the reactor's tables, obmalloc's arenas
+            fds, memory = open_fds(), rss()
+            wave(total - 10_000)
+            self.assertEqual(open_fds(), fds)
+            grown = rss() - memory
+            self.assertLess(grown, 16 << 20, f"RSS grew by {grown >> 20} MiB over {total - 10_000} connections")
+            serving.kill()
 
     def test_ten_thousand_connections_open_at_once(self):
         # The clients run in a child process (the same engine, patched too): each side then
