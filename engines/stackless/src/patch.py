@@ -134,6 +134,7 @@ def _patch_socket_module():
         sendmsg = blocking(c_socket.sendmsg, False)
 
     socket.__module__ = "socket"
+    socket.__qualname__ = "socket"
 
     def _resolved(sock, address):
         """An (host, port...) address with its host name resolved in a helper thread (the C
@@ -170,6 +171,58 @@ def _patch_socket_module():
     _socket.socket = socket
     for name, function in real.items():
         setattr(_socket, name, getaddrinfo if name == "getaddrinfo" else in_helper_thread(function))
+    return socket
+
+
+def _patch_ssl(cooperative_socket):
+    """TLS sockets made by `SSLContext.wrap_socket()` from now on: the cooperative socket
+    underneath (its fd non-blocking, so OpenSSL says "want read/write" where it would block),
+    and each TLS operation retried after a reactor wait, with CPython's timeout messages."""
+    import ssl
+    from time import monotonic
+
+    class SSLSocket(ssl.SSLSocket, cooperative_socket):
+        """An SSLSocket whose blocking calls block the calling tasklet (stackless.patch_all())."""
+
+        def _retry(self, operation, args, what, blocking=False):
+            timeout = None if blocking else self._timeout
+            if timeout == 0.0:
+                return operation(*args)
+            deadline = None if timeout is None else monotonic() + timeout
+            while True:
+                try:
+                    return operation(*args)
+                except ssl.SSLWantReadError:
+                    readable = True
+                except ssl.SSLWantWriteError:
+                    readable = False
+                remaining = None if deadline is None else deadline - monotonic()
+                try:
+                    if remaining is not None and remaining <= 0:
+                        raise TimeoutError
+                    _wait_for_fd(self.fileno(), readable, remaining)
+                except TimeoutError:
+                    raise TimeoutError(f"The {what} operation timed out") from None
+
+        def read(self, len=1024, buffer=None):
+            return self._retry(super().read, (len, buffer), "read")
+
+        def write(self, data):
+            return self._retry(super().write, (data,), "write")
+
+        def send(self, data, flags=0):
+            return self._retry(super().send, (data, flags), "write")
+
+        def do_handshake(self, block=False):
+            # block: as CPython, a non-blocking socket's handshake blocks (until it is done).
+            return self._retry(super().do_handshake, (), "handshake", block)
+
+        def unwrap(self):
+            return self._retry(super().unwrap, (), "read")
+
+    SSLSocket.__module__ = "ssl"
+    SSLSocket.__qualname__ = "SSLSocket"
+    ssl.SSLContext.sslsocket_class = SSLSocket
 
 
 _helper_pool = None
@@ -355,7 +408,7 @@ def _patch_os():
 
 def patch_all():
     """Make the standard library cooperative, as gevent's `monkey.patch_all()` does: `socket`
-    (sockets made from now on; name lookups in helper threads), `select.select`,
+    and `ssl` (sockets made from now on; name lookups in helper threads), `select.select`,
     `select.poll`, `selectors` (DefaultSelector is PollSelector), `time.sleep`,
     `subprocess.Popen.wait()`/`communicate()` and `os.read`/`os.write` (on pipes, sockets,
     terminals) block the calling tasklet, not the thread. Call it once, early; calling it
@@ -363,7 +416,7 @@ def patch_all():
     global _patched
     if _patched:
         return None
-    _patch_socket_module()
+    _patch_ssl(_patch_socket_module())
     _patch_time()
     _patch_select()
     _patch_subprocess()

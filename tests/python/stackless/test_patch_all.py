@@ -260,6 +260,47 @@ class PatchAll(StacklessTestCase):
             stackless.run()
             self.assertEqual(result, [([], [], [])])
 
+    def test_tls_servers_and_clients_in_tasklets(self):
+        import ssl
+        import test  # CPython's test package: its certificate for "localhost"
+        certificate = os.path.join(os.path.dirname(test.__file__), "certdata", "keycert.pem")
+        server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_context.load_cert_chain(certificate)
+        client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client_context.load_verify_locations(certificate)
+        answers = []
+        with server_context.wrap_socket(socket.create_server(("127.0.0.1", 0)), server_side=True) as listener:
+            address = listener.getsockname()
+
+            def serve():
+                while True:
+                    connection, _ = listener.accept()  # the handshake too, in this tasklet
+                    stackless.tasklet(upper)(connection)
+
+            def upper(connection):
+                with connection:
+                    while data := connection.recv(1024):
+                        connection.sendall(data.upper())
+
+            def client(i):
+                with socket.create_connection(address, timeout=30) as raw:
+                    with client_context.wrap_socket(raw, server_hostname="localhost") as tls:
+                        tls.sendall(b"hello %d" % i)
+                        answers.append(tls.recv(100))
+
+            serving = stackless.tasklet(serve)()
+            for i in range(50):
+                stackless.tasklet(client)(i)
+            self.assertTrue(run_until(lambda: len(answers) == 50, 60), f"{len(answers)} of 50")
+            self.assertEqual(sorted(answers), sorted(b"HELLO %d" % i for i in range(50)))
+            with socket.create_connection(address, timeout=30) as raw:
+                with client_context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    self.assertIsInstance(tls, ssl.SSLSocket)
+                    tls.settimeout(0.05)
+                    with self.assertRaisesRegex(TimeoutError, "The read operation timed out"):
+                        tls.recv(10)
+            serving.kill()
+
     def test_subprocesses_run_while_their_tasklets_wait(self):
         events = []
 
