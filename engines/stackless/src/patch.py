@@ -24,17 +24,18 @@ def _patch_socket_module():
     c_settimeout = c_socket.settimeout
     c_gettimeout = c_socket.gettimeout
 
-    def retry(sock, operation, readable, args, deadline=None):
-        """`operation(sock, *args)` as a blocking call would do it, waiting in the reactor
-        until the socket's timeout (or `deadline`)."""
+    def retry(sock, operation, readable, args, kwargs=None, deadline=None):
+        """`operation(sock, *args, **kwargs)` as a blocking call would do it, waiting in the
+        reactor until the socket's timeout (or `deadline`)."""
+        kwargs = kwargs or {}
         timeout = sock._timeout
         if timeout == 0.0:
-            return operation(sock, *args)
+            return operation(sock, *args, **kwargs)
         if deadline is None and timeout is not None:
             deadline = _monotonic() + timeout
         while True:
             try:
-                return operation(sock, *args)
+                return operation(sock, *args, **kwargs)
             except BlockingIOError:
                 pass
             if deadline is None:
@@ -46,8 +47,8 @@ def _patch_socket_module():
                 _wait_for_fd(sock.fileno(), readable, remaining)
 
     def blocking(operation, readable):
-        def method(self, *args):
-            return retry(self, operation, readable, args)
+        def method(self, *args, **kwargs):  # recv_into and recvfrom_into take keywords
+            return retry(self, operation, readable, args, kwargs)
 
         method.__name__ = operation.__name__
         method.__qualname__ = f"socket.{operation.__name__}"
@@ -119,7 +120,7 @@ def _patch_socket_module():
             with memoryview(data) as view, view.cast("B") as octets:
                 total, sent = len(octets), 0
                 while sent < total:
-                    sent += retry(self, c_socket.send, False, (octets[sent:], flags), deadline)
+                    sent += retry(self, c_socket.send, False, (octets[sent:], flags), None, deadline)
             return None
 
         _accept = blocking(c_socket._accept, True)

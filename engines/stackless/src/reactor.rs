@@ -44,6 +44,16 @@ struct FdWaits {
     added: bool,
 }
 
+impl FdWaits {
+    fn slot(&mut self, readable: bool) -> &mut Option<u64> {
+        if readable {
+            &mut self.reader
+        } else {
+            &mut self.writer
+        }
+    }
+}
+
 struct Wait {
     fd: Option<(RawFd, bool)>,
 }
@@ -88,25 +98,15 @@ impl Reactor {
     /// Registers a wait for `fd` to become readable (or writable), until `timeout`.
     pub fn wait_fd(&self, fd: RawFd, readable: bool, timeout: Option<Duration>) -> Result<u64, WaitError> {
         let mut state = self.state();
+        let token = state.next_token;
         let entry = state.fds.entry(fd).or_default();
-        let slot = if readable { &mut entry.reader } else { &mut entry.writer };
+        let slot = entry.slot(readable);
         if slot.is_some() {
             return Err(WaitError::Busy);
         }
-        let token = state.next_token;
-        let entry = state.fds.get_mut(&fd).expect("just made");
-        if readable {
-            entry.reader = Some(token);
-        } else {
-            entry.writer = Some(token);
-        }
+        *slot = Some(token);
         if let Err(error) = self.arm(fd, entry) {
-            let entry = state.fds.get_mut(&fd).expect("just made");
-            if readable {
-                entry.reader = None;
-            } else {
-                entry.writer = None;
-            }
+            *entry.slot(readable) = None;
             return Err(WaitError::Os(error));
         }
         state.next_token += 1;
@@ -238,16 +238,10 @@ impl Reactor {
             }
             // One-shot: the fd is disarmed now; a waiter whose direction did not fire is armed
             // again.
-            if entry.reader.is_some() || entry.writer.is_some() {
-                let mut rearm = std::mem::take(entry);
-                let armed = self.arm(fd, &mut rearm);
-                let entry = state.fds.entry(fd).or_default();
-                *entry = rearm;
-                if armed.is_err() {
-                    // Closed meanwhile: wake the rest too; their next call reports the error.
-                    woken.extend(entry.reader.take());
-                    woken.extend(entry.writer.take());
-                }
+            if (entry.reader.is_some() || entry.writer.is_some()) && self.arm(fd, entry).is_err() {
+                // Closed meanwhile: wake the rest too; their next call reports the error.
+                woken.extend(entry.reader.take());
+                woken.extend(entry.writer.take());
             }
             for token in woken {
                 if state.waits.remove(&token).is_some() {
@@ -299,8 +293,7 @@ fn next_deadline(state: &mut State) -> Option<Instant> {
 
 fn forget_fd_wait(state: &mut State, wait: Wait, token: u64) {
     if let Some((fd, readable)) = wait.fd {
-        if let Some(entry) = state.fds.get_mut(&fd) {
-            let slot = if readable { &mut entry.reader } else { &mut entry.writer };
+        if let Some(slot) = state.fds.get_mut(&fd).map(|entry| entry.slot(readable)) {
             if *slot == Some(token) {
                 *slot = None;
             }

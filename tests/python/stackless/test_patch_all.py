@@ -145,6 +145,10 @@ class PatchAll(StacklessTestCase):
             b.sendall(b"partial")
             self.assertEqual(a.recv(3), b"par")  # a partial read, as the blocking call gives
             self.assertEqual(a.recv(100), b"tial")
+            b.sendall(b"into")
+            buffer = bytearray(10)
+            self.assertEqual(a.recv_into(buffer, nbytes=4, flags=0), 4)  # keywords, as C's
+            self.assertEqual(bytes(buffer[:4]), b"into")
 
     def test_sendall_while_another_tasklet_reads(self):
         a, b = socket.socketpair()
