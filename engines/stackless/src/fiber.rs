@@ -128,7 +128,7 @@ unsafe fn set_error(kind: *mut ffi::PyObject, message: &CStr) -> *mut ffi::PyObj
 }
 
 /// Runs `body`, turning a Rust panic into a Python SystemError (panics never cross into C).
-fn guarded(body: impl FnOnce() -> *mut ffi::PyObject) -> *mut ffi::PyObject {
+pub(crate) fn guarded(body: impl FnOnce() -> *mut ffi::PyObject) -> *mut ffi::PyObject {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|_| {
         // SAFETY: called from a CPython entry point, GIL held.
         unsafe { set_error(ffi::PyExc_SystemError, c"internal error in the stackless engine (panic)") }

@@ -262,17 +262,18 @@ def _patch_time():
     import time
     real_sleep = time.sleep
 
-    def sleep(seconds):
+    def patched_sleep(seconds):
         if not isinstance(seconds, (int, float)):
             if isinstance(seconds, str) or not hasattr(type(seconds), "__float__"):
                 return real_sleep(seconds)  # the real error
             seconds = float(seconds)
         if seconds != seconds or seconds < 0:
             raise ValueError("sleep length must be non-negative")
-        return globals()["sleep"](seconds)
+        return sleep(seconds)  # stackless.sleep
 
-    sleep.__doc__ = real_sleep.__doc__
-    time.sleep = sleep
+    patched_sleep.__name__ = patched_sleep.__qualname__ = "sleep"
+    patched_sleep.__doc__ = real_sleep.__doc__
+    time.sleep = patched_sleep
 
 
 def _patch_select():

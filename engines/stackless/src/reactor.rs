@@ -18,6 +18,7 @@
 //! * A signal interrupts the poll (EINTR is not retried here): the caller runs Python's signal
 //!   handlers, so Ctrl-C reaches the program while every tasklet waits.
 
+use crate::fiber::guarded;
 use pyo3_ffi as ffi;
 use rustix::event::{epoll, eventfd, EventfdFlags};
 use rustix::fd::{BorrowedFd, OwnedFd, RawFd};
@@ -229,21 +230,16 @@ impl Reactor {
             );
             let writable = flags.intersects(epoll::EventFlags::OUT | errors);
             let Some(entry) = state.fds.get_mut(&fd) else { continue };
-            let mut woken = Vec::new();
-            if readable {
-                woken.extend(entry.reader.take());
-            }
-            if writable {
-                woken.extend(entry.writer.take());
-            }
+            let mut reader = if readable { entry.reader.take() } else { None };
+            let mut writer = if writable { entry.writer.take() } else { None };
             // One-shot: the fd is disarmed now; a waiter whose direction did not fire is armed
             // again.
             if (entry.reader.is_some() || entry.writer.is_some()) && self.arm(fd, entry).is_err() {
                 // Closed meanwhile: wake the rest too; their next call reports the error.
-                woken.extend(entry.reader.take());
-                woken.extend(entry.writer.take());
+                reader = reader.or(entry.reader.take());
+                writer = writer.or(entry.writer.take());
             }
-            for token in woken {
+            for token in [reader, writer].into_iter().flatten() {
                 if state.waits.remove(&token).is_some() {
                     ended.push((token, true));
                 }
@@ -307,14 +303,6 @@ unsafe fn set_error(kind: *mut ffi::PyObject, message: &str) -> *mut ffi::PyObje
     let text = std::ffi::CString::new(message.replace('\0', " ")).unwrap_or_default();
     ffi::PyErr_SetString(kind, text.as_ptr());
     ptr::null_mut()
-}
-
-/// Runs `body`, turning a Rust panic into a Python SystemError (panics never cross into C).
-fn guarded(body: impl FnOnce() -> *mut ffi::PyObject) -> *mut ffi::PyObject {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|_| {
-        // SAFETY: called from a CPython entry point, GIL held.
-        unsafe { set_error(ffi::PyExc_SystemError, "internal error in the stackless reactor (panic)") }
-    })
 }
 
 unsafe fn check_args(nargs: ffi::Py_ssize_t, expected: ffi::Py_ssize_t, name: &str) -> bool {
