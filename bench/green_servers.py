@@ -20,14 +20,14 @@ python3.13) when missing.
 import argparse
 import os
 import random
-import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from wsgi_servers import free_port, spread, wrk  # the same wrk runs and parsing
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER = REPO / "bench" / "green_http_server.py"
@@ -49,12 +49,6 @@ for _ in range(count):
 print("open", flush=True)
 sys.stdin.readline()
 """
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ensure_venv(venv):
@@ -98,20 +92,6 @@ def rss(pid):
         return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
 
 
-def wrk(port, connections, seconds):
-    result = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-                             f"http://127.0.0.1:{port}/"], capture_output=True, text=True, timeout=seconds + 60)
-    requests = float(re.search(r"Requests/sec:\s+([\d.]+)", result.stdout).group(1))
-    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", result.stdout).groups()
-    p99 = float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", result.stdout)
-    return requests, p99, errors.group(0) if errors else ""
-
-
-def spread(values):
-    return f"{statistics.median(values):5.2f}x ({min(values):.2f}-{max(values):.2f})"
-
-
 def throughput(options, servers):
     ports = {name: free_port() for name in ORDER}
     processes = {}
@@ -120,11 +100,11 @@ def throughput(options, servers):
             processes[name] = start(servers[name](ports[name]))
         for connections in options.connections:
             for name in ORDER:
-                wrk(ports[name], connections, 1)  # warm-up
+                wrk(ports[name], "/", 1, 1, connections)  # warm-up
             rounds = []
             for _ in range(options.rounds):
                 order = random.sample(ORDER, len(ORDER))
-                rounds.append({name: wrk(ports[name], connections, options.seconds) for name in order})
+                rounds.append({name: wrk(ports[name], "/", options.seconds, 1, connections) for name in order})
             print(f"\nwrk -t1 -c{connections} -d{options.seconds}s:")
             for name in ORDER:
                 rate = statistics.median(r[name][0] for r in rounds)

@@ -116,9 +116,10 @@ def tree_rss(pid):
     return total
 
 
-def wrk(port, path, seconds):
-    result = subprocess.run(["wrk", "-t2", "-c64", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}{path}"],
-                            capture_output=True, text=True, timeout=seconds + 60)
+def wrk(port, path, seconds, threads=2, connections=64):
+    """(requests/s, p99 in ms, error notes) of one wrk run (green_servers.py uses it too)."""
+    result = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
+                             f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, timeout=seconds + 60)
     requests = float(re.search(r"Requests/sec:\s+([\d.]+)", result.stdout).group(1))
     value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", result.stdout).groups()
     p99 = float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
