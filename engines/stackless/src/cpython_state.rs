@@ -65,6 +65,8 @@ use core::ptr;
 use pyo3_ffi as ffi;
 use pyo3_ffi::PyObject;
 
+use crate::frames::{InterpreterFrame313, FRAME_OWNED_BY_CSTACK};
+
 // ---------------------------------------------------------------------------------------------
 // Mirrored C layouts
 // ---------------------------------------------------------------------------------------------
@@ -100,15 +102,6 @@ pub struct PyStackChunk313 {
     pub data: [*mut PyObject; 1],
 }
 
-/// The first two fields of `_PyInterpreterFrame` (`Include/internal/pycore_frame.h`, CPython
-/// 3.13.0): `f_executable` at offset 0, `previous` at offset 8 (LP64). Nothing else of a frame
-/// is read or written here.
-#[repr(C)]
-struct InterpreterFrameHead313 {
-    f_executable: *mut PyObject,
-    previous: *mut InterpreterFrameHead313,
-}
-
 /// Reroutes a suspended tasklet's interpreter-frame chain (from `top`) around the frames that
 /// live in `[low, high)` — the `entry_frame`s (`FRAME_OWNED_BY_CSTACK`) that each C → Python
 /// entry keeps on the tasklet's C stack — and appends the links it changed to `changed`, as
@@ -127,8 +120,8 @@ pub unsafe fn unlink_c_stack_frames(
     high: usize,
     changed: &mut Vec<(usize, usize)>,
 ) {
-    let on_stack = |frame: *mut InterpreterFrameHead313| (low..high).contains(&(frame as usize));
-    let mut frame = top.cast::<InterpreterFrameHead313>();
+    let on_stack = |frame: *mut InterpreterFrame313| (low..high).contains(&(frame as usize));
+    let mut frame = top.cast::<InterpreterFrame313>();
     while !frame.is_null() {
         let previous = (*frame).previous;
         if on_stack(frame) || previous.is_null() || !on_stack(previous) {
@@ -145,27 +138,6 @@ pub unsafe fn unlink_c_stack_frames(
     }
 }
 
-/// The head of CPython 3.13.0's `_PyInterpreterFrame` up to `owner`
-/// (`Include/internal/pycore_frame.h`), to tell entry frames apart.
-#[repr(C)]
-struct InterpreterFrameOwner313 {
-    f_executable: *mut PyObject,
-    previous: *mut InterpreterFrameOwner313,
-    f_funcobj: *mut PyObject,
-    f_globals: *mut PyObject,
-    f_builtins: *mut PyObject,
-    f_locals: *mut PyObject,
-    frame_obj: *mut PyObject,
-    instr_ptr: *mut u16,
-    stacktop: c_int,
-    return_offset: u16,
-    owner: core::ffi::c_char,
-}
-
-/// `FRAME_OWNED_BY_CSTACK` (3.13.0 `enum _frameowner`): the `entry_frame` that every C →
-/// Python entry into the interpreter pushes.
-const FRAME_OWNED_BY_CSTACK: core::ffi::c_char = 3;
-
 /// How many times the running code was entered from C: the entry frames in the running
 /// tasklet's interpreter-frame chain (a tasklet's function, called by the engine, is one).
 ///
@@ -174,7 +146,7 @@ const FRAME_OWNED_BY_CSTACK: core::ffi::c_char = 3;
 /// running tasklet's stack bytes are on its stack).
 pub unsafe fn entry_frames(ts: *mut PyThreadState313) -> usize {
     let mut count = 0;
-    let mut frame = (*ts).current_frame.cast::<InterpreterFrameOwner313>();
+    let mut frame = (*ts).current_frame.cast::<InterpreterFrame313>();
     while !frame.is_null() {
         if (*frame).owner == FRAME_OWNED_BY_CSTACK {
             count += 1;
@@ -192,7 +164,7 @@ pub unsafe fn entry_frames(ts: *mut PyThreadState313) -> usize {
 /// since.
 pub unsafe fn relink_frames(changed: &mut Vec<(usize, usize)>) {
     for (frame, previous) in changed.drain(..).rev() {
-        (*(frame as *mut InterpreterFrameHead313)).previous = previous as *mut InterpreterFrameHead313;
+        (*(frame as *mut InterpreterFrame313)).previous = previous as *mut InterpreterFrame313;
     }
 }
 
@@ -848,12 +820,7 @@ mod tests {
         assert_eq!(offset_of!(PyStackChunk313, size), 8);
         assert_eq!(offset_of!(PyStackChunk313, top), 16);
         assert_eq!(offset_of!(PyStackChunk313, data), 24);
-        // _PyInterpreterFrame (pycore_frame.h): eight pointers, int stacktop, uint16_t
-        // return_offset, char owner.
-        assert_eq!(offset_of!(InterpreterFrameOwner313, previous), 8);
-        assert_eq!(offset_of!(InterpreterFrameOwner313, stacktop), 64);
-        assert_eq!(offset_of!(InterpreterFrameOwner313, return_offset), 68);
-        assert_eq!(offset_of!(InterpreterFrameOwner313, owner), 70);
+        // _PyInterpreterFrame: see `frames`.
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! fiber's back. A fiber's coroutine is created when it first runs, on its bound stack.
 
 use crate::cpython_state::{self as state, SavedThreadState};
+use crate::frames::CallSite;
 use crate::stack::{self, SavedStack, StackView, ThreadStacks, STACK_SIZE};
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 use pyo3_ffi as ffi;
@@ -83,6 +84,32 @@ struct FiberInner {
     thread_id: u64,
     started: bool,
     dead: bool,
+    /// Strong references that the engine's Rust frames on this fiber's stack hold across a
+    /// switch (see [`StackRef`]), NULL when not held: the collector is told of them.
+    stack_refs: [*mut ffi::PyObject; StackRef::COUNT],
+}
+
+/// The strong references held by Rust frames on a fiber's stack while it may be suspended, one
+/// slot each, recorded so that the cyclic GC hears of them (`frames`, [`traverse_suspended`]):
+/// unreported, each would keep what it points to (its tasklet, its arguments) alive forever.
+#[derive(Clone, Copy)]
+pub enum StackRef {
+    /// `fiber_body`: the tasklet (or `arg`) and the function it runs.
+    Bound,
+    Func,
+    /// `sched::tasklet_body`: the thread state, the tasklet's function and its arguments.
+    BodyThread,
+    BodyFunc,
+    BodyArgs,
+    BodyKwargs,
+    /// `sched::block_on`: the thread state, the tasklet blocking and whom it switches to.
+    SwitchThread,
+    SwitchMe,
+    SwitchTarget,
+}
+
+impl StackRef {
+    const COUNT: usize = 9;
 }
 
 #[repr(C)]
@@ -191,6 +218,8 @@ unsafe fn fiber_body(
     SavedThreadState::fresh_for_new_tasklet(budget, context).restore(ts);
     release_deferred();
     let func = std::mem::replace(&mut inner.func, ptr::null_mut());
+    set_stack_ref(fiber, StackRef::Bound, bound);
+    set_stack_ref(fiber, StackRef::Func, func);
     let request = if !first.exc.is_null() {
         // Thrown into before it ever ran: the function never starts; the exception goes to main.
         ffi::Py_XDECREF(first.value);
@@ -222,10 +251,114 @@ unsafe fn fiber_body(
             next_from_result(result)
         }
     };
+    set_stack_ref(fiber, StackRef::Bound, ptr::null_mut());
+    set_stack_ref(fiber, StackRef::Func, ptr::null_mut());
     ffi::Py_XDECREF(func);
     ffi::Py_XDECREF(bound);
     state::retire_current(ts);
     request
+}
+
+/// Records (or, with NULL, forgets) a strong reference held on `fiber`'s stack. Raw pointer
+/// writes: callers may be inside code that holds a `&mut FiberInner` of the same fiber.
+unsafe fn set_stack_ref(fiber: *mut ffi::PyObject, slot: StackRef, object: *mut ffi::PyObject) {
+    let raw = (*fiber.cast::<FiberObject>()).inner;
+    if !raw.is_null() {
+        (*ptr::addr_of_mut!((*raw).stack_refs))[slot as usize] = object;
+    }
+}
+
+/// The running fiber of this thread (borrowed), NULL when the thread's main context runs (the
+/// main tasklet is never garbage: its thread state holds it, so nothing is recorded for it).
+fn running_fiber() -> *mut ffi::PyObject {
+    CORE.with(|c| c.current.get())
+}
+
+/// Records (or forgets, with NULLs) the references `sched::tasklet_body` holds while the
+/// tasklet's function runs.
+///
+/// # Safety
+/// GIL held, on the tasklet's own fiber; each object is a strong reference its caller holds
+/// until it records NULLs again.
+pub unsafe fn hold_body_refs([th, func, args, kwargs]: [*mut ffi::PyObject; 4]) {
+    let fiber = running_fiber();
+    if !fiber.is_null() {
+        set_stack_ref(fiber, StackRef::BodyThread, th);
+        set_stack_ref(fiber, StackRef::BodyFunc, func);
+        set_stack_ref(fiber, StackRef::BodyArgs, args);
+        set_stack_ref(fiber, StackRef::BodyKwargs, kwargs);
+    }
+}
+
+/// Records (or forgets, with NULLs) the references a blocking channel operation of tasklet `me`
+/// holds across its switch (`sched::block_on`), in `fiber`, `me`'s fiber (looked up by the
+/// caller, cheaper than the thread-local): only if it is a fiber running `me`'s body, which,
+/// `me` being the current tasklet, is the running fiber. Same contract as [`hold_body_refs`].
+pub unsafe fn hold_switch_refs(
+    fiber: *mut ffi::PyObject,
+    me: *mut ffi::PyObject,
+    [th, held_me, target]: [*mut ffi::PyObject; 3],
+) {
+    if fiber.is_null() || FIBER_TYPE.is_null() || ffi::Py_TYPE(fiber) != FIBER_TYPE {
+        return;
+    }
+    let raw = (*fiber.cast::<FiberObject>()).inner;
+    if raw.is_null() || (*ptr::addr_of!((*raw).stack_refs))[StackRef::Bound as usize] != me {
+        return;
+    }
+    set_stack_ref(fiber, StackRef::SwitchThread, th);
+    set_stack_ref(fiber, StackRef::SwitchMe, held_me);
+    set_stack_ref(fiber, StackRef::SwitchTarget, target);
+}
+
+/// Reports to the cyclic GC what a suspended fiber's stack holds: the references its frames
+/// own (`frames`), those its Rust frames hold ([`StackRef`]), its saved context and handled
+/// exception. Nothing while it runs (its frames are the thread's, which are roots), before it
+/// starts or after it ends, or while it runs inside a generator (see `frames`).
+///
+/// A tasklet's fiber is not tracked by the GC itself (see [`new_tasklet_fiber`]) and belongs to
+/// its tasklet, so the tasklet's `tp_traverse` reports this for it: only for the tasklet the
+/// fiber runs (its `StackRef::Bound`), so that however `_fiber` slots are reassigned, one
+/// object reports it once. Other fibers report it themselves.
+///
+/// # Safety
+/// GIL held, from a `tp_traverse`; `tasklet` is a live tasklet.
+pub unsafe fn traverse_tasklet_fiber(
+    object: *mut ffi::PyObject,
+    tasklet: *mut ffi::PyObject,
+    visit: ffi::visitproc,
+    arg: *mut c_void,
+) -> c_int {
+    if object.is_null() || FIBER_TYPE.is_null() || ffi::Py_TYPE(object) != FIBER_TYPE {
+        return 0;
+    }
+    let raw = (*object.cast::<FiberObject>()).inner;
+    if raw.is_null() || !(*raw).for_tasklet || (*raw).stack_refs[StackRef::Bound as usize] != tasklet {
+        return 0;
+    }
+    traverse_suspended(raw, visit, arg)
+}
+
+unsafe fn traverse_suspended(raw: *mut FiberInner, visit: ffi::visitproc, arg: *mut c_void) -> c_int {
+    if !(*raw).started || (*raw).dead {
+        return 0;
+    }
+    let Some(saved) = (*raw).saved.as_ref() else { return 0 };
+    match crate::frames::visit_suspended_frames(saved.current_frame, visit, arg) {
+        Err(rc) => return rc,
+        Ok(false) => return 0,
+        Ok(true) => {}
+    }
+    let held = (*raw).stack_refs.iter().copied();
+    for object in held.chain([saved.context, saved.exc_state.exc_value]) {
+        if !object.is_null() {
+            let rc = visit(object, arg);
+            if rc != 0 {
+                return rc;
+            }
+        }
+    }
+    0
 }
 
 /// A finished fiber's function returns `(target, value)` to name where control goes (a fiber,
@@ -406,10 +539,15 @@ unsafe fn save_state(fiber: &mut FiberInner, ts: *mut state::PyThreadState313) {
 
 /// `switch(target, value=None, exc=None)`: transfer control to `target` (a fiber, or None for
 /// the thread's main context), returning what is sent back when control returns here.
+///
+/// `site`: how the Python-level call that leads here was made, if it was made straight from
+/// Python code: while this fiber is suspended, its caller's evaluation stack is then visible to
+/// the cyclic GC (`frames`).
 pub(crate) unsafe fn switch_to(
     target: *mut ffi::PyObject,
     value: *mut ffi::PyObject,
     exc: *mut ffi::PyObject,
+    site: Option<&CallSite>,
 ) -> *mut ffi::PyObject {
     let target = if target == ffi::Py_None() { ptr::null_mut() } else { target };
     if !target.is_null() {
@@ -448,9 +586,14 @@ pub(crate) unsafe fn switch_to(
             ffi::Py_XDECREF(transfer.exc);
             return set_error(ffi::PyExc_RuntimeError, c"fiber is not running on its own stack");
         }
+        let exposed = match site {
+            Some(site) => site.expose((*ts).current_frame),
+            None => ptr::null_mut(),
+        };
         save_state(fiber, ts);
         let yielder = &*fiber.yielder;
         let back = suspend_recording_sp(yielder, Request { target, transfer }, &raw mut fiber.suspended_sp);
+        crate::frames::hide(exposed);
         deliver(back)
     }
 }
@@ -546,6 +689,7 @@ unsafe fn alloc_fiber(
         thread_id: thread_ident(),
         started: false,
         dead: false,
+        stack_refs: [ptr::null_mut(); StackRef::COUNT],
     });
     let Some(inner) = inner else {
         // The object's `inner` is still NULL, which its deallocation expects.
@@ -618,6 +762,12 @@ unsafe extern "C" fn fiber_traverse(
             if rc != 0 {
                 return rc;
             }
+        }
+    }
+    if !(*raw).for_tasklet {
+        let rc = traverse_suspended(raw, visit, arg);
+        if rc != 0 {
+            return rc;
         }
     }
     // Heap types' instances visit their type.
@@ -707,7 +857,7 @@ pub unsafe fn create_fiber_type(module: *mut ffi::PyObject) -> *mut ffi::PyObjec
 
 /// `switch(target, value=None, exc=None)`.
 pub unsafe extern "C" fn py_switch(
-    _module: *mut ffi::PyObject,
+    module: *mut ffi::PyObject,
     args: *mut *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
@@ -718,8 +868,18 @@ pub unsafe extern "C" fn py_switch(
                 c"switch(target, value=None, exc=None) takes 1 to 3 arguments",
             );
         }
+        // The caller's frame (stackless.py's `_switch`) holds the suspended tasklet: seen by
+        // the cyclic GC while it is suspended (`frames`).
+        let site = CallSite {
+            args,
+            nargs,
+            kwnames: ptr::null_mut(),
+            self_obj: module,
+            descriptor: ptr::null_mut(),
+            function: py_switch as *mut c_void,
+        };
         let arg = |i: isize| if i < nargs { *args.offset(i) } else { ptr::null_mut() };
-        switch_to(arg(0), arg(1), arg(2))
+        switch_to(arg(0), arg(1), arg(2), Some(&site))
     })
 }
 
@@ -910,7 +1070,7 @@ pub unsafe extern "C" fn py_switch_from_monitoring(
         let (tracing, what_event) = ((*ts).tracing, (*ts).what_event);
         (*ts).tracing = 0;
         (*ts).what_event = -1;
-        let result = switch_to(ffi::Py_None(), ptr::null_mut(), ptr::null_mut());
+        let result = switch_to(ffi::Py_None(), ptr::null_mut(), ptr::null_mut(), None);
         (*ts).tracing = tracing;
         (*ts).what_event = what_event;
         result

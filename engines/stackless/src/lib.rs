@@ -20,6 +20,8 @@ mod cpython_state;
 #[cfg(stackless_supported)]
 mod fiber;
 #[cfg(stackless_supported)]
+mod frames;
+#[cfg(stackless_supported)]
 mod modules;
 #[cfg(stackless_supported)]
 mod pool;

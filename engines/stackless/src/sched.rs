@@ -53,6 +53,7 @@
 //!   fix-ups that follow it and set again afterwards.
 
 use crate::fiber;
+use crate::frames::{CallSite, ExposedCallerStack};
 use pyo3_ffi as ffi;
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -174,6 +175,12 @@ static THREAD_STATE_PY: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut(
 static TASKLET_EXIT: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
 /// `_notify_schedule(prev, next)` of stackless.py: calls the schedule callback, if any.
 static NOTIFY_SCHEDULE_PY: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
+/// `_reclaim(t)` of stackless.py: kills a started tasklet found to be garbage.
+static RECLAIM_PY: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
+/// The method descriptors `ChannelBase.send` / `.receive` (borrowed: the type holds them), to
+/// recognise a direct call (`frames::ExposedCallerStack`).
+static SEND_DESCR: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
+static RECEIVE_DESCR: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
 
 /// Whether a schedule / channel callback is installed (then only Python runs).
 static SCHEDULE_CALLBACK: AtomicBool = AtomicBool::new(false);
@@ -310,16 +317,17 @@ unsafe fn is_none(o: Obj) -> bool {
 
 // ----- the run-queue ring (same algorithms as the Python version had) -----
 
-/// Keeps a tasklet out of the cyclic GC while the scheduler owns it: while it is in the run
-/// queue or in the ring of started tasklets, the scheduler holds it (and will run or kill it),
-/// so it is never garbage, and traversing it is wasted work (about 40% of creating one:
-/// every new tasklet went through a young and a middle collection). It is tracked again as
-/// soon as it leaves both rings, so a cycle through a tasklet that ends (or is taken out of
-/// the queue unstarted) is collected as before. While untracked, what it references counts
-/// as referenced from outside, which is true: the tasklet is alive. Called after every change
-/// of ring membership.
+/// Keeps a tasklet out of the cyclic GC while it is in the run queue or has started and not
+/// ended: traversing it is wasted work then (about 40% of creating one: every new tasklet went
+/// through a young and a middle collection), since the scheduler runs it, or it is suspended
+/// (blocked, paused) and, in all but rare cases, something can still wake it. It is tracked
+/// again as soon as it leaves both: a cycle through a tasklet that ends (or is taken out of
+/// the queue unstarted) is collected as before. While untracked, what it references counts as
+/// referenced from outside. Called after every change of ring membership. The rare case, a
+/// suspended tasklet nothing can wake, is looked for by full collections only:
+/// [`th_track_suspended`] tracks the suspended tasklets just before one.
 unsafe fn update_gc_tracking(t: Obj) {
-    let owned = is_true(tasklet(t).f[T_IN_RING]) || !is_none(tasklet(t).f[T_STARTED_NEXT]);
+    let owned = is_true(tasklet(t).f[T_IN_RING]) || !tasklet(t).f[T_STARTED_NEXT].is_null();
     // SAFETY (CPython 3.13): the public calls, guarded by the tracked check as they require;
     // `t` is fully initialised (it is in, or was in, a ring).
     let tracked = ffi::PyObject_GC_IsTracked(t) != 0;
@@ -406,53 +414,87 @@ unsafe fn ring_make_first(th: Obj, t: Obj, drops: &mut Drops) -> Result<(), ()> 
 }
 
 // ----- the ring of started tasklets (start order; the exit-time kill walks it) -----
+//
+// Its links (`_started_next`/`_started_prev` of a tasklet, `started_head` of a thread state)
+// are borrowed: being started must not keep a tasklet alive, or a tasklet blocked on a channel
+// nobody can reach would never be garbage. A tasklet leaves the ring when it ends, and in its
+// `tp_clear` / `tp_dealloc` at the latest (`started_unlink`), so no link ever dangles.
 
 /// Appends `t` (not in the ring) at the end of `th`'s ring of started tasklets.
-unsafe fn started_add(th: Obj, t: Obj, drops: &mut Drops) {
+unsafe fn started_add(th: Obj, t: Obj) {
     let head = thread(th).f[S_STARTED];
     if head.is_null() {
-        store(&mut thread(th).f[S_STARTED], t, drops);
-        store(&mut tasklet(t).f[T_STARTED_NEXT], t, drops);
-        store(&mut tasklet(t).f[T_STARTED_PREV], t, drops);
+        thread(th).f[S_STARTED] = t;
+        tasklet(t).f[T_STARTED_NEXT] = t;
+        tasklet(t).f[T_STARTED_PREV] = t;
     } else {
         let last = tasklet(head).f[T_STARTED_PREV];
-        store(&mut tasklet(t).f[T_STARTED_PREV], last, drops);
-        store(&mut tasklet(t).f[T_STARTED_NEXT], head, drops);
-        store(&mut tasklet(last).f[T_STARTED_NEXT], t, drops);
-        store(&mut tasklet(head).f[T_STARTED_PREV], t, drops);
+        tasklet(t).f[T_STARTED_PREV] = last;
+        tasklet(t).f[T_STARTED_NEXT] = head;
+        tasklet(last).f[T_STARTED_NEXT] = t;
+        tasklet(head).f[T_STARTED_PREV] = t;
     }
     update_gc_tracking(t);
 }
 
-/// [`started_add`] with its own [`Drops`], kept out of the caller's stack frame: the caller,
-/// [`tasklet_body`], stays on the tasklet's stack while the tasklet runs.
-#[inline(never)]
-unsafe fn record_started(th: Obj, t: Obj) {
-    let mut drops = Drops::new();
-    started_add(th, t, &mut drops);
-    drops.release();
+/// Takes `t` out of `th`'s ring of started tasklets (nothing if it is not in one) and lets the
+/// cyclic GC track it if it is not in the run queue either.
+unsafe fn started_remove(th: Obj, t: Obj) {
+    started_unlink_from(th, t);
+    update_gc_tracking(t);
 }
 
-/// Takes `t` out of `th`'s ring of started tasklets; nothing if it is not in one.
-unsafe fn started_remove(th: Obj, t: Obj, drops: &mut Drops) {
+/// Only the unlinking of [`started_remove`] (for a tasklet being cleared or deallocated).
+/// Releases nothing (the links are borrowed), so it runs no Python code.
+unsafe fn started_unlink_from(th: Obj, t: Obj) {
     let (next, prev) = (tasklet(t).f[T_STARTED_NEXT], tasklet(t).f[T_STARTED_PREV]);
     if next.is_null() || prev.is_null() {
         return;
     }
     if next == t {
         if thread(th).f[S_STARTED] == t {
-            store(&mut thread(th).f[S_STARTED], ptr::null_mut(), drops);
+            thread(th).f[S_STARTED] = ptr::null_mut();
         }
     } else {
-        store(&mut tasklet(prev).f[T_STARTED_NEXT], next, drops);
-        store(&mut tasklet(next).f[T_STARTED_PREV], prev, drops);
+        tasklet(prev).f[T_STARTED_NEXT] = next;
+        tasklet(next).f[T_STARTED_PREV] = prev;
         if thread(th).f[S_STARTED] == t {
-            store(&mut thread(th).f[S_STARTED], next, drops);
+            thread(th).f[S_STARTED] = next;
         }
     }
-    store(&mut tasklet(t).f[T_STARTED_NEXT], ptr::null_mut(), drops);
-    store(&mut tasklet(t).f[T_STARTED_PREV], ptr::null_mut(), drops);
-    update_gc_tracking(t);
+    tasklet(t).f[T_STARTED_NEXT] = ptr::null_mut();
+    tasklet(t).f[T_STARTED_PREV] = ptr::null_mut();
+}
+
+/// [`started_unlink_from`] the thread `t` belongs to, when it is going away.
+unsafe fn started_unlink(t: Obj) {
+    let th = tasklet(t).f[T_THREAD];
+    if !th.is_null() && is_instance(th, &THREAD_TYPE) {
+        started_unlink_from(th, t);
+    }
+}
+
+/// `th._track_suspended()`: lets the cyclic GC see `th`'s suspended tasklets (started, not
+/// ended, out of the run queue: blocked or paused), which [`update_gc_tracking`] keeps from it,
+/// so that the full collection about to run finds those nothing can wake (stackless.py calls
+/// this from a `gc.callbacks` hook). They stay tracked until they are in the run queue again.
+unsafe extern "C" fn th_track_suspended(th: Obj, _args: Obj) -> Obj {
+    guarded(|| {
+        let head = thread(th).f[S_STARTED];
+        let mut t = head;
+        while !t.is_null() {
+            // SAFETY (CPython 3.13): tracking a fully initialised, untracked GC object is allowed
+            // outside a collection; gc.callbacks run before the collection starts its work.
+            if !is_true(tasklet(t).f[T_IN_RING]) && ffi::PyObject_GC_IsTracked(t) == 0 {
+                ffi::PyObject_GC_Track(t.cast());
+            }
+            t = tasklet(t).f[T_STARTED_NEXT];
+            if t == head {
+                break;
+            }
+        }
+        ffi::Py_NewRef(ffi::Py_None())
+    })
 }
 
 /// `th.started_list()`: the started tasklets, in start order.
@@ -481,12 +523,8 @@ unsafe extern "C" fn th_started_list(th: Obj, _args: Obj) -> Obj {
 /// `th.started_clear()`: empties the ring of started tasklets.
 unsafe extern "C" fn th_started_clear(th: Obj, _args: Obj) -> Obj {
     guarded(|| {
-        let mut drops = Drops::new();
         while !thread(th).f[S_STARTED].is_null() {
-            let t = ffi::Py_NewRef(thread(th).f[S_STARTED]);
-            started_remove(th, t, &mut drops);
-            drops.push(t);
-            drops.release();
+            started_remove(th, thread(th).f[S_STARTED]);
         }
         ffi::Py_NewRef(ffi::Py_None())
     })
@@ -555,7 +593,7 @@ pub unsafe fn tasklet_body(t: Obj) -> Obj {
         return set_error(ffi::PyExc_RuntimeError, c"the tasklet has no thread");
     }
     let th = ffi::Py_NewRef(th);
-    record_started(th, t);
+    started_add(th, t);
     let bomb = take(&mut tasklet(t).f[T_BOMB]);
     let result = if !is_none(bomb) {
         raise(bomb);
@@ -565,6 +603,7 @@ pub unsafe fn tasklet_body(t: Obj) -> Obj {
         let func = new_ref_or_none(tasklet(t).f[T_FUNC]);
         let args = take(&mut tasklet(t).f[T_ARGS]);
         let kwargs = take(&mut tasklet(t).f[T_KWARGS]);
+        fiber::hold_body_refs([th, func, args, kwargs]);
         let result = if ffi::PyTuple_CheckExact(args) != 0 && kwargs == ffi::Py_None() {
             ffi::PyObject_Call(func, args, ptr::null_mut())
         } else if ffi::PyTuple_CheckExact(args) != 0 && ffi::PyDict_CheckExact(kwargs) != 0 {
@@ -572,6 +611,7 @@ pub unsafe fn tasklet_body(t: Obj) -> Obj {
         } else {
             call_bound(func, args, kwargs)
         };
+        fiber::hold_body_refs([ptr::null_mut(); 4]);
         ffi::Py_DECREF(func);
         ffi::Py_DECREF(args);
         ffi::Py_DECREF(kwargs);
@@ -599,7 +639,7 @@ pub unsafe fn tasklet_body(t: Obj) -> Obj {
 #[inline(never)]
 unsafe fn finish_tasklet(th: Obj, t: Obj, mut error: Obj) -> Obj {
     let mut drops = Drops::new();
-    started_remove(th, t, &mut drops);
+    started_remove(th, t);
     store_bool(&mut tasklet(t).f[T_ALIVE], false, &mut drops);
     store(&mut tasklet(t).f[T_BOMB], ffi::Py_None(), &mut drops);
     if is_true(tasklet(t).f[T_IN_RING]) && ring_remove(th, t, &mut drops).is_err() {
@@ -693,9 +733,11 @@ unsafe fn small_zero() -> Obj {
 /// after the switch (with its `Drops`, 136 bytes) lives in functions of their own, and the
 /// frame held across the switch keeps only a few pointers. The same goes for the channel
 /// operations that call this ([`action_fast`]).
-unsafe fn switch_fast(th: Obj, me: Obj, target: Obj) -> Obj {
+///
+/// `site`: the channel operation's call, for a tasklet that blocks (`fiber::switch_to`).
+unsafe fn switch_fast(th: Obj, me: Obj, target: Obj, site: Option<&CallSite>) -> Obj {
     let fiber = make_current(th, target);
-    let value = fiber::switch_to(fiber, ptr::null_mut(), ptr::null_mut());
+    let value = fiber::switch_to(fiber, ptr::null_mut(), ptr::null_mut(), site);
     resumed(th, me, fiber, value)
 }
 
@@ -797,7 +839,7 @@ unsafe fn schedule_fast(retval: Obj) -> Option<Obj> {
     let mut drops = Drops::new();
     store(&mut thread(th).f[S_HEAD], target, &mut drops);
     drops.release();
-    let value = switch_fast(th, me, target);
+    let value = switch_fast(th, me, target, None);
     ffi::Py_DECREF(target);
     ffi::Py_DECREF(me);
     ffi::Py_DECREF(th);
@@ -813,7 +855,13 @@ unsafe fn schedule_fast(retval: Obj) -> Option<Obj> {
 /// implementation" (nothing has been changed then). Each case is a function of its own, so
 /// that a tasklet blocked here keeps only the small frames of the blocking one (see
 /// [`switch_fast`] on frame sizes).
-unsafe fn action_fast(ch: Obj, sending: bool, value: Obj) -> Option<Obj> {
+unsafe fn action_fast(
+    ch: Obj,
+    sending: bool,
+    value: Obj,
+    args: *const Obj,
+    nargs: ffi::Py_ssize_t,
+) -> Option<Obj> {
     if CHANNEL_CALLBACK.load(Ordering::Relaxed) {
         return None;
     }
@@ -826,7 +874,7 @@ unsafe fn action_fast(ch: Obj, sending: bool, value: Obj) -> Option<Obj> {
     if partner_waiting {
         pass_to_partner(ch, th, sending, value)
     } else {
-        block_on(ch, th, sending, value)
+        block_on(ch, th, sending, value, args, nargs)
     }
 }
 
@@ -867,7 +915,7 @@ unsafe fn pass_to_partner(ch: Obj, th: Obj, sending: bool, value: Obj) -> Option
         if outcome.is_ok() {
             store(&mut thread(th).f[S_HEAD], partner, &mut drops);
             drops.release();
-            let back = switch_fast(th, me, partner);
+            let back = switch_fast(th, me, partner, None);
             if back.is_null() {
                 outcome = Err(());
             } else {
@@ -897,7 +945,14 @@ unsafe fn pass_to_partner(ch: Obj, th: Obj, sending: bool, value: Obj) -> Option
 
 /// [`action_fast`] with nobody waiting: block, if another tasklet of this thread can run.
 #[inline(never)]
-unsafe fn block_on(ch: Obj, th: Obj, sending: bool, value: Obj) -> Option<Obj> {
+unsafe fn block_on(
+    ch: Obj,
+    th: Obj,
+    sending: bool,
+    value: Obj,
+    args: *const Obj,
+    nargs: ffi::Py_ssize_t,
+) -> Option<Obj> {
     let me = thread(th).f[S_CURRENT];
     let target = blocking_target(ch, th, me)?;
     let th = ffi::Py_NewRef(th);
@@ -909,7 +964,15 @@ unsafe fn block_on(ch: Obj, th: Obj, sending: bool, value: Obj) -> Option<Obj> {
         ffi::Py_DECREF(th);
         return Some(ptr::null_mut());
     }
-    let back = switch_fast(th, me, target);
+    // Blocked, `me` is examined by full collections (`th_track_suspended`): they hear of the
+    // references held here. (A tasklet suspended in the run queue never is, so the other
+    // callers of switch_fast need not record theirs; if one is taken out of the queue while
+    // suspended, what its stack holds just counts as held from outside.)
+    let my_fiber = tasklet(me).f[T_FIBER];
+    fiber::hold_switch_refs(my_fiber, me, [th, me, target]);
+    let site = channel_call_site(ch, sending, args, nargs, ptr::null_mut());
+    let back = switch_fast(th, me, target, Some(&site));
+    fiber::hold_switch_refs(my_fiber, me, [ptr::null_mut(); 3]);
     Some(unblocked(ch, th, me, target, sending, back))
 }
 
@@ -1070,19 +1133,27 @@ pub unsafe extern "C" fn py_schedule(
     })
 }
 
-/// `_install(schedule_py, send_py, receive_py, thread_state, TaskletExit, notify_schedule)`:
-/// the Python implementations to fall back to, how a thread gets its scheduler, the exception
-/// that ends a tasklet silently, and how the end of a tasklet reports its switch.
+/// `_install(schedule_py, send_py, receive_py, thread_state, TaskletExit, notify_schedule,
+/// reclaim)`: the Python implementations to fall back to, how a thread gets its scheduler, the
+/// exception that ends a tasklet silently, how the end of a tasklet reports its switch, and
+/// what kills a tasklet found to be garbage (`tasklet_finalize`).
 pub unsafe extern "C" fn py_install(_module: Obj, args: *mut Obj, nargs: ffi::Py_ssize_t) -> Obj {
     guarded(|| {
-        if nargs != 6 {
+        if nargs != 7 {
             return set_error(
                 ffi::PyExc_TypeError,
-                c"_install(schedule, send, receive, thread_state, TaskletExit, notify_schedule) takes 6 arguments",
+                c"_install(schedule, send, receive, thread_state, TaskletExit, notify_schedule, reclaim) takes 7 arguments",
             );
         }
-        let slots =
-            [&SCHEDULE_PY, &SEND_PY, &RECEIVE_PY, &THREAD_STATE_PY, &TASKLET_EXIT, &NOTIFY_SCHEDULE_PY];
+        let slots = [
+            &SCHEDULE_PY,
+            &SEND_PY,
+            &RECEIVE_PY,
+            &THREAD_STATE_PY,
+            &TASKLET_EXIT,
+            &NOTIFY_SCHEDULE_PY,
+            &RECLAIM_PY,
+        ];
         for (i, slot) in slots.into_iter().enumerate() {
             let func = *args.add(i);
             if ffi::PyCallable_Check(func) == 0 {
@@ -1215,13 +1286,32 @@ unsafe extern "C" fn th_insert_after(th: Obj, args: *mut Obj, nargs: ffi::Py_ssi
 
 // ----- Python entry points: ChannelBase methods -----
 
+/// How `channel.send` / `channel.receive` was called, for the cyclic GC (`frames`).
+#[inline]
+fn channel_call_site(
+    ch: Obj,
+    sending: bool,
+    args: *const Obj,
+    nargs: ffi::Py_ssize_t,
+    kwnames: Obj,
+) -> CallSite {
+    let (descriptor, function) = if sending {
+        (SEND_DESCR.load(Ordering::Relaxed), ch_send as *mut c_void)
+    } else {
+        (RECEIVE_DESCR.load(Ordering::Relaxed), ch_receive as *mut c_void)
+    };
+    CallSite { args, nargs, kwnames, self_obj: ch, descriptor, function }
+}
+
 unsafe extern "C" fn ch_send(ch: Obj, args: *const Obj, nargs: ffi::Py_ssize_t, kwnames: Obj) -> Obj {
     guarded(|| {
         if kwnames.is_null() && nargs == 1 {
-            if let Some(result) = action_fast(ch, true, *args) {
+            if let Some(result) = action_fast(ch, true, *args, args, nargs) {
                 return result;
             }
         }
+        // The Python implementation pushes frames of its own before it blocks.
+        let _exposed = ExposedCallerStack::new(&channel_call_site(ch, true, args, nargs, kwnames));
         call_fallback(&SEND_PY, ch, args, nargs, kwnames)
     })
 }
@@ -1229,10 +1319,11 @@ unsafe extern "C" fn ch_send(ch: Obj, args: *const Obj, nargs: ffi::Py_ssize_t, 
 unsafe extern "C" fn ch_receive(ch: Obj, args: *const Obj, nargs: ffi::Py_ssize_t, kwnames: Obj) -> Obj {
     guarded(|| {
         if kwnames.is_null() && nargs == 0 {
-            if let Some(result) = action_fast(ch, false, ptr::null_mut()) {
+            if let Some(result) = action_fast(ch, false, ptr::null_mut(), args, nargs) {
                 return result;
             }
         }
+        let _exposed = ExposedCallerStack::new(&channel_call_site(ch, false, args, nargs, kwnames));
         call_fallback(&RECEIVE_PY, ch, args, nargs, kwnames)
     })
 }
@@ -1616,6 +1707,45 @@ unsafe extern "C" fn t_make_fiber(t: Obj, _args: Obj) -> Obj {
     })
 }
 
+// ----- garbage tasklets -----
+
+/// `tp_finalize` of tasklets. A tasklet that has started and not ended, found unreachable by
+/// the cyclic GC (blocked on a channel that only it and other garbage can reach, or paused
+/// with nothing left pointing at it), can never be woken: as in Stackless, it is killed —
+/// stackless.py's `_reclaim` puts it back in its thread's run queue with TaskletExit pending,
+/// which resurrects it; at its next turn its `finally` blocks run, it ends and is freed. Not
+/// during interpreter finalization (the exit-time kill has run; it is left as it is then).
+unsafe extern "C" fn tasklet_finalize(t: Obj) {
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: called by CPython with the GIL held, on a live tasklet.
+        unsafe {
+            if ffi::Py_IsFinalizing() != 0 {
+                return;
+            }
+            let task = tasklet(t);
+            if !is_true(task.f[T_ALIVE])
+                || is_true(task.f[T_IS_MAIN])
+                || !fiber::is_running_fiber(task.f[T_FIBER])
+            {
+                return;
+            }
+            let reclaim = RECLAIM_PY.load(Ordering::Relaxed);
+            if reclaim.is_null() {
+                return;
+            }
+            // tp_finalize must leave the error indicator as it found it.
+            let pending = ffi::PyErr_GetRaisedException();
+            let result = ffi::PyObject_CallOneArg(reclaim, t);
+            if result.is_null() {
+                ffi::PyErr_WriteUnraisable(t);
+            } else {
+                ffi::Py_DECREF(result);
+            }
+            ffi::PyErr_SetRaisedException(pending);
+        }
+    });
+}
+
 // ----- type plumbing -----
 
 /// Get/set descriptor of a typed tasklet slot; `closure` is the slot's byte offset.
@@ -1688,6 +1818,16 @@ unsafe fn object_slots(object: Obj, kind: &Kind) -> &'static mut [Obj] {
     }
 }
 
+/// Whether slot `index` of a `kind` instance holds a borrowed reference (the links of the ring
+/// of started tasklets), which is neither visited nor released.
+fn is_borrowed_slot(kind: &Kind, index: usize) -> bool {
+    match kind {
+        Kind::Tasklet => index == T_STARTED_NEXT || index == T_STARTED_PREV,
+        Kind::Thread => index == S_STARTED,
+        _ => false,
+    }
+}
+
 // SAFETY (the three slots below): GIL held; `object` is an instance of one of the three base
 // types or a subclass (CPython calls a type's slots only on its instances), and for a subclass
 // instance CPython has already handled the subclass's own `__dict__`/`__slots__` (see the
@@ -1695,7 +1835,10 @@ unsafe fn object_slots(object: Obj, kind: &Kind) -> &'static mut [Obj] {
 unsafe extern "C" fn base_traverse(object: Obj, visit: ffi::visitproc, arg: *mut c_void) -> c_int {
     let kind = kind(object);
     let (none, yes, no) = (ffi::Py_None(), ffi::Py_True(), ffi::Py_False());
-    for &member in object_slots(object, &kind).iter() {
+    for (index, &member) in object_slots(object, &kind).iter().enumerate() {
+        if is_borrowed_slot(&kind, index) {
+            continue;
+        }
         // The immortal singletons most slots hold are not worth a call (CPython 3.13's
         // collector ignores objects it does not track, and these are not tracked).
         if !member.is_null() && member != none && member != yes && member != no {
@@ -1715,14 +1858,31 @@ unsafe extern "C" fn base_traverse(object: Obj, visit: ffi::visitproc, arg: *mut
             }
         }
     }
+    if kind == Kind::Tasklet {
+        // Its fiber is untracked and its own: what the suspended fiber holds is the tasklet's.
+        let rc = fiber::traverse_tasklet_fiber(tasklet(object).f[T_FIBER], object, visit, arg);
+        if rc != 0 {
+            return rc;
+        }
+    }
     // Heap types' instances visit their type.
     visit(ffi::Py_TYPE(object).cast(), arg)
 }
 
 unsafe extern "C" fn base_clear(object: Obj) -> c_int {
     let kind = kind(object);
-    for member in object_slots(object, &kind).iter_mut() {
-        ffi::Py_CLEAR(member);
+    match kind {
+        Kind::Tasklet => started_unlink(object),
+        // Its tasklets hold it (`_thread`) until they are cleared, and unlink themselves first.
+        Kind::Thread => thread(object).f[S_STARTED] = ptr::null_mut(),
+        _ => {}
+    }
+    for (index, member) in object_slots(object, &kind).iter_mut().enumerate() {
+        if is_borrowed_slot(&kind, index) {
+            *member = ptr::null_mut();
+        } else {
+            ffi::Py_CLEAR(member);
+        }
     }
     if kind == Kind::Channel {
         if let Some(queue) = (*object.cast::<ChannelObject>()).queue.as_mut() {
@@ -1761,6 +1921,8 @@ struct BaseType {
     /// Byte offset of the object-slot array.
     offset: usize,
     typed: usize,
+    /// Typed slots without a setter (borrowed links, see `is_borrowed_slot`).
+    read_only: &'static [usize],
     members: Vec<ffi::PyMemberDef>,
     methods: Vec<ffi::PyMethodDef>,
     /// More type slots (`tp_new`, `tp_init`, `tp_call`, ...).
@@ -1769,15 +1931,27 @@ struct BaseType {
 
 /// Creates one base type. Its tables are leaked (they must outlive the type).
 unsafe fn create_type(module: Obj, base: BaseType) -> Obj {
-    let BaseType { name, doc, basicsize, names, offset, typed, mut members, mut methods, extra_slots } = base;
+    let BaseType {
+        name,
+        doc,
+        basicsize,
+        names,
+        offset,
+        typed,
+        read_only,
+        mut members,
+        mut methods,
+        extra_slots,
+    } = base;
     let mut getsets = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let at = offset + i * std::mem::size_of::<Obj>();
         if i < typed {
+            let borrowed = read_only.contains(&i);
             getsets.push(ffi::PyGetSetDef {
                 name: name.as_ptr(),
                 get: Some(get_tasklet_slot),
-                set: Some(set_tasklet_slot),
+                set: if borrowed { None } else { Some(set_tasklet_slot) },
                 doc: ptr::null(),
                 closure: at as *mut c_void,
             });
@@ -1849,6 +2023,7 @@ pub unsafe fn add_types(module: Obj) -> c_int {
             names: &TASKLET_NAMES,
             offset: offset_of!(TaskletObject, f),
             typed: T_TYPED,
+            read_only: &[T_STARTED_NEXT, T_STARTED_PREV],
             members: Vec::new(),
             methods: vec![
                 method(
@@ -1868,6 +2043,7 @@ pub unsafe fn add_types(module: Obj) -> c_int {
                 ffi::PyType_Slot { slot: ffi::Py_tp_new, pfunc: t_new as *mut c_void },
                 ffi::PyType_Slot { slot: ffi::Py_tp_init, pfunc: t_init as *mut c_void },
                 ffi::PyType_Slot { slot: ffi::Py_tp_call, pfunc: t_setup as *mut c_void },
+                ffi::PyType_Slot { slot: ffi::Py_tp_finalize, pfunc: tasklet_finalize as *mut c_void },
             ],
         },
     );
@@ -1884,6 +2060,7 @@ pub unsafe fn add_types(module: Obj) -> c_int {
             names: &THREAD_NAMES,
             offset: offset_of!(ThreadStateObject, f),
             typed: S_TYPED,
+            read_only: &[S_STARTED],
             members: vec![ssize_member(c"runcount", offset_of!(ThreadStateObject, runcount))],
             extra_slots: Vec::new(),
             methods: vec![
@@ -1893,6 +2070,7 @@ pub unsafe fn add_types(module: Obj) -> c_int {
                 method(c"insert_after", P { PyCFunctionFast: th_insert_after }, ffi::METH_FASTCALL),
                 method(c"started_list", P { PyCFunction: th_started_list }, ffi::METH_NOARGS),
                 method(c"started_clear", P { PyCFunction: th_started_clear }, ffi::METH_NOARGS),
+                method(c"_track_suspended", P { PyCFunction: th_track_suspended }, ffi::METH_NOARGS),
             ],
         },
     );
@@ -1909,6 +2087,7 @@ pub unsafe fn add_types(module: Obj) -> c_int {
             names: &CHANNEL_NAMES,
             offset: offset_of!(ChannelObject, f),
             typed: 0,
+            read_only: &[],
             extra_slots: Vec::new(),
             members: vec![
                 ssize_member(c"_balance", offset_of!(ChannelObject, balance)),
@@ -1939,6 +2118,14 @@ pub unsafe fn add_types(module: Obj) -> c_int {
         return -1;
     }
     CHANNEL_TYPE.store(channel.cast(), Ordering::Relaxed);
+    for (name, slot) in [(c"send", &SEND_DESCR), (c"receive", &RECEIVE_DESCR)] {
+        let descr = ffi::PyObject_GetAttrString(channel, name.as_ptr());
+        if descr.is_null() {
+            return -1;
+        }
+        slot.store(descr, Ordering::Relaxed);
+        ffi::Py_DECREF(descr); // the type's dict keeps it
+    }
     for (name, tp) in [(c"TaskletBase", tasklet), (c"ThreadStateBase", thread), (c"ChannelBase", channel)] {
         // The module keeps the types alive (the statics above borrow them).
         if ffi::PyModule_AddObjectRef(module, name.as_ptr(), tp) < 0 {

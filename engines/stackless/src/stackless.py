@@ -10,6 +10,7 @@ import _stackless_core as _core
 import _thread
 import builtins as _builtins
 import contextvars as _contextvars
+import gc as _gc
 import signal as _signal
 import sys as _sys
 
@@ -983,6 +984,37 @@ def _notify_schedule(prev, next):
         _schedule_callback(prev, next)
 
 
+def _reclaim(t):
+    """The garbage collector found `t` (started, not ended, not running) unreachable: nothing
+    can wake it any more. Kill it as Stackless does: back in its thread's run queue (which
+    resurrects it) with TaskletExit pending, so at its next turn its finally blocks run, it
+    ends and is freed. Called by the tasklet's tp_finalize (sched.rs), at most once per
+    tasklet."""
+    th = t._thread
+    if t._dead_thread or t is th.current:
+        return
+    wait = t._blocked_on
+    if wait is not None:
+        wait._unblock(t)
+    t._bomb = TaskletExit()
+    if not t._in_ring:
+        th.insert(t)
+    if th is not _current_thread_state():
+        _wake(th)
+
+
 _core._install(_schedule_py, channel._send_py, channel._receive_py, _thread_state, TaskletExit,
-               _notify_schedule)
+               _notify_schedule, _reclaim)
+
+
+def _before_full_collection(phase, info):
+    """gc.callbacks: the scheduler keeps suspended tasklets from the collector (they are
+    nearly always alive); before a full collection it shows them, so that one nothing can
+    wake is found and reclaimed."""
+    if phase == "start" and info["generation"] == 2:
+        for th in list(_threads.values()):
+            th._track_suspended()
+
+
+_gc.callbacks.append(_before_full_collection)
 _thread_state()
