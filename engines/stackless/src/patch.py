@@ -387,6 +387,82 @@ def _patch_subprocess():
     communicate.__doc__ = real_communicate.__doc__
     popen._wait = _wait
     popen.communicate = communicate
+    subprocess.io = _SubprocessIO(_cooperative_pipe_class())
+
+
+class _SubprocessIO:
+    """What the subprocess module sees as `io` once patched: `open()` of a pipe's fd (which
+    `Popen` calls for `stdin`/`stdout`/`stderr=PIPE`) makes the parent's end non-blocking and
+    cooperative; everything else is the real `io`."""
+
+    def __init__(self, pipe_class):
+        import io
+
+        self._io = io
+        self._pipe_class = pipe_class
+
+    def __getattr__(self, name):
+        return getattr(self._io, name)
+
+    def open(self, file, mode="r", buffering=-1, *args, **kwargs):
+        io = self._io
+        if not isinstance(file, int) or args or kwargs or mode not in ("rb", "wb"):
+            return io.open(file, mode, buffering, *args, **kwargs)
+        import os
+
+        os.set_blocking(file, False)  # the parent's end only: the child's is another description
+        raw = self._pipe_class(file, mode)
+        if buffering == 0:
+            return raw
+        size = io.DEFAULT_BUFFER_SIZE if buffering in (-1, 1) else buffering
+        return (io.BufferedReader if mode == "rb" else io.BufferedWriter)(raw, size)
+
+
+def _cooperative_pipe_class():
+    import io
+
+    class CooperativePipe(io.FileIO):
+        """The parent's end of a subprocess pipe, non-blocking underneath: a read or write the
+        kernel would block waits for the fd in the reactor, so `proc.stdout.read()`,
+        `readline()`, iteration and `proc.stdin.write()` block the tasklet, not the thread, with
+        a blocking pipe's results (a read returns what is there, at least one byte, or b"" at
+        end of file; `read()` reads to the end)."""
+
+        def readinto(self, buffer):
+            while True:
+                count = super().readinto(buffer)
+                if count is not None:
+                    return count
+                _wait_for_fd(self.fileno(), True, None)
+
+        def read(self, size=-1):
+            if size is None or size < 0:
+                return self.readall()
+            while True:
+                data = super().read(size)
+                if data is not None:
+                    return data
+                _wait_for_fd(self.fileno(), True, None)
+
+        def readall(self):
+            chunks = []
+            while True:
+                data = super().read(io.DEFAULT_BUFFER_SIZE * 8)
+                if data is None:
+                    _wait_for_fd(self.fileno(), True, None)
+                elif not data:
+                    return b"".join(chunks)
+                else:
+                    chunks.append(data)
+
+        def write(self, data):
+            while True:
+                count = super().write(data)
+                if count is not None:
+                    return count
+                _wait_for_fd(self.fileno(), False, None)
+
+    return CooperativePipe
 
 
 _NO_TIMEOUT = 10 * 365 * 86400.0
@@ -412,8 +488,9 @@ def patch_all():
     """Make the standard library cooperative, as gevent's `monkey.patch_all()` does: `socket`
     and `ssl` (sockets made from now on; name lookups in helper threads), `select.select`,
     `select.poll`, `selectors` (DefaultSelector is PollSelector), `time.sleep`,
-    `subprocess.Popen.wait()`/`communicate()` and `os.read`/`os.write` (on pipes, sockets,
-    terminals) block the calling tasklet, not the thread. Call it once, early; calling it
+    `subprocess.Popen.wait()`/`communicate()` and reads and writes of its pipes
+    (`proc.stdout.read()`...), and `os.read`/`os.write` (on pipes, sockets, terminals) block
+    the calling tasklet, not the thread. Call it once, early; calling it
     again does nothing."""
     global _patched
     if _patched:

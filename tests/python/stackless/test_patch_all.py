@@ -6,6 +6,7 @@ Run standalone: `pyhost --engine stackless tests/python/stackless/test_patch_all
 """
 
 import errno
+import io
 import os
 import resource
 import select
@@ -324,6 +325,66 @@ class PatchAll(StacklessTestCase):
         child.kill()
         self.assertEqual(child.wait(), -9)
         self.assertEqual(subprocess.run(["cat"], input=b"in and out", capture_output=True).stdout, b"in and out")
+
+    def test_reading_a_childs_pipe_blocks_only_the_tasklet(self):
+        ticks = []
+
+        def ticker():
+            while len(ticks) < 1000:
+                ticks.append(1)
+                stackless.sleep(0.01)
+
+        ticking = stackless.tasklet(ticker)()
+        stackless.schedule()
+        try:
+            child = subprocess.Popen(["sh", "-c", "sleep 0.2; echo out"], stdout=subprocess.PIPE)
+            before = len(ticks)
+            self.assertEqual(child.stdout.read(), b"out\n")  # to the end, as a blocking pipe
+            self.assertGreater(len(ticks) - before, 5)
+            self.assertIsInstance(child.stdout.raw, io.FileIO)
+            self.assertEqual(child.wait(), 0)
+            child.stdout.close()
+            lines = subprocess.Popen(["sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.05; done"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            before = len(ticks)
+            self.assertEqual([line.rstrip() for line in lines.stdout], ["line1", "line2", "line3"])
+            self.assertEqual(lines.stderr.read(), "")
+            self.assertGreater(len(ticks) - before, 5)
+            self.assertEqual(lines.wait(), 0)
+            lines.stdout.close()
+            lines.stderr.close()
+            partial = subprocess.Popen(["sh", "-c", "printf ab; sleep 0.1; printf cd"], stdout=subprocess.PIPE,
+                                       bufsize=0)
+            self.assertEqual(partial.stdout.read(10), b"ab")  # what is there, as a blocking read
+            self.assertEqual(partial.stdout.read(), b"cd")
+            self.assertEqual(partial.wait(), 0)
+            partial.stdout.close()
+        finally:
+            ticking.kill()
+
+    def test_a_child_fed_and_drained_by_two_tasklets(self):
+        # 4 MiB through `cat`: with blocking pipes in one thread the writer would fill the pipe
+        # and wait forever for a reader that never gets to run.
+        blob = bytes(range(256)) * (4 * 4096)
+        for bufsize in (0, -1):
+            with subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=bufsize) as child:
+                got = []
+
+                def writer():
+                    view = memoryview(blob)
+                    while view:
+                        view = view[child.stdin.write(view) or len(view):]
+                    child.stdin.close()
+
+                stackless.tasklet(writer)()
+                stackless.tasklet(lambda: got.append(child.stdout.read()))()
+                stackless.run()
+                self.assertEqual(got, [blob])
+            self.assertEqual(child.returncode, 0)
+        with subprocess.Popen(["true"], stdin=subprocess.PIPE, bufsize=0) as gone:
+            gone.wait()
+            with self.assertRaises(BrokenPipeError):  # the reader is gone: as a blocking pipe
+                gone.stdin.write(b"x" * 1_000_000)
 
     def test_os_read_and_write_on_a_pipe_block_only_the_tasklet(self):
         r, w = os.pipe()
