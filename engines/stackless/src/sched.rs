@@ -1714,14 +1714,12 @@ unsafe extern "C" fn t_make_fiber(t: Obj, _args: Obj) -> Obj {
 /// with nothing left pointing at it), can never be woken: as in Stackless, it is killed —
 /// stackless.py's `_reclaim` puts it back in its thread's run queue with TaskletExit pending,
 /// which resurrects it; at its next turn its `finally` blocks run, it ends and is freed. Not
-/// during interpreter finalization (the exit-time kill has run; it is left as it is then).
+/// during interpreter finalization (`_reclaim` checks: `Py_IsFinalizing` is a 3.13 name, and
+/// an engine must load into a 3.12 host far enough to be refused by its ABI check).
 unsafe extern "C" fn tasklet_finalize(t: Obj) {
     let _ = std::panic::catch_unwind(|| {
         // SAFETY: called by CPython with the GIL held, on a live tasklet.
         unsafe {
-            if ffi::Py_IsFinalizing() != 0 {
-                return;
-            }
             let task = tasklet(t);
             if !is_true(task.f[T_ALIVE])
                 || is_true(task.f[T_IS_MAIN])

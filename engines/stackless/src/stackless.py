@@ -989,7 +989,9 @@ def _reclaim(t):
     can wake it any more. Kill it as Stackless does: back in its thread's run queue (which
     resurrects it) with TaskletExit pending, so at its next turn its finally blocks run, it
     ends and is freed. Called by the tasklet's tp_finalize (sched.rs), at most once per
-    tasklet."""
+    tasklet. Not while the interpreter shuts down (the exit-time kill has run)."""
+    if _sys is None or _sys.is_finalizing():
+        return
     th = t._thread
     if t._dead_thread or t is th.current:
         return
