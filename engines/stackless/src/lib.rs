@@ -30,6 +30,8 @@ mod reactor;
 #[cfg(stackless_supported)]
 mod sched;
 #[cfg(stackless_supported)]
+mod sockio;
+#[cfg(stackless_supported)]
 mod stack;
 #[cfg(stackless_supported)]
 mod watchdog;

@@ -3,7 +3,7 @@
 //! stackless.py, executed into the module). Both refuse sub-interpreters: tasklets live in the
 //! main interpreter.
 
-use crate::{fiber, reactor, sched};
+use crate::{fiber, reactor, sched, sockio};
 use pyo3_ffi as ffi;
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
@@ -65,7 +65,7 @@ pub fn register() -> Result<(), String> {
 }
 
 // SAFETY (statics below): read by CPython; only PyModuleDef_Init writes the base, under the GIL.
-static mut CORE_METHODS: [ffi::PyMethodDef; 25] = [
+static mut CORE_METHODS: [ffi::PyMethodDef; 27] = [
     ffi::PyMethodDef {
         ml_name: c"arm_watchdog".as_ptr(),
         ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: fiber::py_arm_watchdog },
@@ -167,6 +167,18 @@ static mut CORE_METHODS: [ffi::PyMethodDef; 25] = [
         ml_meth: ffi::PyMethodDefPointer { PyCFunction: sched::py_clear_thread_state },
         ml_flags: ffi::METH_O,
         ml_doc: c"clear_thread_state(th)\n--\n\nForget this OS thread's scheduler object if it is th.".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"recv_or_none".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: sockio::py_recv_or_none },
+        ml_flags: ffi::METH_FASTCALL,
+        ml_doc: c"recv_or_none(fd, bufsize, flags)\n--\n\nrecv() on a non-blocking socket: bytes, or None if it would block.".as_ptr(),
+    },
+    ffi::PyMethodDef {
+        ml_name: c"recv_into_or_none".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer { PyCFunctionFast: sockio::py_recv_into_or_none },
+        ml_flags: ffi::METH_FASTCALL,
+        ml_doc: c"recv_into_or_none(fd, buffer, nbytes, flags)\n--\n\nrecv_into() on a non-blocking socket: a count, or None if it would block.".as_ptr(),
     },
     ffi::PyMethodDef {
         ml_name: c"reactor_new".as_ptr(),

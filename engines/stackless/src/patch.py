@@ -23,6 +23,7 @@ def _patch_socket_module():
     c_socket = _socket.SocketType  # the C type: its methods never block once the fd is non-blocking
     c_settimeout = c_socket.settimeout
     c_gettimeout = c_socket.gettimeout
+    c_recv, c_recv_into = c_socket.recv, c_socket.recv_into
 
     def retry(sock, operation, readable, args, kwargs=None, deadline=None):
         """`operation(sock, *args, **kwargs)` as a blocking call would do it, waiting in the
@@ -45,6 +46,24 @@ def _patch_socket_module():
                 if remaining <= 0:
                     raise TimeoutError("timed out")
                 _wait_for_fd(sock.fileno(), readable, remaining)
+
+    recv_or_none, recv_into_or_none = _core.recv_or_none, _core.recv_into_or_none
+
+    def wait_until_done(sock, attempt, args, deadline):
+        """Waits for `sock` to be readable and calls `attempt(fd, *args)` (which returns None
+        where the call would block) until it gives a result, or the deadline (None: none)
+        passes."""
+        while True:
+            if deadline is None:
+                _wait_for_fd(sock.fileno(), True, None)
+            else:
+                remaining = deadline - _monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("timed out")
+                _wait_for_fd(sock.fileno(), True, remaining)
+            result = attempt(sock.fileno(), *args)
+            if result is not None:
+                return result
 
     def blocking(operation, readable):
         def method(self, *args, **kwargs):  # recv_into and recvfrom_into take keywords
@@ -123,9 +142,30 @@ def _patch_socket_module():
                     sent += retry(self, c_socket.send, False, (octets[sent:], flags), None, deadline)
             return None
 
+        # recv and recv_into, the calls a server makes most, try once in Rust (sockio.rs),
+        # which answers "would block" with None instead of raising BlockingIOError.
+        def recv(self, bufsize, flags=0):
+            timeout = self._timeout
+            if timeout == 0.0:
+                return c_recv(self, bufsize, flags)
+            deadline = None if timeout is None else _monotonic() + timeout
+            data = recv_or_none(self.fileno(), bufsize, flags)
+            if data is None:
+                data = wait_until_done(self, recv_or_none, (bufsize, flags), deadline)
+            return data
+
+        def recv_into(self, buffer, nbytes=0, flags=0):
+            timeout = self._timeout
+            if timeout == 0.0:
+                return c_recv_into(self, buffer, nbytes, flags)
+            deadline = None if timeout is None else _monotonic() + timeout
+            count = recv_into_or_none(self.fileno(), buffer, nbytes, flags)
+            if count is None:
+                count = wait_until_done(self, recv_into_or_none, (buffer, nbytes, flags), deadline)
+            return count
+
+        recv.__doc__, recv_into.__doc__ = c_socket.recv.__doc__, c_socket.recv_into.__doc__
         _accept = blocking(c_socket._accept, True)
-        recv = blocking(c_socket.recv, True)
-        recv_into = blocking(c_socket.recv_into, True)
         recvfrom = blocking(c_socket.recvfrom, True)
         recvfrom_into = blocking(c_socket.recvfrom_into, True)
         recvmsg = blocking(c_socket.recvmsg, True)

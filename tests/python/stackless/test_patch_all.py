@@ -151,6 +151,54 @@ class PatchAll(StacklessTestCase):
             self.assertEqual(a.recv_into(buffer, nbytes=4, flags=0), 4)  # keywords, as C's
             self.assertEqual(bytes(buffer[:4]), b"into")
 
+    def test_recv_and_recv_into_are_the_blocking_calls(self):
+        # They try once in Rust and wait on "would block": the C calls' results and errors.
+        a, b = socket.socketpair()
+        with a, b:
+            with self.assertRaisesRegex(ValueError, "negative buffersize in recv"):
+                a.recv(-1)
+            buffer = bytearray(4)
+            with self.assertRaisesRegex(ValueError, "negative buffersize in recv_into"):
+                a.recv_into(buffer, -1)
+            with self.assertRaisesRegex(ValueError, "buffer too small for requested bytes"):
+                a.recv_into(buffer, 5)
+            with self.assertRaisesRegex(TypeError, "read-write bytes-like object, not bytes"):
+                a.recv_into(b"read-only")
+            with self.assertRaisesRegex(TypeError, "read-write bytes-like object, not memoryview"):
+                a.recv_into(memoryview(bytearray(8))[::2])
+            got = []
+            stackless.tasklet(lambda: got.append(a.recv(300_000)))()  # past the scratch buffer
+            stackless.schedule()
+            self.assertEqual(got, [])  # it waits, and the main tasklet runs
+            b.sendall(b"first")
+            self.assertTrue(run_until(lambda: len(got) == 1))
+            stackless.tasklet(lambda: got.append(a.recv_into(buffer)))()
+            stackless.schedule()
+            self.assertEqual(len(got), 1)
+            b.sendall(b"more")
+            self.assertTrue(run_until(lambda: len(got) == 2))
+            self.assertEqual(got, [b"first", 4])
+            self.assertEqual(bytes(buffer), b"more")
+            b.sendall(b"peek")
+            self.assertEqual(a.recv(0), b"")  # with data waiting (AF_UNIX waits for some)
+            self.assertEqual(a.recv(10, socket.MSG_PEEK), b"peek")
+            self.assertEqual(a.recv(10), b"peek")
+            b.shutdown(socket.SHUT_WR)
+            self.assertEqual(a.recv(10), b"")  # end of stream
+            self.assertEqual(a.recv_into(buffer), 0)
+        with self.assertRaises(OSError) as closed:
+            a.recv(10)
+        self.assertEqual(closed.exception.errno, errno.EBADF)
+        c, d = socket.socketpair()
+        with c, d:
+            d.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            c.sendall(b"unread")  # closing with unread data: the peer sees a reset
+            d.close()
+            with self.assertRaises(OSError):
+                while c.recv(10):
+                    pass
+                c.sendall(b"x" * 1_000_000)
+
     def test_sendall_while_another_tasklet_reads(self):
         a, b = socket.socketpair()
         data = bytes(range(256)) * 16384  # 4 MiB: many times the socket buffers
