@@ -382,12 +382,81 @@ def _patch_select():
                 raise RuntimeError("poll() with nothing registered and no timeout would block forever")
             return self._poll.poll(0)
 
+    real_epoll = _select_module.epoll
+
+    class epoll:
+        """select.epoll() whose poll() blocks the calling tasklet (stackless.patch_all()): the
+        epoll fd itself is readable while any of its fds is ready, so the reactor waits for
+        that, then the real poll() collects the events without blocking. (The real type cannot
+        be subclassed: this one holds one.)"""
+
+        __slots__ = ("_epoll",)
+
+        def __init__(self, sizehint=-1, flags=0):
+            self._epoll = real_epoll(sizehint, flags)
+
+        @classmethod
+        def fromfd(cls, fd):
+            self = cls.__new__(cls)
+            self._epoll = real_epoll.fromfd(fd)
+            return self
+
+        def poll(self, timeout=None, maxevents=-1):
+            if timeout is not None:
+                if not isinstance(timeout, (int, float)):
+                    return self._epoll.poll(timeout, maxevents)  # the real error
+                if timeout < 0:
+                    timeout = None
+            ready = self._epoll.poll(0, maxevents)
+            if ready or timeout == 0:
+                return ready
+            try:
+                _wait_for_fd(self._epoll.fileno(), True, timeout)
+            except TimeoutError:
+                return []
+            return self._epoll.poll(0, maxevents)
+
+        def register(self, fd, eventmask=_select_module.EPOLLIN | _select_module.EPOLLPRI | _select_module.EPOLLOUT):
+            self._epoll.register(fd, eventmask)
+
+        def modify(self, fd, eventmask):
+            self._epoll.modify(fd, eventmask)
+
+        def unregister(self, fd):
+            self._epoll.unregister(fd)
+
+        def fileno(self):
+            return self._epoll.fileno()
+
+        def close(self):
+            self._epoll.close()
+
+        @property
+        def closed(self):
+            return self._epoll.closed
+
+        def __enter__(self):
+            self._epoll.__enter__()
+            return self
+
+        def __exit__(self, *exc_info):
+            return self._epoll.__exit__(*exc_info)
+
+        for name in ("poll", "register", "modify", "unregister", "fileno", "close", "fromfd"):
+            locals()[name].__doc__ = getattr(real_epoll, name).__doc__
+        del name
+
+    epoll.__module__ = "select"
+    epoll.__qualname__ = "epoll"
+
     _select_module.select = select
     _select_module.poll = poll
-    # selectors' classes hold their poller as class attributes: PollSelector is made to use the
-    # cooperative poll, SelectSelector the cooperative select, and DefaultSelector (epoll by
-    # default, which cannot be made cooperative from Python) becomes PollSelector.
+    _select_module.epoll = epoll
+    # selectors' classes hold their poller as class attributes: PollSelector and EpollSelector
+    # are made to use the cooperative poll and epoll, SelectSelector the cooperative select;
+    # DefaultSelector is PollSelector.
     selectors.PollSelector._selector_cls = poll
+    selectors.EpollSelector._selector_cls = epoll
     selectors.SelectSelector._select = staticmethod(select)
     selectors.DefaultSelector = selectors.PollSelector
 
@@ -527,7 +596,7 @@ def _patch_os():
 def patch_all():
     """Make the standard library cooperative, as gevent's `monkey.patch_all()` does: `socket`
     and `ssl` (sockets made from now on; name lookups in helper threads), `select.select`,
-    `select.poll`, `selectors` (DefaultSelector is PollSelector), `time.sleep`,
+    `select.poll`, `select.epoll`, `selectors` (DefaultSelector is PollSelector), `time.sleep`,
     `subprocess.Popen.wait()`/`communicate()` and reads and writes of its pipes
     (`proc.stdout.read()`...), and `os.read`/`os.write` (on pipes, sockets, terminals) block
     the calling tasklet, not the thread. Call it once, early; calling it

@@ -19,7 +19,7 @@ import unittest
 import stackless
 from stackless_support import StacklessTestCase
 
-UNPATCHED = (socket.socket, time.sleep, select.select, select.poll, selectors.DefaultSelector)
+UNPATCHED = (socket.socket, time.sleep, select.select, select.poll, selectors.DefaultSelector, select.epoll)
 stackless.patch_all()
 
 import http.client  # noqa: E402  (after patch_all, as a program would)
@@ -292,6 +292,38 @@ class PatchAll(StacklessTestCase):
                 ready = selector.select(10)
             self.assertEqual([(key.data, events) for key, events in ready], [("a", selectors.EVENT_READ)])
             self.assertEqual(order, ["writer ran", "writer ran"])
+
+    def test_epoll_and_the_epoll_selector_wait_cooperatively(self):
+        a, b = socket.socketpair()
+        with a, b, select.epoll() as poller:
+            self.assertIsNot(type(poller), UNPATCHED[5])
+            poller.register(a.fileno(), select.EPOLLIN)
+            self.assertEqual(poller.poll(0), [])
+            started = time.monotonic()
+            self.assertEqual(poller.poll(0.03), [])  # the timeout, in seconds
+            self.assertGreaterEqual(time.monotonic() - started, 0.02)
+            order = []
+
+            def writer():
+                order.append("writer ran")
+                b.send(b"x")
+
+            stackless.tasklet(writer)()
+            self.assertEqual(poller.poll(), [(a.fileno(), select.EPOLLIN)])  # no timeout: waits
+            self.assertEqual(order, ["writer ran"])
+            self.assertEqual(poller.poll(-1, 1), [(a.fileno(), select.EPOLLIN)])  # still ready
+            a.recv(1)
+            with self.assertRaises(TypeError):
+                poller.poll("soon")
+            with self.assertRaises(FileNotFoundError):
+                poller.unregister(b.fileno())  # the real object's errors
+            stackless.tasklet(writer)()
+            with selectors.EpollSelector() as selector:
+                selector.register(a, selectors.EVENT_READ, "a")
+                ready = selector.select(10)
+            self.assertEqual([(key.data, events) for key, events in ready], [("a", selectors.EVENT_READ)])
+            self.assertEqual(order, ["writer ran", "writer ran"])
+        self.assertTrue(poller.closed)
 
     def test_a_woken_select_lets_go_of_its_fds_before_it_runs(self):
         a, b = socket.socketpair()
