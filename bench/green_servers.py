@@ -114,6 +114,8 @@ def throughput(options, servers):
                 notes = "; ".join(sorted({r[name][2] for r in rounds if r[name][2]}))
                 print(f"  {name:10} {rate:9.0f} req/s  {spread(to_gevent)} gevent   p99 {p99:7.2f} ms "
                       f" {spread(p99_to_gevent)} gevent's{'   ' + notes if notes else ''}")
+            to_asyncio = [r["stackless"][0] / r["asyncio"][0] for r in rounds]
+            print(f"  stackless to asyncio, requests/s: {spread(to_asyncio)}")
     finally:
         for process in processes.values():
             stop(process)

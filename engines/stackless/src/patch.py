@@ -23,7 +23,7 @@ def _patch_socket_module():
     c_socket = _socket.SocketType  # the C type: its methods never block once the fd is non-blocking
     c_settimeout = c_socket.settimeout
     c_gettimeout = c_socket.gettimeout
-    c_recv, c_recv_into = c_socket.recv, c_socket.recv_into
+    c_recv, c_recv_into, c_send = c_socket.recv, c_socket.recv_into, c_socket.send
 
     def retry(sock, operation, readable, args, kwargs=None, deadline=None):
         """`operation(sock, *args, **kwargs)` as a blocking call would do it, waiting in the
@@ -54,13 +54,14 @@ def _patch_socket_module():
         where the call would block) until it gives a result, or the deadline (None: none)
         passes."""
         while True:
+            fd = sock.fileno()
             if deadline is None:
-                _wait_for_fd(sock.fileno(), True, None)
+                _wait_for_fd(fd, True, None)
             else:
                 remaining = deadline - _monotonic()
                 if remaining <= 0:
                     raise TimeoutError("timed out")
-                _wait_for_fd(sock.fileno(), True, remaining)
+                _wait_for_fd(fd, True, remaining)
             result = attempt(sock.fileno(), *args)
             if result is not None:
                 return result
@@ -135,6 +136,15 @@ def _patch_socket_module():
         def sendall(self, data, flags=0):
             # The timeout bounds the whole call (as CPython's since 3.5), not each send.
             timeout = self._timeout
+            if type(data) is bytes and timeout != 0.0:
+                # Most often all of it goes at once: no memoryview, no deadline.
+                try:
+                    sent = c_send(self, data, flags)
+                except BlockingIOError:
+                    sent = 0
+                if sent == len(data):
+                    return None
+                data = memoryview(data)[sent:]
             deadline = None if not timeout else _monotonic() + timeout
             with memoryview(data) as view, view.cast("B") as octets:
                 total, sent = len(octets), 0

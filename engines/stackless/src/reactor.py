@@ -58,7 +58,8 @@ def _hub(th):
                 wait = waits.pop(token, None)
                 if wait is not None and wait.tasklet._blocked_on is wait:
                     wait.ready = ready
-                    wait._forget()  # its other waits end now (their fds may close before it runs)
+                    if len(wait.tokens) > 1:
+                        wait._forget()  # its other waits end now (their fds may close before it runs)
                     t = wait.tasklet
                     t._blocked_on = None
                     th.insert(t)
@@ -126,9 +127,12 @@ def _fileno(fd):
 
 
 def _wait_for_fd(fd, readable, timeout):
-    th = _thread_state()
-    reactor = _reactor_for(th)
-    fd = _fileno(fd)
+    th = _current_thread_state() or _thread_state()
+    reactor = th.reactor
+    if reactor is None or th.current.block_trap:
+        reactor = _reactor_for(th)
+    if type(fd) is not int:
+        fd = _fileno(fd)
     token = _core.reactor_wait(reactor, fd, readable, timeout)
     if token is None:
         return None  # a regular file or a directory: always ready, as select() says
