@@ -32,13 +32,14 @@
 //!   every point where Python code can run (a store writes the new value before releasing the
 //!   old one; a dying frame is unlinked from the chain before its locals are released).
 //! * Its evaluation stack, though, is where the blocking call's own arguments live (`ch` of
-//!   `ch.receive()`), so the engine's blocking entry points make it visible for as long as they
-//!   run ([`ExposedCallerStack`]): when the `args` array they were called with lies in the
-//!   calling frame's evaluation stack, with that very call's callable and `self` just below it,
-//!   that frame was stopped by a `CALL` that called them directly, whose inputs all stay on
-//!   the stack, owned, until it returns; the entry point sets the frame's `stacktop` to the
-//!   end of its arguments and puts back `-1` before returning. (CPython 3.14 does the same for
-//!   every call.)
+//!   `ch.receive()`), so the engine's blocking entry points make it visible ([`CallSite`]):
+//!   when the `args` array they were called with lies in the calling frame's evaluation stack,
+//!   with that very call's callable and `self` just below it, that frame was stopped by a
+//!   `CALL` that called them directly, whose inputs all stay on the stack, owned, until it
+//!   returns; the frame's `stacktop` is set to the end of the arguments while the tasklet is
+//!   suspended there (`fiber::switch_to`), or for the whole call when it runs Python code
+//!   first ([`ExposedCallerStack`]), and `-1` is put back before the call returns. (CPython
+//!   3.14 does the same for every call.)
 //! * Frames owned by a generator or coroutine are left to that object's own `tp_traverse`;
 //!   entry frames (on a C stack) own nothing.
 //!

@@ -1013,7 +1013,7 @@ def _before_full_collection(phase, info):
     """gc.callbacks: the scheduler keeps suspended tasklets from the collector (they are
     nearly always alive); before a full collection it shows them, so that one nothing can
     wake is found and reclaimed."""
-    if phase == "start" and info["generation"] == 2:
+    if phase == "start" and info["generation"] == 2 and _threads:
         for th in list(_threads.values()):
             th._track_suspended()
 
