@@ -141,7 +141,16 @@ fn request(port: u16, method: &str, path: &str, body: &str) -> (String, String) 
 fn stop(mut child: Child) {
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
     let _ = child.wait();
+    panic!("the server did not exit within 30 s of SIGTERM");
 }
 
 /// (method, path, request body, expected response body)

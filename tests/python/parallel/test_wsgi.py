@@ -542,6 +542,20 @@ class Command(unittest.TestCase):
         self.assertEqual(answers, [b"v3 builds=0"])
         self.assertEqual(server.returncode, 143)
 
+    def test_sigterm_right_after_the_start_up_line_still_exits_143(self):
+        # The signal can come before serve_forever() is entered: the server closes anyway
+        # (it once left its workers serving and the exit waiting for them forever).
+        for _ in range(5):
+            server, _, _ = self.start()
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.communicate()
+                self.fail("the server did not exit within 30 s of SIGTERM")
+            self.assertEqual(server.returncode, 143)
+
     def test_serving_a_module_builds_its_data_once(self):
         server, host, port = self.start()
         try:

@@ -427,9 +427,15 @@ def main(argv=None):
         # before the exit status 128 + SIGTERM.
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, terminate)
-    server.announce()
-    server.serve_forever()
+    # The server closes however main() is left: a SIGTERM that comes right after the start-up
+    # line, before serve_forever() is entered, would otherwise leave the workers serving and
+    # the exit waiting for them forever.
+    try:
+        signal.signal(signal.SIGTERM, terminate)
+        server.announce()
+        server.serve_forever()
+    finally:
+        server.close()
 
 
 if __name__ == "__main__":
