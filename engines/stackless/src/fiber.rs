@@ -299,11 +299,7 @@ pub unsafe fn hold_switch_refs(
     me: *mut ffi::PyObject,
     [th, held_me, target]: [*mut ffi::PyObject; 3],
 ) {
-    if fiber.is_null() || FIBER_TYPE.is_null() || ffi::Py_TYPE(fiber) != FIBER_TYPE {
-        return;
-    }
-    let raw = (*fiber.cast::<FiberObject>()).inner;
-    if raw.is_null() || (*ptr::addr_of!((*raw).stack_refs))[StackRef::Bound as usize] != me {
+    if body_fiber_of(fiber, me).is_none() {
         return;
     }
     set_stack_ref(fiber, StackRef::SwitchThread, th);
@@ -329,14 +325,27 @@ pub unsafe fn traverse_tasklet_fiber(
     visit: ffi::visitproc,
     arg: *mut c_void,
 ) -> c_int {
+    match body_fiber_of(object, tasklet) {
+        Some(raw) => traverse_suspended(raw, visit, arg),
+        None => 0,
+    }
+}
+
+/// The Rust side of `object` if it is a tasklet fiber running `tasklet`'s body (its
+/// `StackRef::Bound`): the one fiber whose stack holds that tasklet's frames.
+unsafe fn body_fiber_of(object: *mut ffi::PyObject, tasklet: *mut ffi::PyObject) -> Option<*mut FiberInner> {
+    let raw = fiber_inner(object)?;
+    let bound = (*ptr::addr_of!((*raw).stack_refs))[StackRef::Bound as usize];
+    ((*raw).for_tasklet && bound == tasklet).then_some(raw)
+}
+
+/// The Rust side of `object` if it is a fiber (with one).
+unsafe fn fiber_inner(object: *mut ffi::PyObject) -> Option<*mut FiberInner> {
     if object.is_null() || FIBER_TYPE.is_null() || ffi::Py_TYPE(object) != FIBER_TYPE {
-        return 0;
+        return None;
     }
     let raw = (*object.cast::<FiberObject>()).inner;
-    if raw.is_null() || !(*raw).for_tasklet || (*raw).stack_refs[StackRef::Bound as usize] != tasklet {
-        return 0;
-    }
-    traverse_suspended(raw, visit, arg)
+    (!raw.is_null()).then_some(raw)
 }
 
 unsafe fn traverse_suspended(raw: *mut FiberInner, visit: ffi::visitproc, arg: *mut c_void) -> c_int {
@@ -711,11 +720,7 @@ unsafe fn alloc_fiber(
 /// # Safety
 /// GIL held; `object` is a live object.
 pub unsafe fn is_running_fiber(object: *mut ffi::PyObject) -> bool {
-    if object.is_null() || FIBER_TYPE.is_null() || ffi::Py_TYPE(object) != FIBER_TYPE {
-        return false;
-    }
-    let fiber = inner(object);
-    fiber.started && !fiber.dead
+    fiber_inner(object).is_some_and(|raw| (*raw).started && !(*raw).dead)
 }
 
 unsafe extern "C" fn fiber_dealloc(object: *mut ffi::PyObject) {
