@@ -6,6 +6,7 @@
 //! recycled pid: the child is reaped (with `wait4`, for its rusage) only after the watchdog has
 //! been told it exited.
 
+use super::counting::{self, InstructionCounter};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,6 +24,8 @@ pub struct Measurement {
     pub user: f64,
     pub sys: f64,
     pub peak_rss_bytes: u64,
+    /// Instructions executed, when they were counted (`--metric instructions`).
+    pub instructions: Option<u64>,
     /// Seconds per loop reported through `pyhost.bench`, in order.
     pub in_process: Vec<InProcessValue>,
     pub engine_statistics: BTreeMap<String, f64>,
@@ -49,6 +52,8 @@ pub enum RunError {
     Signal { signal: i32, stderr: String },
     #[error("the program ran longer than the --timeout of {0:.1} s and was killed")]
     Timeout(f64),
+    #[error("counting instructions failed: {0}")]
+    Count(String),
 }
 
 fn stderr_tail(stderr: &str) -> String {
@@ -67,15 +72,26 @@ pub struct ProcessSpec {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub timeout: Option<Duration>,
+    /// Count the run's instructions with this (and run it without address-space layout
+    /// randomization, so that its counts repeat).
+    pub instructions: Option<InstructionCounter>,
 }
 
 /// Runs `spec` once, to completion, and measures it.
 pub fn run_once(spec: &ProcessSpec) -> Result<Measurement, RunError> {
     let report = tempfile::NamedTempFile::new().map_err(RunError::TempFile)?;
     let stderr_file = tempfile::tempfile().map_err(RunError::TempFile)?;
-    let mut command = Command::new(&spec.program);
+    let count_file = tempfile::NamedTempFile::new().map_err(RunError::TempFile)?;
+    let (program, args) = match &spec.instructions {
+        Some(counter) => counter.command(&spec.program, &spec.args, count_file.path()),
+        None => (spec.program.clone(), spec.args.clone()),
+    };
+    let mut command = Command::new(&program);
+    if spec.instructions.is_some() {
+        without_address_randomization(&mut command);
+    }
     command
-        .args(&spec.args)
+        .args(&args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .env(BENCH_OUTPUT_ENV, report.path())
         .stdin(Stdio::null())
@@ -84,7 +100,7 @@ pub fn run_once(spec: &ProcessSpec) -> Result<Measurement, RunError> {
     let started = Instant::now();
     let child = command
         .spawn()
-        .map_err(|source| RunError::Spawn { program: spec.program.display().to_string(), source })?;
+        .map_err(|source| RunError::Spawn { program: program.display().to_string(), source })?;
     let pid = child.id() as libc::pid_t;
     let (exited_tx, exited_rx) = mpsc::channel::<()>();
     let watchdog = spec.timeout.map(|timeout| {
@@ -117,14 +133,36 @@ pub fn run_once(spec: &ProcessSpec) -> Result<Measurement, RunError> {
         return Err(RunError::ExitCode { code, stderr: read_all(&stderr_file) });
     }
     let (in_process, engine_statistics) = parse_report(report.path());
+    let instructions = match spec.instructions {
+        Some(_) => Some(counting::read_count(count_file.path())?),
+        None => None,
+    };
     Ok(Measurement {
         wall,
         user: timeval_seconds(usage.ru_utime),
         sys: timeval_seconds(usage.ru_stime),
         peak_rss_bytes: (usage.ru_maxrss.max(0) as u64) * 1024,
+        instructions,
         in_process,
         engine_statistics,
     })
+}
+
+/// Starts the child with address-space layout randomization off (`setarch -R`), as far as the
+/// kernel allows; a refusal leaves the layout random, which only adds jitter to the counts.
+fn without_address_randomization(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs in the forked child before exec and only makes the
+    // async-signal-safe personality(2) system call.
+    unsafe {
+        command.pre_exec(|| {
+            let current = libc::personality(0xffff_ffff);
+            if current != -1 {
+                libc::personality((current as libc::c_ulong) | libc::ADDR_NO_RANDOMIZE as libc::c_ulong);
+            }
+            Ok(())
+        });
+    }
 }
 
 fn wait_without_reaping(pid: libc::pid_t) -> std::io::Result<()> {
@@ -262,6 +300,7 @@ mod tests {
             args: vec!["-c".into(), script.into()],
             env: vec![],
             timeout: Some(Duration::from_secs(20)),
+            instructions: None,
         }
     }
 
@@ -309,8 +348,13 @@ mod tests {
 
     #[test]
     fn missing_program_is_a_spawn_error() {
-        let spec =
-            ProcessSpec { program: "/no/such/program".into(), args: vec![], env: vec![], timeout: None };
+        let spec = ProcessSpec {
+            program: "/no/such/program".into(),
+            args: vec![],
+            env: vec![],
+            timeout: None,
+            instructions: None,
+        };
         assert!(matches!(run_once(&spec).unwrap_err(), RunError::Spawn { .. }));
     }
 }

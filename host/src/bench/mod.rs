@@ -2,15 +2,19 @@
 //!
 //! - [`scheduler`]: warm-ups, then interleaved shuffled blocks (one run per engine each).
 //! - [`executor`]: one fresh process per run; wall, CPU, peak RSS, in-process values.
+//! - [`counting`]: `--metric instructions`, each run's instruction count under Valgrind.
 //! - [`results`]: the measured data.
 //! - [`stats`]: summaries, confidence intervals, significance tests, outliers, warnings.
+//! - [`power`]: the smallest difference a comparison could detect, and the runs it would take.
 //! - [`report`]: the terminal table and verdicts.
 //! - [`export`]: `--json` (pyperf's format), `--markdown`; [`plot`]: `--plot FILE.svg`.
 //! - [`suite`]: `--suite DIR`, every program of a folder, one table of ratios.
 
+pub mod counting;
 pub mod executor;
 pub mod export;
 pub mod plot;
+pub mod power;
 pub mod report;
 pub mod results;
 pub mod scheduler;
@@ -57,13 +61,23 @@ pub struct BenchArgs {
     /// Kill a run that takes longer than this, and stop with an error.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
-    /// What to compare: whole-process wall time, or the values the program reports through
-    /// `pyhost.bench()` (start-up excluded).
+    /// What to compare: whole-process wall time; the values the program reports through
+    /// `pyhost.bench()` (start-up excluded); the CPU time of the run's processes; or the
+    /// instructions it executed, counted under Valgrind (immune to the machine's noise: a 1%
+    /// difference shows in 5 runs; about 20-50x slower to run).
     #[arg(long, value_enum, default_value_t = Metric::Wall)]
     pub metric: Metric,
+    /// PYTHONHASHSEED of every run with --metric instructions (a number, or `random`), so that
+    /// runs repeat exactly. Other metrics leave the environment's PYTHONHASHSEED alone.
+    #[arg(long, value_name = "N|random", default_value = "0")]
+    pub hash_seed: String,
     /// Significance level of the verdicts.
     #[arg(long, value_name = "ALPHA", default_value_t = stats::DEFAULT_ALPHA)]
     pub alpha: f64,
+    /// The smallest difference that matters (e.g. `2%` or `0.02`): a comparison that finds no
+    /// significant difference but could not have detected one this large is "inconclusive".
+    #[arg(long, value_name = "PERCENT", default_value = "2%", value_parser = parse_fraction)]
+    pub threshold: f64,
     /// Pin every run to these CPUs (e.g. `1` or `0,2-3`), like pyperf's --affinity: on a shared
     /// or virtual machine, CPUs can differ in speed and load, which scatters the timings.
     #[arg(long, value_name = "CPUS")]
@@ -94,6 +108,26 @@ pub struct BenchArgs {
     pub program: Vec<String>,
 }
 
+impl BenchArgs {
+    /// The verdicts' significance level and threshold.
+    pub fn criteria(&self) -> report::Criteria {
+        report::Criteria { alpha: self.alpha, threshold: self.threshold }
+    }
+}
+
+/// Parses `2%`, `0.5 %` or `0.02` as a fraction (0.02).
+pub fn parse_fraction(text: &str) -> Result<f64, String> {
+    let trimmed = text.trim();
+    let (number, scale) = match trimmed.strip_suffix('%') {
+        Some(number) => (number.trim(), 0.01),
+        None => (trimmed, 1.0),
+    };
+    match number.parse::<f64>() {
+        Ok(value) if value.is_finite() => Ok(value * scale),
+        _ => Err(format!("expected a percentage such as 2% or a fraction such as 0.02, not {text:?}")),
+    }
+}
+
 /// Measurement settings shared by a single benchmark and a suite.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -102,6 +136,10 @@ pub struct Settings {
     pub timeout: Option<Duration>,
     pub metric: Metric,
     pub seed: u64,
+    /// Set for `--metric instructions`.
+    pub instructions: Option<counting::InstructionCounter>,
+    /// Environment variables every run of every engine gets.
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +232,9 @@ fn settings(args: &BenchArgs) -> Result<Settings, BenchError> {
     if !(args.alpha > 0.0 && args.alpha < 0.5) {
         return usage("--alpha must be between 0 and 0.5");
     }
+    if !(args.threshold > 0.0 && args.threshold < 1.0) {
+        return usage("--threshold must be between 0% and 100% (e.g. 2%)");
+    }
     if !(args.min_time >= 0.0 && args.min_time.is_finite()) {
         return usage("--min-time must be a non-negative number of seconds");
     }
@@ -207,6 +248,22 @@ fn settings(args: &BenchArgs) -> Result<Settings, BenchError> {
         Some(t) => Some(Duration::from_secs_f64(t)),
         None => None,
     };
+    let hash_seed = args.hash_seed.trim();
+    if hash_seed != "random" && hash_seed.parse::<u32>().is_err() {
+        return usage("--hash-seed must be a number from 0 to 4294967295, or `random`");
+    }
+    let (instructions, env) = match args.metric {
+        Metric::Instructions => {
+            let counter = counting::InstructionCounter::find().map_err(BenchError::Usage)?;
+            let env = if hash_seed == "random" {
+                vec![]
+            } else {
+                vec![("PYTHONHASHSEED".to_string(), hash_seed.to_string())]
+            };
+            (Some(counter), env)
+        }
+        _ => (None, vec![]),
+    };
     let runs = match args.runs {
         Some(n) => RunCount::Exactly(n),
         None => RunCount::Auto { min_runs: args.min_runs, min_time: args.min_time, max_runs: args.max_runs },
@@ -217,6 +274,8 @@ fn settings(args: &BenchArgs) -> Result<Settings, BenchError> {
         timeout,
         metric: args.metric,
         seed: args.seed.unwrap_or_else(|| fastrand::u64(..)),
+        instructions,
+        env,
     })
 }
 
@@ -253,20 +312,21 @@ fn run_checked(args: &BenchArgs) -> Result<(), BenchError> {
     }
     let program = Program::from_args(args)?;
     let result = measure(&program, &engines, &settings)?;
-    report::print(&result, args.alpha, settings.seed);
+    report::print(&result, args.criteria(), settings.seed);
     export::write_all(std::slice::from_ref(&result), args)?;
     Ok(())
 }
 
 /// The exact per-run process: this pyhost binary, the engine's library, the program.
-fn process_spec(engine: &EngineUnderTest, program: &Program, timeout: Option<Duration>) -> ProcessSpec {
+fn process_spec(engine: &EngineUnderTest, program: &Program, settings: &Settings) -> ProcessSpec {
     let mut args = vec!["--engine".to_string(), engine.spec.clone()];
     args.extend(program.python_args.iter().cloned());
     ProcessSpec {
         program: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("pyhost")),
         args,
-        env: vec![],
-        timeout,
+        env: settings.env.clone(),
+        timeout: settings.timeout,
+        instructions: settings.instructions.clone(),
     }
 }
 
@@ -292,8 +352,7 @@ pub fn measure(
 ) -> Result<BenchmarkResult, BenchError> {
     let started_at = jiff::Timestamp::now().to_string();
     let started = Instant::now();
-    let specs: Vec<ProcessSpec> =
-        engines.iter().map(|e| process_spec(e, program, settings.timeout)).collect();
+    let specs: Vec<ProcessSpec> = engines.iter().map(|e| process_spec(e, program, settings)).collect();
     let mut results: Vec<EngineResults> = engines
         .iter()
         .map(|engine| EngineResults { engine: engine.clone(), runs: Vec::new(), warmups: Vec::new() })
@@ -318,7 +377,12 @@ pub fn measure(
             results[index].warmups.push(m);
         }
         loop {
-            let totals: Vec<f64> = results.iter().map(|r| r.values(settings.metric).iter().sum()).collect();
+            // The time budget (--min-time) is in seconds whatever the metric compares.
+            let budget_metric = match settings.metric {
+                Metric::Instructions => Metric::Wall,
+                metric => metric,
+            };
+            let totals: Vec<f64> = results.iter().map(|r| r.values(budget_metric).iter().sum()).collect();
             let Some(block) = scheduler.next_block(&totals) else { break };
             for index in block {
                 let number = results[index].runs.len() + 1;

@@ -27,7 +27,10 @@ pub fn write_box_plot(result: &BenchmarkResult, path: &Path) -> Result<(), Strin
     if !lo.is_finite() || !hi.is_finite() {
         return Err("no values to plot".into());
     }
-    let (unit, scale) = unit_for(hi);
+    let (unit, scale) = match result.metric.unit() {
+        super::results::Unit::Instructions => ("million instructions", 1e-6),
+        super::results::Unit::Seconds => unit_for(hi),
+    };
     let pad = ((hi - lo) * 0.1).max(hi * 0.01);
     let y_range = ((lo - pad).max(0.0) * scale) as f32..((hi + pad) * scale) as f32;
     let draw = || -> Result<(), Box<dyn std::error::Error>> {
@@ -36,6 +39,8 @@ pub fn write_box_plot(result: &BenchmarkResult, path: &Path) -> Result<(), Strin
         let title = match result.metric {
             super::results::Metric::Wall => format!("{}: wall time per process", result.name),
             super::results::Metric::InProcess => format!("{}: time per call (pyhost.bench)", result.name),
+            super::results::Metric::Cpu => format!("{}: CPU time per process", result.name),
+            super::results::Metric::Instructions => format!("{}: instructions per process", result.name),
         };
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 20))

@@ -10,6 +10,39 @@ pub enum Metric {
     Wall,
     /// Seconds per call reported by `pyhost.bench()` inside the program (start-up excluded).
     InProcess,
+    /// User + system CPU seconds of the run's process tree (its threads, and the child
+    /// processes it waited for).
+    Cpu,
+    /// Instructions the run executed (start-up included), counted under Valgrind: unlike time,
+    /// they do not move with the machine's load or clock, so a 1% difference shows in 5 runs.
+    Instructions,
+}
+
+impl Metric {
+    /// The unit of its values.
+    pub fn unit(self) -> Unit {
+        match self {
+            Metric::Instructions => Unit::Instructions,
+            _ => Unit::Seconds,
+        }
+    }
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Wall => "wall",
+            Metric::InProcess => "in-process",
+            Metric::Cpu => "cpu",
+            Metric::Instructions => "instructions",
+        }
+    }
+}
+
+/// What a metric's values count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Seconds,
+    Instructions,
 }
 
 /// An engine under test, as loaded and checked by the parent.
@@ -35,13 +68,13 @@ pub struct EngineResults {
 }
 
 impl EngineResults {
-    /// The values the statistics are computed on, in seconds.
+    /// The values the statistics are computed on (seconds, or instructions).
     pub fn values(&self, metric: Metric) -> Vec<f64> {
         match metric {
-            Metric::Wall => self.runs.iter().map(|m| m.wall).collect(),
             Metric::InProcess => {
                 self.runs.iter().flat_map(|m| m.in_process.iter().map(|v| v.value)).collect()
             }
+            _ => self.per_run_values(metric),
         }
     }
 
@@ -50,6 +83,10 @@ impl EngineResults {
     pub fn per_run_values(&self, metric: Metric) -> Vec<f64> {
         match metric {
             Metric::Wall => self.runs.iter().map(|m| m.wall).collect(),
+            Metric::Cpu => self.runs.iter().map(|m| m.user + m.sys).collect(),
+            Metric::Instructions => {
+                self.runs.iter().filter_map(|m| m.instructions).map(|n| n as f64).collect()
+            }
             Metric::InProcess => self
                 .runs
                 .iter()

@@ -268,8 +268,13 @@ pub enum Verdict {
     Faster,
     /// `other` is significantly slower than the baseline (ratio > 1).
     Slower,
-    /// The data do not show a difference at the chosen significance level.
+    /// The data do not show a difference at the chosen significance level, and could have
+    /// shown one of the size that matters (see `power`).
     NoSignificantDifference,
+    /// The data do not show a difference, but with this much noise and this few runs they could
+    /// not have shown one of the size that matters either (decided by the report, from
+    /// `power`; the tests here never return it).
+    Inconclusive,
 }
 
 impl fmt::Display for Verdict {
@@ -278,6 +283,7 @@ impl fmt::Display for Verdict {
             Verdict::Faster => "faster",
             Verdict::Slower => "slower",
             Verdict::NoSignificantDifference => "no significant difference",
+            Verdict::Inconclusive => "inconclusive",
         })
     }
 }
@@ -441,6 +447,70 @@ pub fn compare_paired(baseline: &[f64], other: &[f64], alpha: f64) -> Option<Pai
         Verdict::NoSignificantDifference
     };
     Some(PairedComparison { ratio: mean.exp(), ratio_ci95, signed_rank, verdict })
+}
+
+/// A paired comparison of a nearly deterministic metric (instruction counts) against a
+/// minimum effect: the difference counts only if it lies beyond `resolution` (a log ratio).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MinimumEffect {
+    /// Geometric mean of the per-pair ratios other/baseline.
+    pub ratio: f64,
+    /// 95% confidence interval of `ratio` (Student t on the log ratios).
+    pub ratio_ci95: (f64, f64),
+    /// One-sided p-value of "the difference is within ±resolution" (1 when the mean log ratio
+    /// lies inside it).
+    pub p_value: f64,
+    pub verdict: Verdict,
+}
+
+/// Paired t-test on log ratios against a minimum effect: significant when the (1 − alpha)
+/// interval of the mean log ratio lies entirely beyond `+resolution` (slower) or `−resolution`
+/// (faster). With counted metrics the run-to-run jitter is a few parts per million; a plain
+/// test would call that jitter significant in `alpha` of A-vs-A runs, while this one calls a
+/// difference significant only when it is both real and larger than the metric's resolution.
+/// Identical pairs (zero spread) are decided by their mean alone.
+///
+/// Returns `None` unless both samples have the same length of at least 2, all values are finite
+/// and positive, and `resolution` is finite and non-negative.
+pub fn compare_paired_min_effect(
+    baseline: &[f64],
+    other: &[f64],
+    alpha: f64,
+    resolution: f64,
+) -> Option<MinimumEffect> {
+    if !in_open_unit_interval(alpha) || baseline.len() != other.len() || baseline.len() < 2 {
+        return None;
+    }
+    if !(resolution.is_finite() && resolution >= 0.0) {
+        return None;
+    }
+    if !all_finite(baseline) || !all_finite(other) || baseline.iter().chain(other).any(|v| *v <= 0.0) {
+        return None;
+    }
+    let logs: Vec<f64> = baseline.iter().zip(other).map(|(b, o)| (o / b).ln()).collect();
+    let n = logs.len() as f64;
+    let mean = mean_of(&logs)?;
+    let se = (sample_variance(&logs, mean) / n).sqrt();
+    let df = n - 1.0;
+    let half_width_95 = t_quantile(0.975, df)? * se;
+    let ratio_ci95 = ((mean - half_width_95).exp(), (mean + half_width_95).exp());
+    let half_width = t_quantile(1.0 - alpha / 2.0, df)? * se;
+    let beyond = mean.abs() - resolution;
+    let verdict = if mean - half_width > resolution {
+        Verdict::Slower
+    } else if mean + half_width < -resolution {
+        Verdict::Faster
+    } else {
+        Verdict::NoSignificantDifference
+    };
+    let p_value = if beyond <= 0.0 {
+        1.0
+    } else if se == 0.0 {
+        0.0
+    } else {
+        t_two_sided_p(beyond / se, df)? / 2.0
+    };
+    Some(MinimumEffect { ratio: mean.exp(), ratio_ci95, p_value, verdict })
 }
 
 /// Modified z-scores (Iglewicz and Hoaglin): 0.6745 · (x − median) / MAD, where MAD is the median
@@ -718,7 +788,7 @@ fn select_quantile(data: &mut [f64], q: f64) -> Option<f64> {
 /// statrs's inverse loses accuracy for large `df` (relative error 3e-6 at df = 1e5, 6e-5 at
 /// 1e6) while its distribution function stays accurate, so a few Newton steps polish the result
 /// (to about 1e-13 against `scipy.stats.t.ppf`).
-fn t_quantile(p: f64, df: f64) -> Option<f64> {
+pub(crate) fn t_quantile(p: f64, df: f64) -> Option<f64> {
     if !in_open_unit_interval(p) {
         return None;
     }
@@ -1278,6 +1348,57 @@ mod tests {
         let rate = detected as f64 / trials as f64;
         println!("paired, 5% slower, 15% drift + 4% noise, n=20: {detected}/{trials} ({:.2}%)", rate * 100.0);
         assert!(rate >= 0.90, "detection rate {rate}");
+    }
+
+    /// Counted-metric pairs: counts near `base` with a few parts per million of jitter.
+    fn counted_pairs(rng: &mut SplitMix64, n: usize, extra: f64, jitter: f64) -> (Vec<f64>, Vec<f64>) {
+        let base = 76_752_500.0;
+        (lognormal_sample(rng, n, base, jitter), lognormal_sample(rng, n, base * (1.0 + extra), jitter))
+    }
+
+    #[test]
+    fn minimum_effect_test_ignores_jitter_and_finds_one_percent_with_five_runs() {
+        let mut rng = SplitMix64::new(17);
+        for _ in 0..500 {
+            let (a, b) = counted_pairs(&mut rng, 5, 0.0, 2e-6);
+            let c = compare_paired_min_effect(&a, &b, DEFAULT_ALPHA, 1e-4).expect("comparison");
+            assert_eq!(c.verdict, Verdict::NoSignificantDifference, "{a:?} {b:?}");
+            assert!((c.ratio - 1.0).abs() < 1e-4);
+            let (a, b) = counted_pairs(&mut rng, 5, 0.01, 2e-6);
+            let c = compare_paired_min_effect(&a, &b, DEFAULT_ALPHA, 1e-4).expect("comparison");
+            assert_eq!(c.verdict, Verdict::Slower);
+            assert!((c.ratio - 1.01).abs() < 1e-4 && c.p_value < 1e-6, "{c:?}");
+            let c = compare_paired_min_effect(&b, &a, DEFAULT_ALPHA, 1e-4).expect("comparison");
+            assert_eq!(c.verdict, Verdict::Faster);
+        }
+    }
+
+    #[test]
+    fn minimum_effect_test_decides_identical_pairs_by_their_mean() {
+        let same = compare_paired_min_effect(&[100.0, 100.0], &[100.0, 100.0], 0.05, 1e-4).unwrap();
+        assert_eq!((same.verdict, same.p_value, same.ratio), (Verdict::NoSignificantDifference, 1.0, 1.0));
+        let more = compare_paired_min_effect(&[100.0, 200.0], &[101.0, 202.0], 0.05, 1e-4).unwrap();
+        assert_eq!((more.verdict, more.p_value), (Verdict::Slower, 0.0));
+        // Within the resolution: no difference, however consistent.
+        let tiny = compare_paired_min_effect(&[1e8, 2e8], &[1e8 + 100.0, 2e8 + 200.0], 0.05, 1e-4).unwrap();
+        assert_eq!(tiny.verdict, Verdict::NoSignificantDifference);
+        assert_eq!(compare_paired_min_effect(&[1.0, 2.0], &[1.0, 2.0], 0.05, f64::NAN), None);
+        assert_eq!(compare_paired_min_effect(&[1.0], &[1.0], 0.05, 0.0), None);
+    }
+
+    #[test]
+    fn minimum_effect_test_with_real_noise_keeps_its_false_positive_rate() {
+        // Noise well above the resolution (a threaded program's counts): an ordinary t-test.
+        let mut rng = SplitMix64::new(23);
+        let trials = 20000;
+        let significant = (0..trials)
+            .filter(|_| {
+                let (a, b) = counted_pairs(&mut rng, 8, 0.0, 0.01);
+                compare_paired_min_effect(&a, &b, DEFAULT_ALPHA, 1e-4).unwrap().verdict
+                    != Verdict::NoSignificantDifference
+            })
+            .count();
+        assert!(significant as f64 / trials as f64 <= 0.055, "{significant}/{trials}");
     }
 
     // --- outliers ------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 //! `--suite DIR`: every `*.py` program of a folder (sorted by name) measured under every engine,
 //! then one table of per-program ratios against the baseline and their geometric mean.
 
-use super::report::{analyze, format_ratio, format_seconds};
+use super::report::{analyze, format_percent, format_ratio, format_value, ratio_decimals, Criteria};
 use super::results::BenchmarkResult;
 use super::results::EngineUnderTest;
 use super::{export, measure, stats, BenchArgs, BenchError, Program, Settings};
@@ -35,19 +35,23 @@ pub fn run(
     for file in &files {
         let program = Program::file(&file.display().to_string(), &[]);
         let result = measure(&program, engines, settings)?;
-        print_progress_line(&result, args.alpha);
+        print_progress_line(&result, args.criteria());
         results.push(result);
     }
     println!();
-    print_table(&results, args.alpha);
+    print_table(&results, args.criteria());
     export::write_all(&results, args)
 }
 
-fn print_progress_line(result: &BenchmarkResult, alpha: f64) {
-    let parts: Vec<String> = analyze(result, alpha)
+fn print_progress_line(result: &BenchmarkResult, criteria: Criteria) {
+    let parts: Vec<String> = analyze(result, criteria)
         .iter()
         .map(|a| {
-            let mean = a.summary.as_ref().map(|s| format_seconds(s.mean)).unwrap_or_else(|| "–".into());
+            let mean = a
+                .summary
+                .as_ref()
+                .map(|s| format_value(result.metric.unit(), s.mean))
+                .unwrap_or_else(|| "–".into());
             format!("{} {mean}", a.engine.engine.label)
         })
         .collect();
@@ -55,7 +59,7 @@ fn print_progress_line(result: &BenchmarkResult, alpha: f64) {
 }
 
 /// The suite table: one row per program, one column per non-baseline engine.
-pub fn print_table(results: &[BenchmarkResult], alpha: f64) {
+pub fn print_table(results: &[BenchmarkResult], criteria: Criteria) {
     let Some(first) = results.first() else { return };
     let baseline = &first.engines[0].engine.label;
     let others: Vec<&str> = first.engines.iter().skip(1).map(|e| e.engine.label.as_str()).collect();
@@ -63,7 +67,11 @@ pub fn print_table(results: &[BenchmarkResult], alpha: f64) {
         println!("(one engine only: no ratios to show; give a second --engine to compare)");
         return;
     }
-    println!("Ratio to {baseline} (mean time; < 1 is faster), with the verdict at level {alpha}:");
+    println!(
+        "Ratio to {baseline} (mean time; < 1 is faster), with the verdict at level {} (inconclusive: could not see {}):",
+        criteria.alpha,
+        format_percent(criteria.threshold)
+    );
     print!("  {:20}", "program");
     for label in &others {
         print!("  {label:>32}");
@@ -72,7 +80,7 @@ pub fn print_table(results: &[BenchmarkResult], alpha: f64) {
     let mut per_engine: Vec<Vec<f64>> = vec![Vec::new(); others.len()];
     for result in results {
         print!("  {:20}", result.name);
-        for (i, a) in analyze(result, alpha).iter().skip(1).enumerate() {
+        for (i, a) in analyze(result, criteria).iter().skip(1).enumerate() {
             let cell = match &a.comparison {
                 Some(c) => {
                     per_engine[i].push(c.ratio);
@@ -80,8 +88,10 @@ pub fn print_table(results: &[BenchmarkResult], alpha: f64) {
                         stats::Verdict::NoSignificantDifference => "n.s.",
                         stats::Verdict::Faster => "faster",
                         stats::Verdict::Slower => "slower",
+                        stats::Verdict::Inconclusive => "inconclusive",
                     };
-                    format!("{:.3} [{:.3}…{:.3}] {verdict}", c.ratio, c.ratio_ci95.0, c.ratio_ci95.1)
+                    let d = ratio_decimals(result.metric);
+                    format!("{:.d$} [{:.d$}…{:.d$}] {verdict}", c.ratio, c.ratio_ci95.0, c.ratio_ci95.1)
                 }
                 None => "–".to_string(),
             };

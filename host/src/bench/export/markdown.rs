@@ -1,14 +1,16 @@
 //! `--markdown FILE`: the results as Markdown tables (one per benchmark, and for a suite a
 //! table of ratios against the baseline with their geometric mean).
 
-use super::super::report::{analyze, format_seconds, verdict_text};
+use super::super::report::{analyze, format_value, ratio_decimals, verdict_sentence, Criteria};
 use super::super::results::BenchmarkResult;
 use super::super::stats;
 
-pub fn render(results: &[BenchmarkResult], alpha: f64) -> String {
+pub fn render(results: &[BenchmarkResult], criteria: Criteria) -> String {
     let mut out = String::new();
     for result in results {
-        let analyses = analyze(result, alpha);
+        let analyses = analyze(result, criteria);
+        let unit = result.metric.unit();
+        let d = ratio_decimals(result.metric);
         out.push_str(&format!("### {}\n\n", result.name));
         out.push_str(
             "| Engine | Mean | ± SD | Median | Min | Max | Runs | vs baseline (95% CI) | Verdict |\n",
@@ -18,19 +20,19 @@ pub fn render(results: &[BenchmarkResult], alpha: f64) -> String {
             let Some(s) = &a.summary else { continue };
             let (ratio, verdict) = match &a.comparison {
                 Some(c) => (
-                    format!("{:.3} ({:.3} … {:.3})", c.ratio, c.ratio_ci95.0, c.ratio_ci95.1),
-                    verdict_text(c.verdict).to_string(),
+                    format!("{:.d$} ({:.d$} … {:.d$})", c.ratio, c.ratio_ci95.0, c.ratio_ci95.1),
+                    verdict_sentence(c),
                 ),
                 None => ("1.000 (baseline)".to_string(), String::new()),
             };
             out.push_str(&format!(
                 "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 a.engine.engine.label,
-                format_seconds(s.mean),
-                format_seconds(s.stddev),
-                format_seconds(s.median),
-                format_seconds(s.min),
-                format_seconds(s.max),
+                format_value(unit, s.mean),
+                format_value(unit, s.stddev),
+                format_value(unit, s.median),
+                format_value(unit, s.min),
+                format_value(unit, s.max),
                 s.n,
                 ratio,
                 verdict
@@ -39,13 +41,13 @@ pub fn render(results: &[BenchmarkResult], alpha: f64) -> String {
         out.push('\n');
     }
     if results.len() > 1 {
-        out.push_str(&suite_table(results, alpha));
+        out.push_str(&suite_table(results, criteria));
     }
     out
 }
 
 /// Ratio of every non-baseline engine per program, and the geometric mean per engine.
-pub fn suite_table(results: &[BenchmarkResult], alpha: f64) -> String {
+pub fn suite_table(results: &[BenchmarkResult], criteria: Criteria) -> String {
     let Some(first) = results.first() else { return String::new() };
     let labels: Vec<&str> = first.engines.iter().skip(1).map(|e| e.engine.label.as_str()).collect();
     let mut out =
@@ -59,11 +61,15 @@ pub fn suite_table(results: &[BenchmarkResult], alpha: f64) -> String {
     let mut per_engine: Vec<Vec<f64>> = vec![Vec::new(); labels.len()];
     for result in results {
         out.push_str(&format!("| {} |", result.name));
-        for (i, a) in analyze(result, alpha).iter().skip(1).enumerate() {
+        for (i, a) in analyze(result, criteria).iter().skip(1).enumerate() {
             match &a.comparison {
                 Some(c) => {
                     per_engine[i].push(c.ratio);
-                    let mark = if c.verdict == stats::Verdict::NoSignificantDifference { "" } else { " *" };
+                    let mark = match c.verdict {
+                        stats::Verdict::Faster | stats::Verdict::Slower => " *",
+                        stats::Verdict::Inconclusive => " ?",
+                        stats::Verdict::NoSignificantDifference => "",
+                    };
                     out.push_str(&format!(" {:.3}{mark} |", c.ratio));
                 }
                 None => out.push_str(" – |"),
@@ -78,6 +84,6 @@ pub fn suite_table(results: &[BenchmarkResult], alpha: f64) -> String {
             None => out.push_str(" – |"),
         }
     }
-    out.push_str("\n\n`*`: significant at the chosen level.\n");
+    out.push_str("\n\n`*`: significant at the chosen level; `?`: inconclusive (this run could not have seen a difference of the threshold).\n");
     out
 }

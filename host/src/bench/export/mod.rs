@@ -3,6 +3,7 @@
 pub mod markdown;
 pub mod pyperf;
 
+use super::report::Criteria;
 use super::results::BenchmarkResult;
 use super::{plot, BenchArgs, BenchError};
 use std::path::{Path, PathBuf};
@@ -13,21 +14,23 @@ pub trait Exporter {
     fn write(&self, results: &[BenchmarkResult], path: &Path) -> Result<(), String>;
 }
 
-pub struct PyperfJson;
+pub struct PyperfJson {
+    pub criteria: Criteria,
+}
 pub struct Markdown {
-    pub alpha: f64,
+    pub criteria: Criteria,
 }
 pub struct BoxPlot;
 
 impl Exporter for PyperfJson {
     fn write(&self, results: &[BenchmarkResult], path: &Path) -> Result<(), String> {
-        pyperf::write(results, path)
+        pyperf::write(results, path, self.criteria)
     }
 }
 
 impl Exporter for Markdown {
     fn write(&self, results: &[BenchmarkResult], path: &Path) -> Result<(), String> {
-        std::fs::write(path, markdown::render(results, self.alpha)).map_err(|e| e.to_string())
+        std::fs::write(path, markdown::render(results, self.criteria)).map_err(|e| e.to_string())
     }
 }
 
@@ -57,8 +60,8 @@ pub fn sibling(path: &Path, suffix: &str, ext: &str) -> PathBuf {
 /// Writes every file the user asked for.
 pub fn write_all(results: &[BenchmarkResult], args: &BenchArgs) -> Result<(), BenchError> {
     let requested: [(&Option<PathBuf>, &dyn Exporter); 3] = [
-        (&args.json, &PyperfJson),
-        (&args.markdown, &Markdown { alpha: args.alpha }),
+        (&args.json, &PyperfJson { criteria: args.criteria() }),
+        (&args.markdown, &Markdown { criteria: args.criteria() }),
         (&args.plot, &BoxPlot),
     ];
     for (path, exporter) in requested {

@@ -11,36 +11,48 @@
 //! warm-up loop counts are integers; metadata values are non-empty one-line strings or numbers;
 //! a warm-up process becomes a run holding only `warmups`.
 
-use super::super::results::{BenchmarkResult, EngineResults, Metric};
+use super::super::report::{analyze, verdict_sentence, Criteria, Versus};
+use super::super::results::{BenchmarkResult, EngineResults, Metric, Unit};
 use super::sibling;
 use crate::services::HOST_VERSION;
 use serde_json::{json, Map, Value};
 use std::path::Path;
 
 /// Writes `FILE` and one `<stem>-<engine>.json` per engine.
-pub fn write(results: &[BenchmarkResult], path: &Path) -> Result<(), String> {
+/// The comparison of an engine with the baseline is in its benchmark's metadata:
+/// `pyhost_ratio`, `pyhost_ratio_ci95_low`/`_high`, `pyhost_p_value`, `pyhost_verdict` (the
+/// full sentence), `pyhost_detectable_difference` (a fraction) and, when some number of runs
+/// would see `--threshold`, `pyhost_runs_for_threshold`.
+pub fn write(results: &[BenchmarkResult], path: &Path, criteria: Criteria) -> Result<(), String> {
     let Some(first) = results.first() else { return Err("no results to write".into()) };
-    let suite: Vec<Value> = results
-        .iter()
-        .flat_map(|r| {
-            r.engines.iter().map(move |e| benchmark(r, e, &format!("{} [{}]", r.name, e.engine.label)))
-        })
-        .collect::<Result<_, _>>()?;
-    write_file(path, suite)?;
+    let analyses: Vec<Vec<Option<Versus>>> =
+        results.iter().map(|r| analyze(r, criteria).iter().map(|a| a.comparison).collect()).collect();
+    let unit = match first.metric.unit() {
+        Unit::Seconds => "second",
+        Unit::Instructions => "integer",
+    };
+    let mut suite = Vec::new();
+    for (r, comparisons) in results.iter().zip(&analyses) {
+        for (e, comparison) in r.engines.iter().zip(comparisons) {
+            suite.push(benchmark(r, e, &format!("{} [{}]", r.name, e.engine.label), comparison.as_ref())?);
+        }
+    }
+    write_file(path, suite, unit)?;
     for (index, engine) in first.engines.iter().enumerate() {
         let per_engine: Vec<Value> = results
             .iter()
-            .filter_map(|r| r.engines.get(index).map(|e| benchmark(r, e, &r.name)))
+            .zip(&analyses)
+            .filter_map(|(r, c)| r.engines.get(index).map(|e| benchmark(r, e, &r.name, c[index].as_ref())))
             .collect::<Result<_, _>>()?;
-        write_file(&sibling(path, &engine.engine.label, "json"), per_engine)?;
+        write_file(&sibling(path, &engine.engine.label, "json"), per_engine, unit)?;
     }
     Ok(())
 }
 
-fn write_file(path: &Path, benchmarks: Vec<Value>) -> Result<(), String> {
+fn write_file(path: &Path, benchmarks: Vec<Value>, unit: &str) -> Result<(), String> {
     let document = json!({
         "version": "1.0",
-        "metadata": { "unit": "second", "pyhost_version": HOST_VERSION },
+        "metadata": { "unit": unit, "pyhost_version": HOST_VERSION },
         "benchmarks": benchmarks,
     });
     let text = serde_json::to_string(&document).map_err(|e| e.to_string())?;
@@ -64,7 +76,12 @@ fn positive(value: f64, what: &str) -> Result<f64, String> {
     }
 }
 
-fn benchmark(result: &BenchmarkResult, engine: &EngineResults, name: &str) -> Result<Value, String> {
+fn benchmark(
+    result: &BenchmarkResult,
+    engine: &EngineResults,
+    name: &str,
+    comparison: Option<&Versus>,
+) -> Result<Value, String> {
     let mut metadata = Map::new();
     meta_str(&mut metadata, "name", name);
     let command = std::iter::once(format!("pyhost --engine {}", engine.engine.name))
@@ -77,12 +94,25 @@ fn benchmark(result: &BenchmarkResult, engine: &EngineResults, name: &str) -> Re
     meta_str(&mut metadata, "engine_version", &engine.engine.version);
     meta_str(&mut metadata, "engine_python", &engine.engine.python);
     meta_str(&mut metadata, "engine_path", &engine.engine.location);
-    meta_str(
-        &mut metadata,
-        "pyhost_metric",
-        if result.metric == Metric::Wall { "wall" } else { "in-process" },
-    );
+    meta_str(&mut metadata, "pyhost_metric", result.metric.name());
     meta_str(&mut metadata, "date", &result.started);
+    if let Some(c) = comparison {
+        for (key, value) in [
+            ("pyhost_ratio", c.ratio),
+            ("pyhost_ratio_ci95_low", c.ratio_ci95.0),
+            ("pyhost_ratio_ci95_high", c.ratio_ci95.1),
+            ("pyhost_p_value", c.p_value),
+            ("pyhost_detectable_difference", c.sensitivity.detectable),
+        ] {
+            if value.is_finite() {
+                metadata.insert(key.to_string(), json!(value));
+            }
+        }
+        meta_str(&mut metadata, "pyhost_verdict", &verdict_sentence(c));
+        if let Some(runs) = c.sensitivity.runs_for_threshold {
+            metadata.insert("pyhost_runs_for_threshold".to_string(), json!(runs));
+        }
+    }
     if let Some(stats) = engine.engine_statistics() {
         for (key, value) in stats {
             if value.is_finite() {
@@ -94,6 +124,8 @@ fn benchmark(result: &BenchmarkResult, engine: &EngineResults, name: &str) -> Re
     for warmup in &engine.warmups {
         let value = match result.metric {
             Metric::Wall => Some((1, warmup.wall)),
+            Metric::Cpu => Some((1, warmup.user + warmup.sys)),
+            Metric::Instructions => warmup.instructions.map(|n| (1, n as f64)),
             Metric::InProcess => warmup.in_process.first().map(|v| (v.loops.max(1), v.value)),
         };
         if let Some((loops, value)) = value {
@@ -103,6 +135,8 @@ fn benchmark(result: &BenchmarkResult, engine: &EngineResults, name: &str) -> Re
     for run in &engine.runs {
         let (loops, values): (u64, Vec<f64>) = match result.metric {
             Metric::Wall => (1, vec![run.wall]),
+            Metric::Cpu => (1, vec![run.user + run.sys]),
+            Metric::Instructions => (1, run.instructions.map(|n| n as f64).into_iter().collect()),
             Metric::InProcess => (
                 run.in_process.first().map(|v| v.loops.max(1)).unwrap_or(1),
                 run.in_process.iter().map(|v| v.value).collect(),
@@ -129,6 +163,8 @@ mod tests {
     use super::*;
     use crate::bench::executor::{InProcessValue, Measurement};
     use crate::bench::results::EngineUnderTest;
+
+    const CRITERIA: Criteria = Criteria { alpha: 0.05, threshold: 0.02 };
 
     fn engine(label: &str, walls: &[f64]) -> EngineResults {
         EngineResults {
@@ -168,7 +204,7 @@ mod tests {
     fn writes_a_suite_file_and_one_file_per_engine() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.json");
-        write(&[result(Metric::Wall)], &path).unwrap();
+        write(&[result(Metric::Wall)], &path, CRITERIA).unwrap();
         let suite: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(suite["version"], "1.0");
         let names: Vec<&str> = suite["benchmarks"]
@@ -193,7 +229,7 @@ mod tests {
     fn in_process_values_keep_their_loop_count() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in.json");
-        write(&[result(Metric::InProcess)], &path).unwrap();
+        write(&[result(Metric::InProcess)], &path, CRITERIA).unwrap();
         let suite: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         // The fixture's warm-up reported no in-process value, so the first run is measured.
         let runs = &suite["benchmarks"][0]["runs"];
@@ -207,6 +243,6 @@ mod tests {
         let mut r = result(Metric::Wall);
         r.engines[0].runs[0].wall = 0.0;
         let dir = tempfile::tempdir().unwrap();
-        assert!(write(&[r], &dir.path().join("x.json")).unwrap_err().contains("positive"));
+        assert!(write(&[r], &dir.path().join("x.json"), CRITERIA).unwrap_err().contains("positive"));
     }
 }
