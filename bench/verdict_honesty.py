@@ -9,7 +9,18 @@
 
     python3.13 bench/verdict_honesty.py [--pyhost target/release/pyhost] [--trials 40] [--runs 20]
 
-Standard library only. Builds the fixture engine with cargo if needed. Takes a few minutes.
+With `--metric instructions` (Valgrind) the same questions are asked of counted runs, with
+the bar of issue 17: 5 runs per engine, 20 trials;
+1. A-vs-A under stock, and under stackless and parallel on programs that use tasklets and
+   parallel.map: "no significant difference" in 20 of 20, every ratio within 0.1% of 1;
+2. engine B (the fixture engine running a fixed loop sized to 1% of the program's count):
+   "significantly slower" in 20 of 20, every ratio within 0.2% of the true one, which is
+   measured separately by running both under Valgrind directly.
+
+    python3.13 bench/verdict_honesty.py --metric instructions [--trials 20] [--runs 5]
+
+Standard library only. Builds the fixture engine with cargo if needed. Takes a few minutes
+(about half an hour counted).
 """
 
 from __future__ import annotations
@@ -29,20 +40,33 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "misbehaving-engine"
 FIXTURE_LIB = REPO / "target" / "fixtures" / "debug" / "libpyhost_engine_misbehaving.so"
 PROGRAM = "sum(range(2_500_000))"
-VERDICT = re.compile(r"→ (no significant difference|significantly slower|significantly faster)")
+VERDICT = re.compile(r"→ (no significant difference|significantly slower|significantly faster|inconclusive)")
+RATIO = re.compile(r" ratio ([0-9.]+) \[95% CI")
+
+# Programs for counted A-vs-A runs under the other engines: they use what the engine adds.
+TASKLETS = ("import stackless\n"
+            "ch = stackless.channel()\n"
+            "def send(n):\n"
+            "    for i in range(n): ch.send(i)\n"
+            "def receive(n):\n"
+            "    total = 0\n"
+            "    for i in range(n): total += ch.receive()\n"
+            "stackless.tasklet(send)(20_000); stackless.tasklet(receive)(20_000); stackless.run()\n")
+COUNTED = "sum(range(250_000))"
+PARALLEL_MAP = "import parallel\nassert parallel.map(abs, range(-2_000, 2_000)) == [abs(i) for i in range(-2_000, 2_000)]\n"
 
 
 AFFINITY: list[str] = []
 
 
 def bench(pyhost: Path, engines: list[str], runs: int, env: dict[str, str] | None = None,
-          json_out: Path | None = None) -> str:
-    cmd = [str(pyhost), "bench", "--runs", str(runs), "--warmup", "1", *AFFINITY]
+          json_out: Path | None = None, extra: list[str] | None = None, program: str = PROGRAM) -> str:
+    cmd = [str(pyhost), "bench", "--runs", str(runs), *AFFINITY, *(extra or ["--warmup", "1"])]
     for engine in engines:
         cmd += ["-e", engine]
     if json_out:
         cmd += ["--json", str(json_out)]
-    cmd += ["-c", PROGRAM]
+    cmd += ["-c", program]
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if out.returncode != 0:
         sys.exit(f"verdict_honesty: `{' '.join(cmd)}` failed ({out.returncode}):\n{out.stderr}")
@@ -56,6 +80,68 @@ def verdict(stdout: str) -> str:
     return found.group(1)
 
 
+def ratio(stdout: str) -> float:
+    found = RATIO.search(stdout)
+    if not found:
+        sys.exit(f"verdict_honesty: no ratio in pyhost bench output:\n{stdout}")
+    return float(found.group(1))
+
+
+def count(pyhost: Path, engine: str, program: str, env: dict[str, str] | None = None) -> int:
+    """One run's instructions under cachegrind, run directly (not through pyhost bench)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "cachegrind.out"
+        subprocess.run(["setarch", "-R", "valgrind", "--tool=cachegrind", "--cache-sim=no", "--quiet",
+                        f"--cachegrind-out-file={out}", str(pyhost), "--engine", engine, "-c", program],
+                       check=True, capture_output=True,
+                       env={**os.environ, "PYTHONHASHSEED": "0", **(env or {})})
+        summary = next(line for line in out.read_text().splitlines() if line.startswith("summary:"))
+        return int(summary.split()[1])
+
+
+def counted(args: argparse.Namespace) -> None:
+    """The bar of issue 17 for --metric instructions."""
+    extra = ["--metric", "instructions", "--warmup", "0"]
+    fixture = str(FIXTURE_LIB)
+    base = statistics.median(count(args.pyhost, "stock", COUNTED) for _ in range(3))
+    unit = count(args.pyhost, fixture, COUNTED, {"FIXTURE_ENGINE_MODE": "loop-before_run:1000000"})
+    plain = count(args.pyhost, fixture, COUNTED)
+    per_round = (unit - plain) / 1_000_000
+    rounds = round(base * 0.01 / per_round)
+    loop_env = {"FIXTURE_ENGINE_MODE": f"loop-before_run:{rounds}"}
+    true_ratio = statistics.median(count(args.pyhost, fixture, COUNTED, loop_env) for _ in range(3)) / base
+    print(f"program: -c {COUNTED!r}, {base:,.0f} instructions under stock; engine B adds {rounds} loop rounds "
+          f"({per_round:.1f} instructions each, {rounds * per_round / base:.2%}); true ratio {true_ratio:.5f}; "
+          f"{args.trials} trials of {args.runs} runs per engine each")
+    started = time.perf_counter()
+    cases = [("stock A-vs-A", ["stock", "stock"], {}, COUNTED, 1.0, 0.001, "no significant difference"),
+             ("stackless A-vs-A (tasklets)", ["stackless", "stackless"], {}, TASKLETS, 1.0, 0.001,
+              "no significant difference"),
+             ("parallel A-vs-A (parallel.map)", ["parallel", "parallel"], {}, PARALLEL_MAP, 1.0, 0.001,
+              "no significant difference"),
+             ("1% more work", ["stock", fixture], loop_env, COUNTED, true_ratio, 0.002, "significantly slower")]
+    report = {"program": COUNTED, "base_instructions": base, "loop_rounds": rounds, "true_ratio": true_ratio,
+              "trials": args.trials, "runs": args.runs, "cases": {}}
+    ok = True
+    for name, engines, env, program, expected, tolerance, wanted in cases:
+        outcomes = []
+        for _ in range(args.trials):
+            stdout = bench(args.pyhost, engines, args.runs, env=env, extra=extra, program=program)
+            outcomes.append((verdict(stdout), ratio(stdout)))
+        hits = sum(v == wanted for v, _ in outcomes)
+        worst = max(abs(r - expected) for _, r in outcomes)
+        ratios = [r for _, r in outcomes]
+        print(f"{name}: '{wanted}' in {hits}/{len(outcomes)}; ratios {min(ratios):.5f}-{max(ratios):.5f}, "
+              f"at most {worst:.5f} from {expected:.5f} (bar: {args.trials}/{args.trials}, within {tolerance})")
+        ok = ok and hits == len(outcomes) and worst <= tolerance
+        report["cases"][name] = {"engines": engines, "wanted": wanted, "hits": hits, "ratios": ratios,
+                                 "verdicts": [v for v, _ in outcomes], "expected_ratio": expected}
+    print(f"took {time.perf_counter() - started:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    sys.exit(0 if ok else 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pyhost", type=Path, default=REPO / "target" / "release" / "pyhost")
@@ -64,6 +150,7 @@ def main() -> None:
     parser.add_argument("--slowdown", type=float, default=0.05, help="fraction added by engine B")
     parser.add_argument("--json", type=Path, help="write the measured rates here")
     parser.add_argument("--affinity", help="pass --affinity CPUS to pyhost bench")
+    parser.add_argument("--metric", choices=["wall", "instructions"], default="wall")
     args = parser.parse_args()
     if args.affinity:
         AFFINITY[:] = ["--affinity", args.affinity]
@@ -72,6 +159,12 @@ def main() -> None:
     if not FIXTURE_LIB.is_file():
         subprocess.run(["cargo", "build", "--quiet", "--manifest-path", str(FIXTURE / "Cargo.toml"),
                         "--target-dir", str(REPO / "target" / "fixtures")], check=True)
+    if args.metric == "instructions":
+        if "--trials" not in sys.argv:
+            args.trials = 20
+        if "--runs" not in sys.argv:
+            args.runs = 5
+        counted(args)
 
     with tempfile.TemporaryDirectory() as tmp:
         calibration = Path(tmp) / "calibration.json"
