@@ -117,11 +117,59 @@ fn bad_options_are_usage_errors() {
         &["-e", "stock", "--threshold", "0", "-c", "pass"],
         &["-e", "stock", "--threshold", "two", "-c", "pass"],
         &["-e", "stock", "--metric", "instructions", "--hash-seed", "-3", "-c", "pass"],
+        &["-e", "stock", "--precision", "0%", "-c", "pass"],
+        &["-e", "stock", "--precision", "2%", "--runs", "3", "-c", "pass"],
+        &["-e", "stock", "--precision", "2%", "--max-time", "0", "-c", "pass"],
     ] {
         let out = run(bench().args(args));
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
         assert!(text(&out.stderr).contains("error"), "{args:?}");
     }
+}
+
+#[test]
+fn precision_runs_until_the_interval_is_narrow_enough_or_says_why_not() {
+    // A wide target is reached after the first few runs.
+    let out = run(bench().args([
+        "-e",
+        "stock",
+        "-e",
+        "stock",
+        "--precision",
+        "90%",
+        "--warmup",
+        "0",
+        "-c",
+        "pass",
+    ]));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("stopped when the widest 95% interval reached ±"), "{stdout}");
+    // An impossible one stops at --max-runs, and says so.
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(bench()
+        .args([
+            "-e",
+            "stock",
+            "--precision",
+            "0.0001%",
+            "--min-runs",
+            "2",
+            "--max-runs",
+            "3",
+            "--warmup",
+            "0",
+        ])
+        .arg("--markdown")
+        .arg(dir.path().join("p.md"))
+        .args(["-c", "pass"]));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("3 runs per engine"), "{stdout}");
+    assert!(stdout.contains("stopped at --max-runs with the widest 95% interval at ±"), "{stdout}");
+    assert!(stdout.contains("short of --precision"), "{stdout}");
+    let md = std::fs::read_to_string(dir.path().join("p.md")).unwrap();
+    assert!(md.contains("Stopped at --max-runs"), "{md}");
 }
 
 #[test]

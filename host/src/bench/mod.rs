@@ -25,7 +25,7 @@ use crate::loader;
 use executor::{run_once, ProcessSpec, RunError};
 use indicatif::{ProgressBar, ProgressStyle};
 use results::{BenchmarkResult, EngineResults, EngineUnderTest, Metric};
-use scheduler::{RunCount, Scheduler};
+use scheduler::{Progress, RunCount, Scheduler};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,13 @@ pub struct BenchArgs {
     /// Without --runs: at most this many runs per engine.
     #[arg(long, value_name = "N", default_value_t = 500)]
     pub max_runs: usize,
+    /// Without --runs: keep measuring until every ratio's 95% interval is within ±P of it (e.g.
+    /// `1%`), at least --min-runs and at most --max-runs runs or --max-time.
+    #[arg(long, value_name = "PERCENT", value_parser = parse_fraction, conflicts_with = "runs")]
+    pub precision: Option<f64>,
+    /// With --precision: stop measuring after this many seconds even if it is not reached.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600.0)]
+    pub max_time: f64,
     /// Kill a run that takes longer than this, and stop with an error.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
@@ -264,9 +271,23 @@ fn settings(args: &BenchArgs) -> Result<Settings, BenchError> {
         }
         _ => (None, vec![]),
     };
-    let runs = match args.runs {
-        Some(n) => RunCount::Exactly(n),
-        None => RunCount::Auto { min_runs: args.min_runs, min_time: args.min_time, max_runs: args.max_runs },
+    if !(args.max_time > 0.0 && args.max_time.is_finite()) {
+        return usage("--max-time must be a positive number of seconds");
+    }
+    let runs = match (args.runs, args.precision) {
+        (Some(n), _) => RunCount::Exactly(n),
+        (None, Some(p)) if !(p > 0.0 && p < 1.0) => {
+            return usage("--precision must be between 0% and 100% (e.g. 1%)");
+        }
+        (None, Some(precision)) => RunCount::Precision {
+            precision,
+            min_runs: args.min_runs.clamp(2, 5),
+            max_runs: args.max_runs,
+            max_time: args.max_time,
+        },
+        (None, None) => {
+            RunCount::Auto { min_runs: args.min_runs, min_time: args.min_time, max_runs: args.max_runs }
+        }
     };
     Ok(Settings {
         runs,
@@ -333,7 +354,7 @@ fn process_spec(engine: &EngineUnderTest, program: &Program, settings: &Settings
 fn progress_bar(program: &Program, engines: usize, settings: &Settings) -> ProgressBar {
     let bar = match settings.runs {
         RunCount::Exactly(n) => ProgressBar::new(((n + settings.warmup) * engines) as u64),
-        RunCount::Auto { .. } => ProgressBar::new_spinner(),
+        RunCount::Auto { .. } | RunCount::Precision { .. } => ProgressBar::new_spinner(),
     };
     let template = "{spinner} {prefix} [{elapsed_precise}] {bar:30} {pos}/{len} runs  {msg}";
     if let Ok(style) = ProgressStyle::with_template(template) {
@@ -359,8 +380,10 @@ pub fn measure(
         .collect();
     let mut scheduler = Scheduler::new(engines.len(), settings.runs, settings.seed);
     let bar = progress_bar(program, engines.len(), settings);
+    let interval_text = std::cell::RefCell::new(String::new());
+    let last_width = std::cell::RefCell::new(None);
     let run = |index: usize, phase: &'static str, number: usize| {
-        bar.set_message(format!("{phase} {}", engines[index].label));
+        bar.set_message(format!("{phase} {}{}", engines[index].label, interval_text.borrow()));
         let measured = run_once(&specs[index]).map_err(|source| BenchError::Run {
             engine: engines[index].label.clone(),
             phase,
@@ -376,14 +399,29 @@ pub fn measure(
             let m = run(index, "warm-up", number)?;
             results[index].warmups.push(m);
         }
+        let measuring_since = Instant::now();
         loop {
             // The time budget (--min-time) is in seconds whatever the metric compares.
             let budget_metric = match settings.metric {
                 Metric::Instructions => Metric::Wall,
                 metric => metric,
             };
-            let totals: Vec<f64> = results.iter().map(|r| r.values(budget_metric).iter().sum()).collect();
-            let Some(block) = scheduler.next_block(&totals) else { break };
+            let progress = Progress {
+                measured_seconds: results.iter().map(|r| r.values(budget_metric).iter().sum()).collect(),
+                elapsed: measuring_since.elapsed().as_secs_f64(),
+                widest_interval: widest_interval(&results, settings.metric),
+            };
+            *last_width.borrow_mut() = progress.widest_interval;
+            if let (RunCount::Precision { precision, .. }, Some(width)) =
+                (settings.runs, progress.widest_interval)
+            {
+                *interval_text.borrow_mut() = format!(
+                    "   95% interval ±{} (wanted ±{})",
+                    report::format_percent(width),
+                    report::format_percent(precision)
+                );
+            }
+            let Some(block) = scheduler.next_block(&progress) else { break };
             for index in block {
                 let number = results[index].runs.len() + 1;
                 let m = run(index, "measured", number)?;
@@ -407,5 +445,30 @@ pub fn measure(
         engines: results,
         started: started_at,
         duration_seconds: started.elapsed().as_secs_f64(),
+        stop: scheduler.stop_reason().map(|reason| (reason, last_width.into_inner())),
     })
+}
+
+/// The widest 95% interval of the benchmark so far, as a fraction of its center: of every
+/// engine's ratio to the baseline, or with one engine of its mean. `None` until there is one.
+fn widest_interval(results: &[EngineResults], metric: Metric) -> Option<f64> {
+    let relative = |low: f64, center: f64, high: f64| (center / low - 1.0).max(high / center - 1.0);
+    let widths: Vec<f64> = match results {
+        [] => return None,
+        [only] => {
+            let s = stats::summarize(&only.values(metric)).filter(|s| s.n >= 2 && s.mean > 0.0)?;
+            vec![(s.ci95_high - s.mean) / s.mean]
+        }
+        [baseline, others @ ..] => others
+            .iter()
+            .map(|other| {
+                // The interval does not depend on the significance level or threshold.
+                let criteria = report::Criteria { alpha: stats::DEFAULT_ALPHA, threshold: 0.02 };
+                report::versus(baseline, other, metric, criteria)
+                    .filter(|v| v.ratio_ci95.0 > 0.0)
+                    .map(|v| relative(v.ratio_ci95.0, v.ratio, v.ratio_ci95.1))
+            })
+            .collect::<Option<Vec<f64>>>()?,
+    };
+    widths.into_iter().filter(|w| w.is_finite()).reduce(f64::max)
 }

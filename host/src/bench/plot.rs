@@ -109,6 +109,7 @@ mod tests {
             ],
             started: "2026-11-27T00:00:00Z".into(),
             duration_seconds: 1.0,
+            stop: None,
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plot.svg");

@@ -5,6 +5,7 @@
 use super::counting;
 use super::power::{self, Sensitivity};
 use super::results::{BenchmarkResult, EngineResults, Metric, Unit};
+use super::scheduler::StopReason;
 use super::stats::{self, Summary, Verdict};
 
 /// Formats seconds with a unit that keeps 3–4 significant digits.
@@ -271,6 +272,23 @@ fn counted_spread_warning(summary: &Summary) -> Option<String> {
     })
 }
 
+/// With `--precision`: why the runs stopped.
+pub fn stop_text(result: &BenchmarkResult) -> Option<String> {
+    let (reason, width) = result.stop?;
+    let width = width.map(|w| format!("±{}", format_percent(w))).unwrap_or_else(|| "no interval yet".into());
+    Some(match reason {
+        StopReason::PrecisionReached => {
+            format!("stopped when the widest 95% interval reached {width} (--precision)")
+        }
+        StopReason::MaxRuns => {
+            format!("stopped at --max-runs with the widest 95% interval at {width}, short of --precision")
+        }
+        StopReason::MaxTime => {
+            format!("stopped at --max-time with the widest 95% interval at {width}, short of --precision")
+        }
+    })
+}
+
 /// Prints the report of one benchmark to stdout.
 pub fn print(result: &BenchmarkResult, criteria: Criteria, seed: u64) {
     let analyses = analyze(result, criteria);
@@ -282,6 +300,9 @@ pub fn print(result: &BenchmarkResult, criteria: Criteria, seed: u64) {
         "  {runs} runs per engine after {warmups} warm-up run(s), interleaved in shuffled blocks (seed {seed}), {:.1} s in all",
         result.duration_seconds
     );
+    if let Some(text) = stop_text(result) {
+        println!("  {text}");
+    }
     let width = analyses.iter().map(|a| a.engine.engine.label.len()).max().unwrap_or(6).max(6);
     println!();
     for analysis in &analyses {

@@ -122,4 +122,6 @@ pub struct BenchmarkResult {
     /// When the benchmark started (RFC 3339, UTC).
     pub started: String,
     pub duration_seconds: f64,
+    /// With `--precision`: why the runs stopped, and the widest interval then (a fraction).
+    pub stop: Option<(super::scheduler::StopReason, Option<f64>)>,
 }

@@ -77,13 +77,13 @@ pub fn print_table(results: &[BenchmarkResult], criteria: Criteria) {
         print!("  {label:>32}");
     }
     println!();
-    let mut per_engine: Vec<Vec<f64>> = vec![Vec::new(); others.len()];
+    let mut per_engine: Vec<Vec<RatioWithInterval>> = vec![Vec::new(); others.len()];
     for result in results {
         print!("  {:20}", result.name);
         for (i, a) in analyze(result, criteria).iter().skip(1).enumerate() {
             let cell = match &a.comparison {
                 Some(c) => {
-                    per_engine[i].push(c.ratio);
+                    per_engine[i].push((c.ratio, c.ratio_ci95));
                     let verdict = match c.verdict {
                         stats::Verdict::NoSignificantDifference => "n.s.",
                         stats::Verdict::Faster => "faster",
@@ -101,8 +101,51 @@ pub fn print_table(results: &[BenchmarkResult], criteria: Criteria) {
     }
     print!("  {:20}", "geometric mean");
     for ratios in &per_engine {
-        let cell = stats::geometric_mean(ratios).map(format_ratio).unwrap_or_else(|| "–".into());
+        let cell = match geometric_mean_with_interval(ratios) {
+            Some((g, (low, high))) => format!("{} [{low:.3}…{high:.3}]", format_ratio(g)),
+            None => "–".into(),
+        };
         print!("  {cell:>32}");
     }
     println!();
+}
+
+/// A program's ratio to the baseline and its 95% interval.
+pub type RatioWithInterval = (f64, (f64, f64));
+
+/// The geometric mean of the programs' ratios with a 95% interval that carries their
+/// measurement uncertainty: each interval, read on the log scale as ±1.96 standard errors,
+/// gives a standard error, and the mean of k independent logs has √(Σ se²)/k. (It says how
+/// well this suite's mean is known, not how a different choice of programs would come out.)
+pub fn geometric_mean_with_interval(ratios: &[RatioWithInterval]) -> Option<RatioWithInterval> {
+    let g = stats::geometric_mean(&ratios.iter().map(|r| r.0).collect::<Vec<_>>())?;
+    let k = ratios.len() as f64;
+    let z = 1.959_963_984_540_054;
+    let mut variance = 0.0;
+    for &(_, (low, high)) in ratios {
+        if !(low > 0.0 && high >= low && high.is_finite()) {
+            return None;
+        }
+        let se = (high.ln() - low.ln()) / (2.0 * z);
+        variance += se * se;
+    }
+    let half = z * variance.sqrt() / k;
+    Some((g, (g * (-half).exp(), g * half.exp())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_geometric_mean_interval_narrows_with_more_programs() {
+        let one = geometric_mean_with_interval(&[(1.1, (1.0, 1.21))]).unwrap();
+        assert!((one.0 - 1.1).abs() < 1e-12);
+        assert!((one.1 .0 - 1.0).abs() < 1e-9 && (one.1 .1 - 1.21).abs() < 1e-9, "{one:?}");
+        let four = geometric_mean_with_interval(&[(1.1, (1.0, 1.21)); 4]).unwrap();
+        let width = |r: RatioWithInterval| (r.1 .1 / r.1 .0).ln();
+        assert!((width(four) - width(one) / 2.0).abs() < 1e-9, "four programs halve the log width");
+        assert_eq!(geometric_mean_with_interval(&[]), None);
+        assert_eq!(geometric_mean_with_interval(&[(1.0, (0.0, 1.1))]), None);
+    }
 }

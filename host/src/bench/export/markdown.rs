@@ -4,6 +4,7 @@
 use super::super::report::{analyze, format_value, ratio_decimals, verdict_sentence, Criteria};
 use super::super::results::BenchmarkResult;
 use super::super::stats;
+use super::super::suite::{geometric_mean_with_interval, RatioWithInterval};
 
 pub fn render(results: &[BenchmarkResult], criteria: Criteria) -> String {
     let mut out = String::new();
@@ -12,6 +13,9 @@ pub fn render(results: &[BenchmarkResult], criteria: Criteria) -> String {
         let unit = result.metric.unit();
         let d = ratio_decimals(result.metric);
         out.push_str(&format!("### {}\n\n", result.name));
+        if let Some(text) = super::super::report::stop_text(result) {
+            out.push_str(&format!("{}{}.\n\n", text[..1].to_uppercase(), &text[1..]));
+        }
         out.push_str(
             "| Engine | Mean | ± SD | Median | Min | Max | Runs | vs baseline (95% CI) | Verdict |\n",
         );
@@ -58,13 +62,13 @@ pub fn suite_table(results: &[BenchmarkResult], criteria: Criteria) -> String {
     out.push_str("\n|:---|");
     out.push_str(&"---:|".repeat(labels.len()));
     out.push('\n');
-    let mut per_engine: Vec<Vec<f64>> = vec![Vec::new(); labels.len()];
+    let mut per_engine: Vec<Vec<RatioWithInterval>> = vec![Vec::new(); labels.len()];
     for result in results {
         out.push_str(&format!("| {} |", result.name));
         for (i, a) in analyze(result, criteria).iter().skip(1).enumerate() {
             match &a.comparison {
                 Some(c) => {
-                    per_engine[i].push(c.ratio);
+                    per_engine[i].push((c.ratio, c.ratio_ci95));
                     let mark = match c.verdict {
                         stats::Verdict::Faster | stats::Verdict::Slower => " *",
                         stats::Verdict::Inconclusive => " ?",
@@ -79,8 +83,8 @@ pub fn suite_table(results: &[BenchmarkResult], criteria: Criteria) -> String {
     }
     out.push_str("| **geometric mean** |");
     for ratios in &per_engine {
-        match stats::geometric_mean(ratios) {
-            Some(g) => out.push_str(&format!(" **{g:.3}** |")),
+        match geometric_mean_with_interval(ratios) {
+            Some((g, (low, high))) => out.push_str(&format!(" **{g:.3}** ({low:.3} … {high:.3}) |")),
             None => out.push_str(" – |"),
         }
     }

@@ -197,6 +197,7 @@ mod tests {
             engines: vec![engine("stock", &[0.5, 0.6]), engine("stock#2", &[0.55, 0.52])],
             started: "2026-11-27T09:00:00Z".into(),
             duration_seconds: 3.0,
+            stop: None,
         }
     }
 
