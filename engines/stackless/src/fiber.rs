@@ -472,7 +472,7 @@ unsafe fn occupy_stack(fiber: &mut FiberInner, identity: *mut ()) {
             // Into the fiber's own vector: relinking drains it and keeps its capacity.
             state::unlink_c_stack_frames(saved.current_frame, lowest, top, &mut evicted.unlinked_frames);
         }
-        let Some(saved_stack) = SavedStack::copy_off(low, top) else {
+        let Some(saved_stack) = SavedStack::copy_off(low, evicted.suspended_sp, top) else {
             // As a failed Box allocation would: there is no way on without these bytes.
             std::alloc::handle_alloc_error(std::alloc::Layout::from_size_align_unchecked(top - low, 1));
         };

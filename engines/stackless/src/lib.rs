@@ -5,6 +5,7 @@
 //!   switch between the fibers of one OS thread.
 //! - [`stack`]: the tasklets' C stacks: a few guarded stacks per thread, shared by copying a
 //!   suspended tasklet's live bytes to the heap when another needs its stack.
+//! - [`valgrind`]: client requests telling Valgrind's memcheck about the stack copying.
 //! - [`sched`]: the scheduler's data (tasklet, thread-state and channel slots, the run queue)
 //!   and the Rust fast paths of `schedule()`, `channel.send()` and `channel.receive()`.
 //! - `stackless.py`: the `stackless` module (tasklet, channel, scheduler) built on fibers.
@@ -33,6 +34,8 @@ mod sched;
 mod sockio;
 #[cfg(stackless_supported)]
 mod stack;
+#[cfg(stackless_supported)]
+mod valgrind;
 #[cfg(stackless_supported)]
 mod watchdog;
 

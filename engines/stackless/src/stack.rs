@@ -22,6 +22,10 @@
 //! number of tasklets is bounded by memory, not by mappings; and every shared stack has a real
 //! guard page: an overflow is a SIGSEGV at the guard, never a silent corruption.
 //!
+//! Under Valgrind, the shared stacks are registered stacks (corosensei's `DefaultStack` does it),
+//! so a tasklet switch is no "client switching stacks?", and the copies tell memcheck what
+//! they do to the memory below a stack pointer (see `valgrind`).
+//!
 //! The one cross-stack pointer CPython 3.13 keeps is the interpreter-frame chain: each C → Python
 //! entry puts an `entry_frame` on the C stack, linked from the heap frame above it. While a
 //! tasklet's bytes are off its stack, `cpython_state::unlink_c_stack_frames` links its heap
@@ -91,6 +95,8 @@ impl ThreadStacks {
             if let Some(stacks) = slot.as_ref() {
                 return Ok(Arc::clone(stacks));
             }
+            // Each mapping is registered with Valgrind (VALGRIND_STACK_REGISTER, guard page
+            // included) by `DefaultStack::new`, and deregistered by its drop before the unmap.
             let stacks = (0..SHARED_STACKS)
                 .map(|_| {
                     DefaultStack::new(STACK_SIZE).map(|mapping| SharedStack {
@@ -178,14 +184,20 @@ pub struct SavedStack {
 }
 
 impl SavedStack {
-    /// Copies `[low, top)` off a shared stack; None if memory is exhausted.
+    /// Copies `[low, top)` off a shared stack; None if memory is exhausted. `sp` is the
+    /// tasklet's recorded stack pointer: `[low, sp)` is the margin below it.
     ///
     /// # Safety
     /// `[low, top)` lies inside one mapped shared stack and holds the bytes of a suspended
     /// tasklet; nothing runs on that stack during the copy (the caller is on another stack).
-    pub unsafe fn copy_off(low: usize, top: usize) -> Option<SavedStack> {
+    pub unsafe fn copy_off(low: usize, sp: usize, top: usize) -> Option<SavedStack> {
         let len = top - low;
         let block = crate::pool::allocate(len)?;
+        // Under memcheck, the margin is below the tasklet's stack pointer, so inaccessible where
+        // it held frames that returned: made defined (the bytes the suspend pushed are among
+        // them), the copy reads it without a report. Above `sp`, the tasklet's frames are
+        // accessible, and the copy carries their definedness to the block. A no-op elsewhere.
+        crate::valgrind::make_mem_defined(low, sp.clamp(low, top) - low);
         std::ptr::copy_nonoverlapping(low as *const u8, block, len);
         BYTES_COPIED.fetch_add(len, Ordering::Relaxed);
         EVICTIONS.fetch_add(1, Ordering::Relaxed);
@@ -198,6 +210,11 @@ impl SavedStack {
     /// The stack they came from is mapped, and nothing runs on it (its previous occupant's
     /// bytes have been copied off, or it had none).
     pub unsafe fn copy_back(self) {
+        // Under memcheck, where the stack's last occupant has returned from is inaccessible:
+        // made accessible (undefined), the copy then writes the bytes and their definedness
+        // from the block without a report, and the tasklet reads its restored frames freely.
+        // A no-op elsewhere.
+        crate::valgrind::make_mem_undefined(self.low, self.len);
         std::ptr::copy_nonoverlapping(self.block, self.low as *mut u8, self.len);
         BYTES_COPIED.fetch_add(self.len, Ordering::Relaxed);
     }
