@@ -117,6 +117,7 @@ fn bad_options_are_usage_errors() {
         &["-e", "stock", "--threshold", "0", "-c", "pass"],
         &["-e", "stock", "--threshold", "two", "-c", "pass"],
         &["-e", "stock", "--metric", "instructions", "--hash-seed", "-3", "-c", "pass"],
+        &["-e", "stock", "--metric", "instructions", "--counter", "abacus", "-c", "pass"],
         &["-e", "stock", "--precision", "0%", "-c", "pass"],
         &["-e", "stock", "--precision", "2%", "--runs", "3", "-c", "pass"],
         &["-e", "stock", "--precision", "2%", "--max-time", "0", "-c", "pass"],
@@ -207,7 +208,7 @@ fn instruction_counts_repeat_exactly_and_see_a_two_percent_loop() {
     if !tool_available("valgrind") {
         return;
     }
-    let counted = ["--runs", "3", "--warmup", "0", "--metric", "instructions"];
+    let counted = ["--runs", "3", "--warmup", "0", "--metric", "instructions", "--counter", "valgrind"];
     let out = run(bench().args(["-e", "stock", "-e", "stock"]).args(counted).args(["-c", "pass"]));
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -235,13 +236,54 @@ fn instruction_counts_repeat_exactly_and_see_a_two_percent_loop() {
 fn instructions_without_valgrind_is_a_clear_error() {
     let empty = tempfile::tempdir().unwrap();
     let out = run(bench()
-        .args(["-e", "stock", "--runs", "2", "--metric", "instructions", "-c", "pass"])
+        .args([
+            "-e",
+            "stock",
+            "--runs",
+            "2",
+            "--metric",
+            "instructions",
+            "--counter",
+            "valgrind",
+            "-c",
+            "pass",
+        ])
         .env("PATH", empty.path()));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("counts with Valgrind, which is not on PATH"), "{stderr}");
+    assert!(stderr.contains("or Valgrind, which is not on PATH"), "{stderr}");
     assert!(stderr.contains("apt-get install valgrind"), "{stderr}");
     assert!(!has_table(&text(&out.stdout)));
+}
+
+#[test]
+fn the_hardware_counter_counts_where_there_is_one_and_says_so_where_not() {
+    let out = run(bench().args([
+        "-e",
+        "stock",
+        "-e",
+        "stock",
+        "--runs",
+        "3",
+        "--warmup",
+        "0",
+        "--metric",
+        "instructions",
+        "--counter",
+        "hardware",
+        "-c",
+        "pass",
+    ]));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    if out.status.success() {
+        assert!(stdout.contains("instructions per process (the CPU's instruction counter)"), "{stdout}");
+        assert!((printed_ratio(&stdout, "stock#2") - 1.0).abs() < 0.01, "{stdout}");
+    } else {
+        // This machine has no counter (virtual machines often have none).
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("instruction counter cannot be opened"), "{stderr}");
+        assert!(stderr.contains("use --counter valgrind"), "{stderr}");
+    }
 }
 
 #[test]

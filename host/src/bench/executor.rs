@@ -97,6 +97,11 @@ pub fn run_once(spec: &ProcessSpec) -> Result<Measurement, RunError> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr_file.try_clone().map_err(RunError::TempFile)?);
+    // Opened on this thread just before the spawn: the child inherits it (see `counting`).
+    let child_counter = match &spec.instructions {
+        Some(counter) => counting::ChildCounter::for_run(counter)?,
+        None => None,
+    };
     let started = Instant::now();
     let child = command
         .spawn()
@@ -133,9 +138,10 @@ pub fn run_once(spec: &ProcessSpec) -> Result<Measurement, RunError> {
         return Err(RunError::ExitCode { code, stderr: read_all(&stderr_file) });
     }
     let (in_process, engine_statistics) = parse_report(report.path());
-    let instructions = match spec.instructions {
-        Some(_) => Some(counting::read_count(count_file.path())?),
-        None => None,
+    let instructions = match (&spec.instructions, child_counter) {
+        (Some(_), Some(counter)) => Some(counter.read()?),
+        (Some(_), None) => Some(counting::read_count(count_file.path())?),
+        (None, _) => None,
     };
     Ok(Measurement {
         wall,

@@ -74,6 +74,10 @@ pub struct BenchArgs {
     /// difference shows in 5 runs; about 20-50x slower to run).
     #[arg(long, value_enum, default_value_t = Metric::Wall)]
     pub metric: Metric,
+    /// What counts instructions for --metric instructions: the CPU's counter where it can be
+    /// opened (auto), or Valgrind (exact but 20-50x slower).
+    #[arg(long, value_enum, default_value_t = counting::CounterChoice::Auto)]
+    pub counter: counting::CounterChoice,
     /// PYTHONHASHSEED of every run with --metric instructions (a number, or `random`), so that
     /// runs repeat exactly. Other metrics leave the environment's PYTHONHASHSEED alone.
     #[arg(long, value_name = "N|random", default_value = "0")]
@@ -261,7 +265,7 @@ fn settings(args: &BenchArgs) -> Result<Settings, BenchError> {
     }
     let (instructions, env) = match args.metric {
         Metric::Instructions => {
-            let counter = counting::InstructionCounter::find().map_err(BenchError::Usage)?;
+            let counter = counting::InstructionCounter::choose(args.counter).map_err(BenchError::Usage)?;
             let env = if hash_seed == "random" {
                 vec![]
             } else {
@@ -446,6 +450,7 @@ pub fn measure(
         started: started_at,
         duration_seconds: started.elapsed().as_secs_f64(),
         stop: scheduler.stop_reason().map(|reason| (reason, last_width.into_inner())),
+        counted_by: settings.instructions.as_ref().map(|c| c.describe()),
     })
 }
 

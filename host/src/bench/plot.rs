@@ -110,6 +110,7 @@ mod tests {
             started: "2026-11-27T00:00:00Z".into(),
             duration_seconds: 1.0,
             stop: None,
+            counted_by: None,
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plot.svg");

@@ -246,14 +246,15 @@ pub fn analyze(result: &BenchmarkResult, criteria: Criteria) -> Vec<Analysis<'_>
         .collect()
 }
 
-fn metric_text(metric: Metric) -> &'static str {
-    match metric {
-        Metric::Wall => "wall time per process, start-up included",
-        Metric::InProcess => "seconds per call reported by pyhost.bench(), start-up excluded",
-        Metric::Cpu => "user + system CPU time of the process tree, start-up included",
-        Metric::Instructions => {
-            "instructions per process (Valgrind, threads run one at a time), start-up included"
-        }
+fn metric_text(result: &BenchmarkResult) -> String {
+    match result.metric {
+        Metric::Wall => "wall time per process, start-up included".into(),
+        Metric::InProcess => "seconds per call reported by pyhost.bench(), start-up excluded".into(),
+        Metric::Cpu => "user + system CPU time of the process tree, start-up included".into(),
+        Metric::Instructions => format!(
+            "instructions per process ({}), start-up included",
+            result.counted_by.unwrap_or("counted")
+        ),
     }
 }
 
@@ -295,7 +296,7 @@ pub fn print(result: &BenchmarkResult, criteria: Criteria, seed: u64) {
     let value = |v: f64| format_value(result.metric.unit(), v);
     let runs = result.engines.first().map(|e| e.runs.len()).unwrap_or(0);
     let warmups = result.engines.first().map(|e| e.warmups.len()).unwrap_or(0);
-    println!("Benchmark {}: {}", result.name, metric_text(result.metric));
+    println!("Benchmark {}: {}", result.name, metric_text(result));
     println!(
         "  {runs} runs per engine after {warmups} warm-up run(s), interleaved in shuffled blocks (seed {seed}), {:.1} s in all",
         result.duration_seconds

@@ -124,4 +124,6 @@ pub struct BenchmarkResult {
     pub duration_seconds: f64,
     /// With `--precision`: why the runs stopped, and the widest interval then (a fraction).
     pub stop: Option<(super::scheduler::StopReason, Option<f64>)>,
+    /// With `--metric instructions`: what counted them.
+    pub counted_by: Option<&'static str>,
 }

@@ -198,6 +198,7 @@ mod tests {
             started: "2026-11-27T09:00:00Z".into(),
             duration_seconds: 3.0,
             stop: None,
+            counted_by: None,
         }
     }
 
