@@ -21,6 +21,8 @@ the bar of issue 17: 5 runs per engine, 20 trials;
 
     python3.13 bench/verdict_honesty.py --metric instructions [--trials 20] [--runs 5]
 
+`--metric cpu` asks the wall-time questions of CPU time (the busy-wait is CPU time too).
+
 Standard library only. Builds the fixture engine with cargo if needed. Takes a few minutes
 (about half an hour counted).
 """
@@ -152,7 +154,7 @@ def main() -> None:
     parser.add_argument("--slowdown", type=float, default=0.05, help="fraction added by engine B")
     parser.add_argument("--json", type=Path, help="write the measured rates here")
     parser.add_argument("--affinity", help="pass --affinity CPUS to pyhost bench")
-    parser.add_argument("--metric", choices=["wall", "instructions"], default="wall")
+    parser.add_argument("--metric", choices=["wall", "cpu", "instructions"], default="wall")
     args = parser.parse_args()
     if args.affinity:
         AFFINITY[:] = ["--affinity", args.affinity]
@@ -174,13 +176,14 @@ def main() -> None:
         runs = json.loads(calibration.read_text())["benchmarks"][0]["runs"]
         mean = statistics.mean(v for run in runs for v in run.get("values", []))
     busy_ms = mean * args.slowdown * 1e3
-    print(f"program: -c {PROGRAM!r}, mean {mean * 1e3:.1f} ms per process; engine B adds {busy_ms:.2f} ms "
+    print(f"metric: {args.metric}; program: -c {PROGRAM!r}, mean {mean * 1e3:.1f} ms per process; engine B adds {busy_ms:.2f} ms "
           f"({args.slowdown:.0%}); {args.trials} trials of {args.runs} runs per engine each")
 
     started = time.perf_counter()
-    same = [verdict(bench(args.pyhost, ["stock", "stock"], args.runs)) for _ in range(args.trials)]
+    timed = ["--warmup", "1", "--metric", args.metric]
+    same = [verdict(bench(args.pyhost, ["stock", "stock"], args.runs, extra=timed)) for _ in range(args.trials)]
     slow_env = {"FIXTURE_ENGINE_MODE": f"busy-before_run:{busy_ms:.3f}"}
-    slower = [verdict(bench(args.pyhost, ["stock", str(FIXTURE_LIB)], args.runs, env=slow_env))
+    slower = [verdict(bench(args.pyhost, ["stock", str(FIXTURE_LIB)], args.runs, env=slow_env, extra=timed))
               for _ in range(args.trials)]
     no_difference_rate = same.count("no significant difference") / len(same)
     detection_rate = slower.count("significantly slower") / len(slower)
