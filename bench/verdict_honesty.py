@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -103,6 +104,30 @@ def count(pyhost: Path, engine: str, program: str, env: dict[str, str] | None = 
         return int(summary.split()[1])
 
 
+def extra_work_case(args: argparse.Namespace, name: str, engine: str, env: dict[str, str], program: str,
+                    _expected: None, tolerance: float, wanted: str) -> tuple:
+    """The same engine twice, from two copies of its library (paths of equal length); under copy
+    B the program runs a Python loop sized to 1% of its count, so B is "an engine that adds 1%
+    of work" under that engine. The true ratio is counted directly."""
+    library = args.pyhost.parent / f"libpyhost_engine_{engine}.so"
+    copies = []
+    for side in ("a", "b"):
+        folder = Path(tempfile.mkdtemp(prefix="vh-")) / side
+        folder.mkdir()
+        shutil.copy(library, folder / library.name)
+        copies.append(str(folder / library.name))
+    loop = "import pyhost\nif '/b/libpyhost' in pyhost.engine_path:\n    for _ in range({n}): pass\n"
+    base = count(args.pyhost, copies[0], program + loop.format(n=0))
+    per_round = (count(args.pyhost, copies[1], program + loop.format(n=200_000)) - base) / 200_000
+    rounds = round(base * 0.01 / per_round)
+    sized = program + loop.format(n=rounds)
+    true_ratio = (statistics.median(count(args.pyhost, copies[1], sized) for _ in range(3))
+                  / statistics.median(count(args.pyhost, copies[0], sized) for _ in range(3)))
+    print(f"{name}: {base:,.0f} instructions under {engine}; copy B loops {rounds} times "
+          f"({per_round:.1f} instructions each); true ratio {true_ratio:.5f}")
+    return (name, copies, env, sized, true_ratio, tolerance, wanted)
+
+
 def counted(args: argparse.Namespace) -> None:
     """The bar of issue 17 for --metric instructions."""
     extra = ["--metric", "instructions", "--warmup", "0"]
@@ -123,7 +148,11 @@ def counted(args: argparse.Namespace) -> None:
               "no significant difference"),
              ("parallel A-vs-A (parallel.map)", ["parallel", "parallel"], {}, PARALLEL_MAP, 1.0, 0.001,
               "no significant difference"),
-             ("1% more work", ["stock", fixture], loop_env, COUNTED, true_ratio, 0.002, "significantly slower")]
+             ("1% more work", ["stock", fixture], loop_env, COUNTED, true_ratio, 0.002, "significantly slower"),
+             ("stackless, 1% more work", "stackless", {}, TASKLETS, None, 0.002, "significantly slower"),
+             ("parallel, 1% more work", "parallel", {}, PARALLEL_MAP, None, 0.002, "significantly slower")]
+    cases = [case for case in cases if not args.only or any(word in case[0] for word in args.only)]
+    cases = [extra_work_case(args, *case) if isinstance(case[1], str) else case for case in cases]
     report = {"program": COUNTED, "base_instructions": base, "loop_rounds": rounds, "true_ratio": true_ratio,
               "trials": args.trials, "runs": args.runs, "cases": {}}
     ok = True
@@ -155,6 +184,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the measured rates here")
     parser.add_argument("--affinity", help="pass --affinity CPUS to pyhost bench")
     parser.add_argument("--metric", choices=["wall", "cpu", "instructions"], default="wall")
+    parser.add_argument("--only", nargs="+", help="with --metric instructions: only the cases whose name holds "
+                        "one of these words (e.g. stackless parallel)")
     args = parser.parse_args()
     if args.affinity:
         AFFINITY[:] = ["--affinity", args.affinity]
