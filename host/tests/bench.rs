@@ -149,18 +149,7 @@ fn precision_runs_until_the_interval_is_narrow_enough_or_says_why_not() {
     // An impossible one stops at --max-runs, and says so.
     let dir = tempfile::tempdir().unwrap();
     let out = run(bench()
-        .args([
-            "-e",
-            "stock",
-            "--precision",
-            "0.0001%",
-            "--min-runs",
-            "2",
-            "--max-runs",
-            "3",
-            "--warmup",
-            "0",
-        ])
+        .args(["-e", "stock", "--precision", "0.0001%", "--max-runs", "3", "--warmup", "0"])
         .arg("--markdown")
         .arg(dir.path().join("p.md"))
         .args(["-c", "pass"]));

@@ -2,7 +2,7 @@
 //!
 //! - [`scheduler`]: warm-ups, then interleaved shuffled blocks (one run per engine each).
 //! - [`executor`]: one fresh process per run; wall, CPU, peak RSS, in-process values.
-//! - [`counting`]: `--metric instructions`, each run's instruction count under Valgrind.
+//! - [`counting`]: `--metric instructions`, each run's instruction count (CPU counter or Valgrind).
 //! - [`results`]: the measured data.
 //! - [`stats`]: summaries, confidence intervals, significance tests, outliers, warnings.
 //! - [`power`]: the smallest difference a comparison could detect, and the runs it would take.
@@ -70,8 +70,8 @@ pub struct BenchArgs {
     pub timeout: Option<f64>,
     /// What to compare: whole-process wall time; the values the program reports through
     /// `pyhost.bench()` (start-up excluded); the CPU time of the run's processes; or the
-    /// instructions it executed, counted under Valgrind (immune to the machine's noise: a 1%
-    /// difference shows in 5 runs; about 20-50x slower to run).
+    /// instructions it executed (see --counter), which the machine's noise does not move: a 1%
+    /// difference shows in 5 runs.
     #[arg(long, value_enum, default_value_t = Metric::Wall)]
     pub metric: Metric,
     /// What counts instructions for --metric instructions: the CPU's counter where it can be
@@ -249,7 +249,9 @@ fn settings(args: &BenchArgs) -> Result<Settings, BenchError> {
     if !(args.min_time >= 0.0 && args.min_time.is_finite()) {
         return usage("--min-time must be a non-negative number of seconds");
     }
-    if args.min_runs < 2 || args.max_runs < args.min_runs {
+    // With --precision at most 5 of --min-runs are required (the interval decides the rest).
+    let required_runs = if args.precision.is_some() { args.min_runs.min(5) } else { args.min_runs };
+    if args.min_runs < 2 || args.max_runs < required_runs {
         return usage("--min-runs must be at least 2 and at most --max-runs");
     }
     let timeout = match args.timeout {
@@ -285,7 +287,7 @@ fn settings(args: &BenchArgs) -> Result<Settings, BenchError> {
         }
         (None, Some(precision)) => RunCount::Precision {
             precision,
-            min_runs: args.min_runs.clamp(2, 5),
+            min_runs: required_runs,
             max_runs: args.max_runs,
             max_time: args.max_time,
         },

@@ -13,8 +13,9 @@ pub enum Metric {
     /// User + system CPU seconds of the run's process tree (its threads, and the child
     /// processes it waited for).
     Cpu,
-    /// Instructions the run executed (start-up included), counted under Valgrind: unlike time,
-    /// they do not move with the machine's load or clock, so a 1% difference shows in 5 runs.
+    /// Instructions the run executed (start-up included), from the CPU's counter or Valgrind:
+    /// unlike time, they do not move with the machine's load or clock, so a 1% difference shows
+    /// in 5 runs.
     Instructions,
 }
 
