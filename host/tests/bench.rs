@@ -119,6 +119,7 @@ fn bad_options_are_usage_errors() {
         &["-e", "stock", "--metric", "instructions", "--hash-seed", "-3", "-c", "pass"],
         &["-e", "stock", "--metric", "instructions", "--counter", "abacus", "-c", "pass"],
         &["-e", "stock", "--precision", "0%", "-c", "pass"],
+        &["-e", "stock", "--precision", "2%", "--max-runs", "1", "-c", "pass"],
         &["-e", "stock", "--precision", "2%", "--runs", "3", "-c", "pass"],
         &["-e", "stock", "--precision", "2%", "--max-time", "0", "-c", "pass"],
     ] {

@@ -249,9 +249,11 @@ fn settings(args: &BenchArgs) -> Result<Settings, BenchError> {
     if !(args.min_time >= 0.0 && args.min_time.is_finite()) {
         return usage("--min-time must be a non-negative number of seconds");
     }
-    // With --precision at most 5 of --min-runs are required (the interval decides the rest).
-    let required_runs = if args.precision.is_some() { args.min_runs.min(5) } else { args.min_runs };
-    if args.min_runs < 2 || args.max_runs < required_runs {
+    // With --precision at most 5 of --min-runs are required (the interval decides the rest),
+    // and never more than --max-runs.
+    let required_runs =
+        if args.precision.is_some() { args.min_runs.min(5).min(args.max_runs) } else { args.min_runs };
+    if args.min_runs < 2 || args.max_runs < required_runs.max(2) {
         return usage("--min-runs must be at least 2 and at most --max-runs");
     }
     let timeout = match args.timeout {

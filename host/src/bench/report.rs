@@ -276,17 +276,14 @@ fn counted_spread_warning(summary: &Summary) -> Option<String> {
 /// With `--precision`: why the runs stopped.
 pub fn stop_text(result: &BenchmarkResult) -> Option<String> {
     let (reason, width) = result.stop?;
-    let width = width.map(|w| format!("±{}", format_percent(w))).unwrap_or_else(|| "no interval yet".into());
+    let interval = |verb: &str| match width {
+        Some(w) => format!("the widest 95% interval {verb} ±{}", format_percent(w)),
+        None => "no interval yet".to_string(),
+    };
     Some(match reason {
-        StopReason::PrecisionReached => {
-            format!("stopped when the widest 95% interval reached {width} (--precision)")
-        }
-        StopReason::MaxRuns => {
-            format!("stopped at --max-runs with the widest 95% interval at {width}, short of --precision")
-        }
-        StopReason::MaxTime => {
-            format!("stopped at --max-time with the widest 95% interval at {width}, short of --precision")
-        }
+        StopReason::PrecisionReached => format!("stopped when {} (--precision)", interval("reached")),
+        StopReason::MaxRuns => format!("stopped at --max-runs with {}, short of --precision", interval("at")),
+        StopReason::MaxTime => format!("stopped at --max-time with {}, short of --precision", interval("at")),
     })
 }
 
