@@ -78,14 +78,13 @@ pub fn independent(
     // On the log scale a relative stddev is (to first order) the stddev of the log values.
     let detect = |na: usize, nb: usize| {
         let se = (rel_sd_a * rel_sd_a / na as f64 + rel_sd_b * rel_sd_b / nb as f64).sqrt();
-        if !rank_sum_can_reject(na, nb, alpha) {
-            return f64::INFINITY;
-        }
         z_sum(alpha, (na + nb).saturating_sub(2)) * se / RANK_TEST_EFFICIENCY.sqrt()
     };
-    let detectable = detect(n_a, n_b).exp_m1();
+    let detectable =
+        if rank_sum_can_reject(n_a, n_b, alpha) { detect(n_a, n_b).exp_m1() } else { f64::INFINITY };
     let threshold_log = threshold.ln_1p();
-    let runs_for_threshold = smallest_n(|n| detect(n, n) <= threshold_log);
+    let fewest = (2..=1000).find(|&n| rank_sum_can_reject(n, n, alpha)).unwrap_or(usize::MAX);
+    let runs_for_threshold = smallest_n(|n| n >= fewest && detect(n, n) <= threshold_log);
     Sensitivity { detectable, runs_for_threshold, threshold }
 }
 
@@ -104,13 +103,20 @@ fn detectable_log(test: Test, n: usize, log_sd: f64, alpha: f64) -> f64 {
     let spread = z_sum(alpha, n - 1) * log_sd / (n as f64).sqrt();
     match test {
         Test::SignedRank => {
-            if !signed_rank_can_reject(n, alpha) {
+            if n < fewest_pairs_to_reject(alpha) {
                 return f64::INFINITY;
             }
             spread / RANK_TEST_EFFICIENCY.sqrt()
         }
         Test::PairedT { resolution } => resolution + spread,
     }
+}
+
+/// The fewest pairs with which the signed-rank test can reach p < alpha (the floor only grows
+/// more permissive with n, so the first size that can is the floor); `usize::MAX` if none up to
+/// 1,000 can.
+fn fewest_pairs_to_reject(alpha: f64) -> usize {
+    (2..=1000).find(|&n| signed_rank_can_reject(n, alpha)).unwrap_or(usize::MAX)
 }
 
 /// t(1 − α/2, df) + t(power, df): how many standard errors a true difference must lie from the
