@@ -81,10 +81,16 @@ pub struct ProcessSpec {
 pub fn run_once(spec: &ProcessSpec) -> Result<Measurement, RunError> {
     let report = tempfile::NamedTempFile::new().map_err(RunError::TempFile)?;
     let stderr_file = tempfile::tempfile().map_err(RunError::TempFile)?;
-    let count_file = tempfile::NamedTempFile::new().map_err(RunError::TempFile)?;
-    let (program, args) = match &spec.instructions {
-        Some(counter) => counter.command(&spec.program, &spec.args, count_file.path()),
-        None => (spec.program.clone(), spec.args.clone()),
+    // Valgrind writes its count to a file; nothing else needs one.
+    let count_file = match &spec.instructions {
+        Some(InstructionCounter::Valgrind { .. }) => {
+            Some(tempfile::NamedTempFile::new().map_err(RunError::TempFile)?)
+        }
+        _ => None,
+    };
+    let (program, args) = match (&spec.instructions, &count_file) {
+        (Some(counter), Some(file)) => counter.command(&spec.program, &spec.args, file.path()),
+        _ => (spec.program.clone(), spec.args.clone()),
     };
     let mut command = Command::new(&program);
     if spec.instructions.is_some() {
@@ -138,10 +144,10 @@ pub fn run_once(spec: &ProcessSpec) -> Result<Measurement, RunError> {
         return Err(RunError::ExitCode { code, stderr: read_all(&stderr_file) });
     }
     let (in_process, engine_statistics) = parse_report(report.path());
-    let instructions = match (&spec.instructions, child_counter) {
-        (Some(_), Some(counter)) => Some(counter.read()?),
-        (Some(_), None) => Some(counting::read_count(count_file.path())?),
-        (None, _) => None,
+    let instructions = match (child_counter, &count_file) {
+        (Some(counter), _) => Some(counter.read()?),
+        (None, Some(file)) => Some(counting::read_count(file.path())?),
+        (None, None) => None,
     };
     Ok(Measurement {
         wall,

@@ -169,13 +169,7 @@ fn smallest_n(enough: impl Fn(usize) -> bool) -> Option<usize> {
 /// Sample standard deviation of the log ratios other[i] / baseline[i]; `None` unless both have
 /// the same length ≥ 2 and every value is positive and finite.
 pub fn log_ratio_sd(baseline: &[f64], other: &[f64]) -> Option<f64> {
-    if baseline.len() != other.len() || baseline.len() < 2 {
-        return None;
-    }
-    if baseline.iter().chain(other).any(|v| !(v.is_finite() && *v > 0.0)) {
-        return None;
-    }
-    let logs: Vec<f64> = baseline.iter().zip(other).map(|(b, o)| (o / b).ln()).collect();
+    let logs = stats::paired_log_ratios(baseline, other)?;
     let n = logs.len() as f64;
     let mean = logs.iter().sum::<f64>() / n;
     Some((logs.iter().map(|d| (d - mean) * (d - mean)).sum::<f64>() / (n - 1.0)).sqrt())

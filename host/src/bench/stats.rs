@@ -425,13 +425,10 @@ pub struct PairedComparison {
 /// Returns `None` unless both samples have the same length of at least 2, and all values are
 /// finite and positive.
 pub fn compare_paired(baseline: &[f64], other: &[f64], alpha: f64) -> Option<PairedComparison> {
-    if !in_open_unit_interval(alpha) || baseline.len() != other.len() || baseline.len() < 2 {
+    if !in_open_unit_interval(alpha) {
         return None;
     }
-    if !all_finite(baseline) || !all_finite(other) || baseline.iter().chain(other).any(|v| *v <= 0.0) {
-        return None;
-    }
-    let logs: Vec<f64> = baseline.iter().zip(other).map(|(b, o)| (o / b).ln()).collect();
+    let logs = paired_log_ratios(baseline, other)?;
     let n = logs.len() as f64;
     let mean = logs.iter().sum::<f64>() / n;
     let variance = logs.iter().map(|d| (d - mean) * (d - mean)).sum::<f64>() / (n - 1.0);
@@ -447,6 +444,18 @@ pub fn compare_paired(baseline: &[f64], other: &[f64], alpha: f64) -> Option<Pai
         Verdict::NoSignificantDifference
     };
     Some(PairedComparison { ratio: mean.exp(), ratio_ci95, signed_rank, verdict })
+}
+
+/// The per-pair log ratios ln(other[i] / baseline[i]); `None` unless both samples have the
+/// same length of at least 2 and every value is finite and positive.
+pub fn paired_log_ratios(baseline: &[f64], other: &[f64]) -> Option<Vec<f64>> {
+    if baseline.len() != other.len() || baseline.len() < 2 {
+        return None;
+    }
+    if !all_finite(baseline) || !all_finite(other) || baseline.iter().chain(other).any(|v| *v <= 0.0) {
+        return None;
+    }
+    Some(baseline.iter().zip(other).map(|(b, o)| (o / b).ln()).collect())
 }
 
 /// A paired comparison of a nearly deterministic metric (instruction counts) against a
@@ -478,16 +487,10 @@ pub fn compare_paired_min_effect(
     alpha: f64,
     resolution: f64,
 ) -> Option<MinimumEffect> {
-    if !in_open_unit_interval(alpha) || baseline.len() != other.len() || baseline.len() < 2 {
+    if !(in_open_unit_interval(alpha) && resolution.is_finite() && resolution >= 0.0) {
         return None;
     }
-    if !(resolution.is_finite() && resolution >= 0.0) {
-        return None;
-    }
-    if !all_finite(baseline) || !all_finite(other) || baseline.iter().chain(other).any(|v| *v <= 0.0) {
-        return None;
-    }
-    let logs: Vec<f64> = baseline.iter().zip(other).map(|(b, o)| (o / b).ln()).collect();
+    let logs = paired_log_ratios(baseline, other)?;
     let n = logs.len() as f64;
     let mean = mean_of(&logs)?;
     let se = (sample_variance(&logs, mean) / n).sqrt();
