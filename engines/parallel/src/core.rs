@@ -168,7 +168,7 @@ pub unsafe extern "C" fn py_pool_submit(
     })
 }
 
-unsafe fn batch_arg(object: *mut ffi::PyObject) -> Option<Arc<Batch>> {
+pub(crate) unsafe fn batch_arg(object: *mut ffi::PyObject) -> Option<Arc<Batch>> {
     let id = arg_u64(object)?;
     let batch = crate::pool::batches().lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
     if batch.is_none() {
@@ -260,8 +260,13 @@ pub unsafe extern "C" fn py_batch_close(
         match Pool::get(id) {
             Some(pool) => pool.close_batch(&batch),
             None => {
-                crate::pool::batches().lock().unwrap_or_else(|p| p.into_inner()).remove(&batch.id);
+                batch.close();
             }
+        }
+        let lent = without_gil(|| batch.take_back_lent());
+        if lent != 0 {
+            // SAFETY: batch_lend took this reference; no worker reads the list any more.
+            ffi::Py_DECREF(lent as *mut ffi::PyObject);
         }
         ffi::Py_NewRef(ffi::Py_None())
     })

@@ -55,7 +55,7 @@ macro_rules! fastcall {
 
 // SAFETY (statics below): read by CPython; only PyModuleDef_Init writes the base, under a GIL,
 // once per process (the definition is shared by every interpreter, as for any built-in module).
-static mut CORE_METHODS: [ffi::PyMethodDef; 62] = [
+static mut CORE_METHODS: [ffi::PyMethodDef; 68] = [
     fastcall!(c"log", log::py_log, c"log(level, message): through the host's logging (PYHOST_LOG)"),
     fastcall!(c"pool_start", core::py_pool_start, c"pool_start(workers, init_payload) -> pool id"),
     fastcall!(c"pool_submit", core::py_pool_submit, c"pool_submit(pool, payload) -> task id"),
@@ -130,9 +130,39 @@ static mut CORE_METHODS: [ffi::PyMethodDef; 62] = [
         c"main_call(payload) -> reply: _parallel_guard.in_main(payload) in the main interpreter"
     ),
     fastcall!(
-        c"marshal_safe",
-        transfer::py_marshal_safe,
-        c"marshal_safe(obj) -> whether marshal keeps obj as it is"
+        c"transfer_dumps",
+        transfer::py_transfer_dumps,
+        c"transfer_dumps(obj) -> bytes, or None when obj is not builtin data"
+    ),
+    fastcall!(
+        c"batch_lend",
+        transfer::lend::py_batch_lend,
+        c"batch_lend(batch, items): workers copy the items of this map in place"
+    ),
+    fastcall!(
+        c"transfer_lent",
+        transfer::lend::py_transfer_lent,
+        c"transfer_lent(batch, start, stop) -> a task's reference to lent items"
+    ),
+    fastcall!(
+        c"transfer_borrow",
+        transfer::lend::py_transfer_borrow,
+        c"transfer_borrow(data, offset) -> the lent items data[offset:] names, copied"
+    ),
+    fastcall!(
+        c"transfer_check",
+        transfer::py_transfer_check,
+        c"transfer_check(obj) -> whether transfer_dumps writes obj"
+    ),
+    fastcall!(
+        c"transfer_loads_into",
+        transfer::py_transfer_loads_into,
+        c"transfer_loads_into(data, target, start) -> n: data's list items into target[start:]"
+    ),
+    fastcall!(
+        c"transfer_loads",
+        transfer::py_transfer_loads,
+        c"transfer_loads(data, offset) -> the value transfer_dumps wrote at data[offset:]"
     ),
     fastcall!(c"shared_new", shared_api::py_shared_new, c"shared_new(kind, contents) -> id"),
     fastcall!(c"shared_drop", shared_api::py_shared_drop, c"shared_drop(id)"),

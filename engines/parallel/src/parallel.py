@@ -268,17 +268,20 @@ def _lookup(module, qualname):
     return found
 
 
-import marshal as _marshal  # noqa: E402
-
-
-def _dumps(obj, what, use_marshal=True):
-    """Arguments and results: marshal for builtin data (faster than pickle for tuples and
-    dicts; only data it keeps as it is, see transfer.rs), else the C pickler; functions and what it refuses go through _Pickler. A pickle
-    starts with 0x80 (PROTO), which no marshal type code is: `_loads` tells them apart."""
-    if use_marshal and _core.marshal_safe(obj):  # marshal would send a bytearray as bytes
-        return _marshal.dumps(obj)
+def _dumps(obj, what, use_native=True):
+    """Arguments and results: builtin data in the engine's own format (transfer/ in the
+    engine: no pickle, no memo table, a fraction of pickle's cost per item), else the C
+    pickler; functions and what it refuses go through _Pickler. The native format starts with
+    0x01 and a pickle with 0x80 (PROTO): `_loads` tells them apart."""
+    if use_native:
+        native = _core.transfer_dumps(obj)
+        if native is not None:
+            return native
     try:
         return _pickle.dumps(obj, _PICKLE_PROTOCOL)
+    except RecursionError as error:
+        raise TransferError(f"cannot send {what}: it is nested too deeply to pickle "
+                            f"({error})") from error
     except Exception:
         pass
     import io
@@ -359,16 +362,26 @@ _served_modules = set()
 
 
 def _pack(value):
-    # Always a pickle: marshal's output depends on reference counts (FLAG_REF), and equal keys
-    # must give equal bytes.
-    return _dumps(value, "a value into a protected object", use_marshal=False)
+    # Always a pickle: the store compares keys by their bytes, and pickle is what it was
+    # built with.
+    return _dumps(value, "a value into a protected object", use_native=False)
 
 
 _unpack = _pickle.loads  # shared values are always pickles: equal keys must give equal bytes
 
 
-def _loads(data):
-    return _pickle.loads(data) if data[0] == 0x80 else _marshal.loads(data)
+_NATIVE_TRANSFER = 0x01  # first byte of _core.transfer_dumps's format
+_LENT_ITEMS = 0x02  # first byte of _core.transfer_lent's reference
+_NOT_BUILTIN_DATA, _BUILTIN_DATA, _READABLE_IN_PLACE = 0, 1, 2  # _core.transfer_check's answers
+
+
+def _loads(data, offset=0):
+    first = data[offset]
+    if first == 0x80:
+        return _pickle.loads(data[offset:] if offset else data)
+    if first == _LENT_ITEMS:
+        return _core.transfer_borrow(data, offset)
+    return _core.transfer_loads(data, offset)
 
 
 class _Shared:
@@ -1087,24 +1100,44 @@ class _Pool:
         fn_bytes = _dump_function(fn)
         kind = _TASK_ITEMS if single else _TASK_CHUNK
         what = f"the arguments of {_describe(fn)} to a worker"
-        # Everything is pickled first: an argument that cannot cross fails the call before any
-        # task runs. Results are unpickled while the workers compute the rest.
-        payloads = [_payload(kind, fn_bytes, _dumps(items[start:start + chunksize], what))
-                    for start in range(0, len(items), chunksize)]
+        starts = range(0, len(items), chunksize)
+        # Builtin data (checked first, at a fraction of the cost of writing it) cannot fail to
+        # cross: each chunk is queued as soon as it is written, so the workers start at once.
+        # Anything else is pickled whole before any task is queued: an argument that cannot
+        # cross fails the call before any task runs.
+        # Immutable builtin data is not even written: the workers copy it in place from
+        # `items` (a list only this call holds), lent to the batch until it closes.
+        payloads = None
+        check = _core.transfer_check(items)
+        if check == _NOT_BUILTIN_DATA:
+            payloads = [_payload(kind, fn_bytes, _dumps(items[start:start + chunksize], what))
+                        for start in starts]
         batch = _core.batch_open(self.id)
         try:
-            for payload in payloads:
+            if check == _READABLE_IN_PLACE:
+                _core.batch_lend(batch, items)
+            for number, start in enumerate(starts):
+                if payloads:
+                    payload = payloads[number]
+                elif check == _READABLE_IN_PLACE:
+                    stop = min(start + chunksize, len(items))
+                    payload = _payload(kind, fn_bytes, _core.transfer_lent(batch, start, stop))
+                else:
+                    payload = _payload(kind, fn_bytes,
+                                       _core.transfer_dumps(items[start:start + chunksize]))
                 _core.batch_add(self.id, batch, payload)
             payloads = None
-            chunks = [None] * ((len(items) + chunksize - 1) // chunksize)
-            for _ in chunks:
+            results = [None] * len(items)  # made while the first chunks run
+            # Results are rebuilt straight into their places while the workers compute the rest.
+            for _ in starts:
                 slot, outcome, data = _core.batch_next(batch)
-                chunks[slot] = _outcome(outcome, data)
+                start = slot * chunksize
+                if outcome == _RETURNED and data[0] == _NATIVE_TRANSFER:
+                    _core.transfer_loads_into(data, results, start)
+                else:
+                    results[start:start + chunksize] = _outcome(outcome, data)
         finally:
             _core.batch_close(self.id, batch)
-        results = []
-        for chunk in chunks:
-            results.extend(chunk)
         return results
 
     def workers(self):
@@ -1420,7 +1453,7 @@ def _unpack_task(payload):
     size = int.from_bytes(payload[1:5], "little")
     fn = _load_function(payload[5:5 + size])
     try:
-        data = _loads(payload[5 + size:])
+        data = _loads(payload, 5 + size)
     except Exception as error:
         raise TransferError(f"cannot rebuild the arguments of {_describe(fn)} in a worker: "
                             f"{type(error).__name__}: {error}") from error

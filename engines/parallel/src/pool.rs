@@ -71,6 +71,13 @@ struct BatchState {
     /// Ids of the tasks queued so far, by slot.
     tasks: Vec<u64>,
     closed: bool,
+    /// The main interpreter's list of the map's items, which workers read in place
+    /// (transfer/lend.rs), as an address; 0 when none is lent. The batch holds a reference.
+    lent: usize,
+    /// Workers reading `lent` now: the list is given back only when none is.
+    readers: usize,
+    /// Threads blocked on `changed`: only then does a change wake anyone (a system call).
+    waiters: usize,
 }
 
 impl Batch {
@@ -78,17 +85,91 @@ impl Batch {
         let mut state = lock(&self.state);
         if !state.closed {
             state.done.push_back((slot, outcome));
+            self.notify(&state);
+        }
+    }
+
+    fn notify(&self, state: &BatchState) {
+        if state.waiters > 0 {
             self.changed.notify_all();
         }
     }
 
-    /// The next finished task (slot, outcome), waiting up to `timeout`.
-    pub fn next(&self, timeout: Duration) -> Option<(usize, Outcome)> {
-        let state = lock(&self.state);
+    /// Waits on `changed` while `blocked` holds, up to `timeout`.
+    fn wait_while<'a>(
+        &self,
+        mut state: MutexGuard<'a, BatchState>,
+        timeout: Duration,
+        blocked: impl FnMut(&mut BatchState) -> bool,
+    ) -> MutexGuard<'a, BatchState> {
+        state.waiters += 1;
         let (mut state, _) = self
             .changed
-            .wait_timeout_while(state, timeout, |s| s.done.is_empty())
+            .wait_timeout_while(state, timeout, blocked)
             .unwrap_or_else(|poison| poison.into_inner());
+        state.waiters -= 1;
+        state
+    }
+
+    /// Marks the batch closed (outcomes from now on are dropped) and forgets it; returns the
+    /// ids of its tasks, for the pool to cancel those still queued.
+    pub fn close(&self) -> Vec<u64> {
+        let tasks = {
+            let mut state = lock(&self.state);
+            state.closed = true;
+            state.done.clear();
+            std::mem::take(&mut state.tasks)
+        };
+        lock(batches()).remove(&self.id);
+        tasks
+    }
+
+    /// Lends the batch's items (an address the caller holds a reference to); false when the
+    /// batch is closed or has items already.
+    pub fn lend(&self, items: usize) -> bool {
+        let mut state = lock(&self.state);
+        if state.closed || state.lent != 0 {
+            return false;
+        }
+        state.lent = items;
+        true
+    }
+
+    /// The lent items, counted as being read until [`Batch::end_reading`]; None when the
+    /// batch lends nothing or was closed (its caller gave up on the map).
+    pub fn begin_reading(&self) -> Option<usize> {
+        let mut state = lock(&self.state);
+        if state.closed || state.lent == 0 {
+            return None;
+        }
+        state.readers += 1;
+        Some(state.lent)
+    }
+
+    pub fn end_reading(&self) {
+        let mut state = lock(&self.state);
+        state.readers -= 1;
+        if state.readers == 0 {
+            self.notify(&state);
+        }
+    }
+
+    /// After the batch is closed: waits until no worker reads the lent items (a read copies
+    /// one chunk, so this is short) and takes them back, for the caller to release.
+    pub fn take_back_lent(&self) -> usize {
+        let mut state = lock(&self.state);
+        while state.readers > 0 {
+            state = self.wait_while(state, Duration::from_secs(1), |s| s.readers > 0);
+        }
+        std::mem::take(&mut state.lent)
+    }
+
+    /// The next finished task (slot, outcome), waiting up to `timeout`.
+    pub fn next(&self, timeout: Duration) -> Option<(usize, Outcome)> {
+        let mut state = lock(&self.state);
+        if state.done.is_empty() {
+            state = self.wait_while(state, timeout, |s| s.done.is_empty());
+        }
         state.done.pop_front()
     }
 }
@@ -191,6 +272,11 @@ struct PoolState {
     /// Workers still able to take tasks.
     alive: usize,
     stopping: bool,
+    /// Workers blocked on `work_ready`, and wake-ups sent to them not yet received: a push
+    /// wakes a worker only when one sleeps and is not being woken already (a futex wake is
+    /// a system call, which costs tens of microseconds on a busy VM).
+    sleeping: usize,
+    wakes_pending: usize,
 }
 
 pub struct Pool {
@@ -256,6 +342,8 @@ impl Pool {
                     .collect(),
                 alive: workers,
                 stopping: false,
+                sleeping: 0,
+                wakes_pending: 0,
             }),
             queued: AtomicUsize::new(0),
             spinning: AtomicUsize::new(0),
@@ -292,7 +380,9 @@ impl Pool {
         self.queued.fetch_add(1, Ordering::SeqCst);
         // A spinning worker takes a task without being woken; waking a sleeping one for a task
         // a spinner will take would only make it spin, stealing a core from those working.
-        if state.queue.len() > self.spinning.load(Ordering::SeqCst) {
+        let coming = self.spinning.load(Ordering::SeqCst) + state.wakes_pending;
+        if state.queue.len() > coming && state.sleeping > state.wakes_pending {
+            state.wakes_pending += 1;
             self.work_ready.notify_one();
         }
         Ok(id)
@@ -332,14 +422,7 @@ impl Pool {
 
     /// Ends a batch: its tasks still queued are cancelled, later outcomes are dropped.
     pub fn close_batch(&self, batch: &Batch) {
-        let tasks = {
-            let mut state = lock(&batch.state);
-            state.closed = true;
-            state.done.clear();
-            std::mem::take(&mut state.tasks)
-        };
-        self.cancel(&tasks);
-        lock(batches()).remove(&batch.id);
+        self.cancel(&batch.close());
     }
 
     /// Removes the given tasks from the queue if no worker took them yet; returns how many.
@@ -382,7 +465,7 @@ impl Pool {
                 return None;
             }
             state.workers[worker].state = "idle";
-            state = self.work_ready.wait(state).unwrap_or_else(|poison| poison.into_inner());
+            state = self.wait_for_work(state);
         }
     }
 
@@ -530,8 +613,16 @@ impl Pool {
                 state.workers[worker].state = "starting";
                 return true;
             }
-            state = self.work_ready.wait(state).unwrap_or_else(|poison| poison.into_inner());
+            state = self.wait_for_work(state);
         }
+    }
+
+    fn wait_for_work<'a>(&self, mut state: MutexGuard<'a, PoolState>) -> MutexGuard<'a, PoolState> {
+        state.sleeping += 1;
+        let mut state = self.work_ready.wait(state).unwrap_or_else(|poison| poison.into_inner());
+        state.sleeping -= 1;
+        state.wakes_pending = state.wakes_pending.saturating_sub(1);
+        state
     }
 
     pub fn is_stopping(&self) -> bool {

@@ -1,0 +1,116 @@
+//! Arguments and results crossing between interpreters without pickle: builtin data (None,
+//! bool, int, float, complex, str, bytes — exact types — and tuples, lists and dicts of them)
+//! is written by the engine's own code in the sending interpreter and rebuilt in the receiving
+//! one (format.rs). parallel.py's `_dumps` falls back to pickle for everything else, so an int
+//! or str subclass keeps its type. A map's items that are immutable are not even written:
+//! the workers copy them from the main interpreter's objects in place (lend.rs).
+
+mod decode;
+mod encode;
+mod format;
+pub mod lend;
+
+use crate::core::{arg_count, bytes_object, guarded, set_error};
+use encode::Refusal;
+use pyo3_ffi as ffi;
+use std::ptr;
+
+/// `transfer_dumps(obj) -> bytes | None`: `obj` in the transfer format, or None when it is not
+/// builtin data (send it by pickle).
+pub unsafe extern "C" fn py_transfer_dumps(
+    _module: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        if !arg_count(nargs, 1, "transfer_dumps") {
+            return ptr::null_mut();
+        }
+        match encode::encode(*args) {
+            Ok(data) => bytes_object(&data),
+            Err(Refusal::NotBuiltinData) => ffi::Py_NewRef(ffi::Py_None()),
+            Err(Refusal::Error) => ptr::null_mut(),
+        }
+    })
+}
+
+/// `transfer_check(obj) -> 0 | 1 | 2`: 0 when transfer_dumps would refuse `obj` (not builtin
+/// data), 1 when it would write it (it cannot fail then, short of memory), 2 when, besides,
+/// workers may copy the items of the list `obj` in place (batch_lend).
+pub unsafe extern "C" fn py_transfer_check(
+    _module: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        if !arg_count(nargs, 1, "transfer_check") {
+            return ptr::null_mut();
+        }
+        ffi::PyLong_FromLong(encode::check(*args) as std::ffi::c_long)
+    })
+}
+
+/// `transfer_loads(data, offset) -> obj`: the value written by transfer_dumps at
+/// `data[offset:]` (the offset spares a copy of a task's payload).
+pub unsafe extern "C" fn py_transfer_loads(
+    _module: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        if !arg_count(nargs, 2, "transfer_loads") {
+            return ptr::null_mut();
+        }
+        let mut data: *mut std::ffi::c_char = ptr::null_mut();
+        let mut size: ffi::Py_ssize_t = 0;
+        if ffi::PyBytes_AsStringAndSize(*args, &mut data, &mut size) != 0 {
+            return ptr::null_mut();
+        }
+        let offset = ffi::PyLong_AsSsize_t(*args.add(1));
+        if offset == -1 && !ffi::PyErr_Occurred().is_null() {
+            return ptr::null_mut();
+        }
+        if !(0..=size).contains(&offset) {
+            return set_error(ffi::PyExc_ValueError, "transfer_loads: offset out of range");
+        }
+        // SAFETY: the bytes object is alive for the call and holds `size` bytes.
+        let bytes = std::slice::from_raw_parts(data.cast::<u8>(), size as usize);
+        decode::decode(&bytes[offset as usize..])
+    })
+}
+
+/// `transfer_loads_into(data, target, start) -> n`: stores the n items of the list that
+/// transfer_dumps wrote in `data` into `target[start:start + n]`.
+pub unsafe extern "C" fn py_transfer_loads_into(
+    _module: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    guarded(|| {
+        if !arg_count(nargs, 3, "transfer_loads_into") {
+            return ptr::null_mut();
+        }
+        let target = *args.add(1);
+        if ffi::PyList_CheckExact(target) == 0 {
+            return set_error(ffi::PyExc_TypeError, "transfer_loads_into: the target must be a list");
+        }
+        let start = ffi::PyLong_AsSsize_t(*args.add(2));
+        if start == -1 && !ffi::PyErr_Occurred().is_null() {
+            return ptr::null_mut();
+        }
+        if start < 0 {
+            return set_error(ffi::PyExc_ValueError, "transfer_loads_into: negative start");
+        }
+        let mut data: *mut std::ffi::c_char = ptr::null_mut();
+        let mut size: ffi::Py_ssize_t = 0;
+        if ffi::PyBytes_AsStringAndSize(*args, &mut data, &mut size) != 0 {
+            return ptr::null_mut();
+        }
+        // SAFETY: the bytes object is alive for the call and holds `size` bytes.
+        let bytes = std::slice::from_raw_parts(data.cast::<u8>(), size as usize);
+        match decode::decode_into(bytes, target, start as usize) {
+            Some(count) => ffi::PyLong_FromSize_t(count),
+            None => ptr::null_mut(),
+        }
+    })
+}
