@@ -212,7 +212,7 @@ pub unsafe extern "C" fn py_batch_add(
     })
 }
 
-/// `batch_next(batch) -> (slot, kind, data)`: waits for the next finished task of the batch
+/// `batch_next(batch) -> (slot, kind, data, busy_ns)`: waits for the next finished task of the batch
 /// (the caller knows how many it queued). Signal handlers run while it waits; if one raises
 /// (Ctrl-C), so does this.
 pub unsafe extern "C" fn py_batch_next(
@@ -232,10 +232,11 @@ pub unsafe extern "C" fn py_batch_next(
                     return ptr::null_mut();
                 }
                 return ffi::Py_BuildValue(
-                    c"(niN)".as_ptr(),
+                    c"(niNK)".as_ptr(),
                     slot as ffi::Py_ssize_t,
                     outcome.kind as std::ffi::c_int,
                     data,
+                    outcome.busy_ns,
                 );
             }
             if ffi::PyErr_CheckSignals() != 0 {
@@ -672,7 +673,7 @@ pub unsafe extern "C" fn py_worker_next(
                 None => return ptr::null_mut(),
             };
             let Some(data) = arg_bytes(*args.add(4)) else { return ptr::null_mut() };
-            pool.complete(worker, done, Outcome { kind, data });
+            pool.complete(worker, done, Outcome { kind, data, busy_ns: 0 });
         }
         match without_gil(|| pool.next_task(worker)) {
             None => ffi::Py_NewRef(ffi::Py_None()),

@@ -1,8 +1,9 @@
 """Python callables on every core (pyhost's `parallel` engine).
 
 Work runs in a pool of worker threads, each owning a sub-interpreter with its own GIL, so
-pure-Python code runs truly in parallel. Arguments and results cross by copy (pickle);
-functions defined in the main script, lambdas and closures cross by value.
+pure-Python code runs truly in parallel. Arguments and results cross by copy (builtin data
+by the engine's own code, anything else by pickle); functions defined in the main script,
+lambdas and closures cross by value.
 
     import parallel
     squares = parallel.map(lambda x: x * x, range(1000))
@@ -1090,14 +1091,10 @@ class _Pool:
         items = list(iterables[0]) if single else list(zip(*iterables))
         if not items:
             return []
-        if chunksize is None:
-            # 16 chunks per worker: small enough that a worker that runs slower (a busier
-            # core) does not finish last by a whole chunk; the cost of a chunk is tens of
-            # microseconds. (multiprocessing uses 4 per worker: 4,000 0.1-ms tasks on 2
-            # workers took 0.19 s in chunks of 500 and 0.154 s in chunks of 125.)
-            chunksize, extra = divmod(len(items), self.size * 16)
-            chunksize += bool(extra)
         fn_bytes = _dump_function(fn)
+        measured = chunksize is None
+        if measured:
+            chunksize = _chunk_size(len(items), self.size, _item_costs.get(fn_bytes))
         kind = _TASK_ITEMS if single else _TASK_CHUNK
         what = f"the arguments of {_describe(fn)} to a worker"
         starts = range(0, len(items), chunksize)
@@ -1129,8 +1126,10 @@ class _Pool:
             payloads = None
             results = [None] * len(items)  # made while the first chunks run
             # Results are rebuilt straight into their places while the workers compute the rest.
+            busy_ns = 0
             for _ in starts:
-                slot, outcome, data = _core.batch_next(batch)
+                slot, outcome, data, busy = _core.batch_next(batch)
+                busy_ns += busy
                 start = slot * chunksize
                 if outcome == _RETURNED and data[0] == _NATIVE_TRANSFER:
                     _core.transfer_loads_into(data, results, start)
@@ -1138,6 +1137,8 @@ class _Pool:
                     results[start:start + chunksize] = _outcome(outcome, data)
         finally:
             _core.batch_close(self.id, batch)
+        if measured:
+            _measured(fn_bytes, len(items), len(starts), busy_ns)
         return results
 
     def workers(self):
@@ -1165,6 +1166,40 @@ class _Pool:
         """Raise KeyboardInterrupt in the running tasks (at their next bytecode)."""
         if not self.forgotten:
             _core.pool_interrupt(self.id)
+
+
+# ----- chunk sizes, from the count of items and their measured cost -----
+
+_CHUNKS_PER_WORKER = 16
+_MIN_CHUNK_NS = 500_000
+_item_costs = {}  # a function's pickle -> ns a worker spent per item in its earlier maps
+
+
+def _chunk_size(count, workers, cost_ns):
+    """Items per chunk of a map. 16 chunks per worker: small enough that a worker on a busier
+    core does not finish last by a whole chunk, large enough that the tens of microseconds a
+    chunk costs besides its items do not show (multiprocessing uses 4 per worker: 4,000
+    0.1-ms tasks on 2 workers took 0.19 s in chunks of 500 and 0.154 s in chunks of 125; 200,000
+    trivial ones were as fast in 16 to 64 chunks, and 20% slower in 127). When earlier maps of
+    the same function measured its cost per item (`cost_ns`) and the whole map is less work
+    than that many chunks of 0.5 ms, fewer, larger chunks go, but never fewer than one per
+    worker: the measure may be stale (the same function with heavier arguments)."""
+    chunks = min(count, workers * _CHUNKS_PER_WORKER)
+    if cost_ns is not None:
+        chunks = max(min(chunks, int(count * cost_ns / _MIN_CHUNK_NS)), min(count, workers))
+    return -(-count // max(chunks, 1))
+
+
+def _measured(fn_bytes, count, chunks, busy_ns):
+    """Keeps what a map measured of its function's cost per item, when its chunks were large
+    enough (16 items or more on average) for a chunk's fixed cost not to count much."""
+    if count < 16 * chunks:
+        return
+    cost = busy_ns / count
+    previous = _item_costs.get(fn_bytes)
+    if previous is None and len(_item_costs) >= 256:
+        _item_costs.clear()
+    _item_costs[fn_bytes] = cost if previous is None else (previous + cost) / 2
 
 
 _default_pool = None

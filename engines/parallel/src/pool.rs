@@ -48,11 +48,14 @@ pub enum OutcomeKind {
 pub struct Outcome {
     pub kind: OutcomeKind,
     pub data: Vec<u8>,
+    /// From the moment a worker took the task to its completion (0 for a task not run): what
+    /// `parallel.map` sizes its next chunks of the same function from.
+    pub busy_ns: u64,
 }
 
 impl Outcome {
     pub fn not_run(message: String) -> Outcome {
-        Outcome { kind: OutcomeKind::NotRun, data: message.into_bytes() }
+        Outcome { kind: OutcomeKind::NotRun, data: message.into_bytes(), busy_ns: 0 }
     }
 }
 
@@ -261,8 +264,8 @@ pub struct WorkerInfo {
 
 struct PoolState {
     queue: VecDeque<Task>,
-    /// Tasks a worker is running, by id: where their results go.
-    running: HashMap<u64, Sink>,
+    /// Tasks a worker is running, by id: where their results go, and since when.
+    running: HashMap<u64, (Sink, Instant)>,
     completions: VecDeque<(u64, Outcome)>,
     /// `submit` tasks a caller waits for itself (`wait_task`): their outcomes skip the
     /// completion queue and land in `claimed_done`.
@@ -455,7 +458,7 @@ impl Pool {
             }
             if let Some(task) = state.queue.pop_front() {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
-                state.running.insert(task.id, task.sink);
+                state.running.insert(task.id, (task.sink, Instant::now()));
                 state.workers[worker].state = "running";
                 // A Ctrl-C that came after the previous task ended is not for this one.
                 state.workers[worker].interrupt.take();
@@ -470,20 +473,19 @@ impl Pool {
     }
 
     /// A worker finished a task.
-    pub fn complete(&self, worker: usize, task: u64, outcome: Outcome) {
+    pub fn complete(&self, worker: usize, task: u64, mut outcome: Outcome) {
         let mut state = lock(&self.state);
         state.workers[worker].tasks_done += 1;
         TASKS_DONE.fetch_add(1, Ordering::Relaxed);
         state.workers[worker].state = "idle";
-        match state.running.remove(&task) {
-            Some(Sink::Batch(batch, slot)) => {
+        let Some((sink, started)) = state.running.remove(&task) else { return };
+        outcome.busy_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        match sink {
+            Sink::Batch(batch, slot) => {
                 drop(state);
                 batch.deliver(slot, outcome);
             }
-            Some(Sink::Completions) => {
-                self.deliver_completion(&mut state, task, outcome);
-            }
-            None => {}
+            Sink::Completions => self.deliver_completion(&mut state, task, outcome),
         }
     }
 
@@ -1008,7 +1010,7 @@ mod tests {
     }
 
     fn returned(data: &[u8]) -> Outcome {
-        Outcome { kind: OutcomeKind::Returned, data: data.to_vec() }
+        Outcome { kind: OutcomeKind::Returned, data: data.to_vec(), busy_ns: 0 }
     }
 
     #[test]

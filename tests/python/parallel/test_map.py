@@ -1,7 +1,8 @@
 """parallel.map under pyhost's `parallel` engine.
 
 Covers: results in input order for 0, 1 and many items and for several iterables (zip
-semantics, the shortest iterable wins); chunksize None / explicit / invalid (ValueError);
+semantics, the shortest iterable wins); chunksize None / explicit / invalid (ValueError), and
+the chunk sizes map picks from the item count and the cost it measured in earlier maps;
 that the work really runs in the workers (current_context() inside a task) and that both
 workers of a 2-CPU pool take part; what kinds of callables cross to the workers: lambdas,
 closures (over ints, lists and other functions), nested and recursive functions, defaults and
@@ -150,6 +151,44 @@ class ChunksizeTest(unittest.TestCase):
         # raises ValueError (ProcessPoolExecutor.map checks chunksize first).
         with self.assertRaises(ValueError):
             parallel.map(square, [], chunksize=0)
+
+
+def task_id(_):
+    return parallel.current_context().task_id
+
+
+def task_id_of_another_function(_):
+    return parallel.current_context().task_id
+
+
+class MeasuredChunkSizeTest(unittest.TestCase):
+    def test_chunk_sizes_from_the_count_and_the_measured_cost(self):
+        size = parallel._chunk_size
+        # No measure yet: 16 chunks per worker, at most one item each.
+        self.assertEqual(size(200_000, 2, None), 6250)
+        self.assertEqual(size(8, 2, None), 1)
+        self.assertEqual(size(4000, 2, None), 125)
+        # Measured cheap: fewer chunks of about 0.5 ms, one per worker at least.
+        self.assertEqual(size(200_000, 2, 60.0), 8334)  # 12 ms of work: 24 chunks
+        self.assertEqual(size(1000, 2, 60.0), 500)  # 60 us of work: 2 chunks
+        self.assertEqual(size(8, 2, 60.0), 4)  # a stale measure still uses both workers
+        # Measured heavy: as without a measure.
+        self.assertEqual(size(4000, 2, 100_000.0), 125)
+        self.assertEqual(size(8, 2, 100_000_000.0), 1)
+
+    def test_a_second_map_of_a_cheap_function_goes_in_fewer_chunks(self):
+        parallel._item_costs.clear()
+        first = set(parallel.map(task_id, range(640)))
+        self.assertEqual(len(first), min(640, 16 * len(parallel.workers())))
+        second = set(parallel.map(task_id, range(640)))
+        self.assertLess(len(second), len(first))
+        self.assertGreaterEqual(len(second), min(2, len(parallel.workers())))
+        # The measure is the function's own.
+        self.assertEqual(len(set(parallel.map(task_id_of_another_function, range(640)))), len(first))
+
+    def test_an_explicit_chunksize_is_kept(self):
+        parallel.map(task_id, range(640))
+        self.assertEqual(len(set(parallel.map(task_id, range(640), chunksize=10))), 64)
 
 
 class RunsInWorkersTest(unittest.TestCase):
