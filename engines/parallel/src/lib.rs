@@ -24,6 +24,8 @@ mod frozen;
 #[cfg(parallel_supported)]
 mod guard;
 #[cfg(parallel_supported)]
+mod interpreter_threads;
+#[cfg(parallel_supported)]
 mod log;
 #[cfg(parallel_supported)]
 mod modules;

@@ -2,10 +2,11 @@
 //! main interpreter and in every worker (all are per-interpreter-GIL safe: they keep no Python
 //! object in process-wide state): `_parallel_core` (pools and workers, core.rs), `parallel`
 //! (the Python-level API in parallel.py), `_parallel_guard` (the PX/PY rule's families,
-//! guard/families.py), `_parallel_server` (TCP servers, server/server.py) and `_parallel_wsgi`
-//! (WSGI servers, server/wsgi.py), the last four executed from their source into the module.
+//! guard/families.py), `_parallel_server` (TCP servers, server/server.py), `_parallel_wsgi`
+//! (WSGI servers, server/wsgi.py) and `_parallel_cluster` (work on a Dask cluster,
+//! cluster/cluster.py), the last five executed from their source into the module.
 
-use crate::{core, guard, log, server, shared_api, transfer};
+use crate::{core, guard, interpreter_threads, log, server, shared_api, transfer};
 use pyo3_ffi as ffi;
 use std::ffi::{c_int, c_void, CStr};
 use std::ptr;
@@ -25,6 +26,7 @@ const PARALLEL_SOURCE: &CStr = python_source!("parallel.py");
 const GUARD_SOURCE: &CStr = python_source!("guard/families.py");
 const SERVER_SOURCE: &CStr = python_source!("server/server.py");
 const WSGI_SOURCE: &CStr = python_source!("server/wsgi.py");
+const CLUSTER_SOURCE: &CStr = python_source!("cluster/cluster.py");
 
 /// Registers the modules; called before `Py_InitializeFromConfig`.
 pub fn register() -> Result<(), String> {
@@ -35,6 +37,7 @@ pub fn register() -> Result<(), String> {
             || ffi::PyImport_AppendInittab(c"_parallel_guard".as_ptr(), Some(init_guard)) != 0
             || ffi::PyImport_AppendInittab(c"_parallel_server".as_ptr(), Some(init_server)) != 0
             || ffi::PyImport_AppendInittab(c"_parallel_wsgi".as_ptr(), Some(init_wsgi)) != 0
+            || ffi::PyImport_AppendInittab(c"_parallel_cluster".as_ptr(), Some(init_cluster)) != 0
         {
             return Err("cannot register the parallel modules".into());
         }
@@ -55,7 +58,7 @@ macro_rules! fastcall {
 
 // SAFETY (statics below): read by CPython; only PyModuleDef_Init writes the base, under a GIL,
 // once per process (the definition is shared by every interpreter, as for any built-in module).
-static mut CORE_METHODS: [ffi::PyMethodDef; 68] = [
+static mut CORE_METHODS: [ffi::PyMethodDef; 70] = [
     fastcall!(c"log", log::py_log, c"log(level, message): through the host's logging (PYHOST_LOG)"),
     fastcall!(c"pool_start", core::py_pool_start, c"pool_start(workers, init_payload) -> pool id"),
     fastcall!(c"pool_submit", core::py_pool_submit, c"pool_submit(pool, payload) -> task id"),
@@ -133,6 +136,16 @@ static mut CORE_METHODS: [ffi::PyMethodDef; 68] = [
         c"transfer_dumps",
         transfer::py_transfer_dumps,
         c"transfer_dumps(obj) -> bytes, or None when obj is not builtin data"
+    ),
+    fastcall!(
+        c"current_frames",
+        interpreter_threads::py_current_frames,
+        c"current_frames() -> sys._current_frames() of this interpreter's threads only"
+    ),
+    fastcall!(
+        c"current_exceptions",
+        interpreter_threads::py_current_exceptions,
+        c"current_exceptions() -> sys._current_exceptions() of this interpreter's threads only"
     ),
     fastcall!(
         c"batch_lend",
@@ -284,6 +297,7 @@ source_module!(PARALLEL_SLOTS, PARALLEL_DEF, c"parallel", exec_parallel);
 source_module!(GUARD_SLOTS, GUARD_DEF, c"_parallel_guard", exec_guard);
 source_module!(SERVER_SLOTS, SERVER_DEF, c"_parallel_server", exec_server);
 source_module!(WSGI_SLOTS, WSGI_DEF, c"_parallel_wsgi", exec_wsgi);
+source_module!(CLUSTER_SLOTS, CLUSTER_DEF, c"_parallel_cluster", exec_cluster);
 
 extern "C" fn init_core() -> *mut ffi::PyObject {
     // SAFETY: a valid 'static module definition.
@@ -316,6 +330,15 @@ extern "C" fn init_wsgi() -> *mut ffi::PyObject {
 
 unsafe extern "C" fn exec_wsgi(module: *mut ffi::PyObject) -> c_int {
     exec_source(module, WSGI_SOURCE, c"<parallel engine: server/wsgi.py>")
+}
+
+extern "C" fn init_cluster() -> *mut ffi::PyObject {
+    // SAFETY: a valid 'static module definition.
+    unsafe { ffi::PyModuleDef_Init(&raw mut CLUSTER_DEF) }
+}
+
+unsafe extern "C" fn exec_cluster(module: *mut ffi::PyObject) -> c_int {
+    exec_source(module, CLUSTER_SOURCE, c"<parallel engine: cluster/cluster.py>")
 }
 
 unsafe extern "C" fn exec_parallel(module: *mut ffi::PyObject) -> c_int {

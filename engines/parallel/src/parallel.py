@@ -1027,6 +1027,14 @@ def _not_in_worker(what):
             "main script; put the script's own work under `if __name__ == '__main__':`")
 
 
+def _own_threads_only():
+    """CPython's sys._current_frames() and sys._current_exceptions() walk the threads of every
+    interpreter (a crash once workers run: see interpreter_threads.rs in the engine); from the
+    first pool on, each interpreter's walk its own threads only."""
+    _sys._current_frames = _core.current_frames
+    _sys._current_exceptions = _core.current_exceptions
+
+
 class _Pool:
     """A pool of workers, plus the thread that completes its `submit` futures."""
 
@@ -1035,6 +1043,7 @@ class _Pool:
         # Results of workers name the script's classes and functions `__mp_main__.X`.
         _sys.modules.setdefault("__mp_main__", _sys.modules["__main__"])
         _main_holds_datetime()
+        _own_threads_only()
         self.size = size
         _INIT["shared_sites"] = _shared_sites
         _INIT["served_modules"] = _served_modules
@@ -1221,13 +1230,24 @@ def workers():
     return _default().workers()
 
 
+def _cluster_address():
+    """The Dask scheduler PYHOST_PARALLEL_CLUSTER names (map, submit and Executor() go there),
+    or None."""
+    import os
+    return os.environ.get("PYHOST_PARALLEL_CLUSTER") or None
+
+
 def map(fn, *iterables, chunksize=None):
     """`[fn(*args) for args in zip(*iterables)]`, computed by the workers in chunks; the list
     keeps the input order. The first exception a task raised is raised here (with the worker's
-    traceback as its cause). Ctrl-C cancels the work not yet started and stops the pool."""
+    traceback as its cause). Ctrl-C cancels the work not yet started and stops the pool.
+    With PYHOST_PARALLEL_CLUSTER set, the chunks go to that Dask cluster's workers."""
     _not_in_worker("map")
     if not iterables:
         raise TypeError("map() needs at least one iterable")
+    if _cluster_address() is not None:
+        import _parallel_cluster
+        return _parallel_cluster.default_executor().map_list(fn, iterables, chunksize)
     pool = _default()
     try:
         return pool.map(fn, iterables, chunksize)
@@ -1329,16 +1349,33 @@ class _TaskFuture(_futures.Future):
 
 
 def submit(fn, /, *args, **kwargs):
-    """Run `fn(*args, **kwargs)` on a worker; returns a concurrent.futures.Future."""
+    """Run `fn(*args, **kwargs)` on a worker; returns a concurrent.futures.Future. With
+    PYHOST_PARALLEL_CLUSTER set, on a worker of that Dask cluster."""
     _not_in_worker("submit")
+    if _cluster_address() is not None:
+        import _parallel_cluster
+        return _parallel_cluster.default_executor().submit(fn, *args, **kwargs)
     return _default().submit(fn, args, kwargs, _TaskFuture)
 
 
 class Executor(_futures.Executor):
     """A concurrent.futures.Executor on its own pool of `max_workers` workers (default: one
-    per CPU). Code written for ProcessPoolExecutor switches by changing that one line."""
+    per CPU). Code written for ProcessPoolExecutor switches by changing that one line.
+    `Executor(cluster="tcp://host:8786")` (or PYHOST_PARALLEL_CLUSTER) runs the work on the
+    workers of that Dask cluster instead, each `pyhost --engine parallel` on every core of
+    its node."""
 
-    def __init__(self, max_workers=None):
+    def __new__(cls, max_workers=None, cluster=None):
+        _not_in_worker("Executor")
+        address = cluster if cluster is not None else _cluster_address()
+        if address is not None:
+            if not isinstance(address, str) or not address:
+                raise TypeError("cluster must be a Dask scheduler's address, e.g. 'tcp://host:8786'")
+            import _parallel_cluster
+            return _parallel_cluster.ClusterExecutor(address)
+        return super().__new__(cls)
+
+    def __init__(self, max_workers=None, cluster=None):
         _not_in_worker("Executor")
         if max_workers is None:
             max_workers = _cpu_count()
@@ -1605,6 +1642,7 @@ def _worker_init(pool_id, index, settings):
     from importlib.machinery import ExtensionFileLoader as _ExtensionFileLoader
     _sys.meta_path.insert(0, _SerializedExtensionImports)
     _install_sleep_in_worker()
+    _own_threads_only()
     settings = _pickle.loads(settings)
     _sys.path[:] = settings["path"]
     _sys.argv[:] = settings["argv"]

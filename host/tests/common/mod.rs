@@ -134,6 +134,46 @@ pub fn wsgi_apps_venv() -> PathBuf {
     )
 }
 
+/// A venv with Dask's scheduler and workers (tests/python/cluster/).
+pub fn dask_venv() -> PathBuf {
+    pyhost_venv("dask", &["dask==2026.11.0", "distributed==2026.11.0"], "import distributed")
+}
+
+/// Runs `cmd` to its end, or kills it after `limit` (the output then says so).
+pub fn run_with_limit(cmd: &mut Command, limit: std::time::Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot run {cmd:?}: {err}"));
+    // Drained on threads, so that a full pipe cannot stall the child.
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped")));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().expect("wait");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = stderr.join().expect("stderr");
+    if !status.success() && std::time::Instant::now() > deadline {
+        stderr.extend_from_slice(format!("\n(killed after {limit:?})").as_bytes());
+    }
+    Output { status, stdout: stdout.join().expect("stdout"), stderr }
+}
+
 /// A venv with requests and redis-py (tests/python/stackless_clients/).
 pub fn stackless_clients_venv() -> PathBuf {
     pyhost_venv("stackless-clients", &["requests==2.34.2", "redis==8.2.0"], "import requests, redis")

@@ -10,7 +10,8 @@ carrying their type and text) or that carry an unpicklable attribute; deep and r
 recursion in a worker; a 10 MB argument and result; SystemExit raised by a task; 100,000
 trivial tasks through one map; a flat RSS over repeated 20,000-item maps; current_context()
 is None in the main interpreter; protection in interpreters that replace ended ones; fork()
-with pools closed or running (multiprocessing's fork pools too). Tests whose comment says
+with pools closed or running (multiprocessing's fork pools too); sys._current_frames() and
+sys._current_exceptions() while workers run (each interpreter sees its own threads only). Tests whose comment says
 "Regression test" showed engine bugs fixed since; the exit-crash test runs its child 10 times
 (PYHOST_PARALLEL_STRESS_RUNS=N for more).
 
@@ -274,6 +275,53 @@ class TransferErrorTest(unittest.TestCase):
         # bare ValueError that looks like the task's own exception.
         with self.assertRaises(parallel.TransferError):
             parallel.map(make_rebuilds_only_in_workers, [1])
+
+
+def spin(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+    return True
+
+
+def own_thread_frames(_):
+    try:
+        raise KeyError("handled in a task")
+    except KeyError:
+        exceptions = sys._current_exceptions()
+    return (set(sys._current_frames()), threading.get_ident(),
+            type(exceptions.get(threading.get_ident())).__name__)
+
+
+class OtherInterpretersThreadsTest(unittest.TestCase):
+    def test_current_frames_while_workers_run_sees_this_interpreters_threads_only(self):
+        # Regression test: CPython's sys._current_frames() walks every interpreter's threads
+        # and made the workers' frame objects with the main interpreter's allocator: an abort
+        # (free(): invalid pointer) once the worker let go of them. Dask's profiler calls it
+        # every 10 ms.
+        running = parallel.submit(spin, 1.0)
+        main_threads = {thread.ident for thread in threading.enumerate()}
+        deadline = time.monotonic() + 0.8
+        while time.monotonic() < deadline:
+            frames = sys._current_frames()
+            self.assertIn(threading.get_ident(), frames)
+            self.assertLessEqual(set(frames), main_threads | {threading.get_ident()})
+            # A worker that called into the main interpreter has a thread state there: it is
+            # listed, handling nothing.
+            others = {ident: exception for ident, exception in sys._current_exceptions().items()
+                      if ident not in main_threads}
+            self.assertEqual(set(others.values()) - {None}, set())
+        self.assertTrue(running.result(timeout=30))
+        try:
+            raise ValueError("handled here")
+        except ValueError:
+            self.assertIsInstance(sys._current_exceptions()[threading.get_ident()], ValueError)
+        self.assertIsNone(sys._current_exceptions()[threading.get_ident()])
+
+    def test_in_a_task_only_the_workers_own_thread(self):
+        frames, ident, handled = parallel.submit(own_thread_frames, None).result(timeout=30)
+        self.assertEqual(frames, {ident})
+        self.assertEqual(handled, "KeyError")
 
 
 class SubInterpreterLimitsTest(unittest.TestCase):
