@@ -9,6 +9,7 @@
 
 use crate::guard;
 use crate::pool::{Batch, Outcome, OutcomeKind, Pool, TaskWait, WorkerInfo};
+use crate::transfer;
 use pyo3_ffi as ffi;
 use std::ffi::CStr;
 use std::ptr;
@@ -212,7 +213,8 @@ pub unsafe extern "C" fn py_batch_add(
     })
 }
 
-/// `batch_next(batch) -> (slot, kind, data, busy_ns)`: waits for the next finished task of the batch
+/// `batch_next(batch[, results, chunksize]) -> (slot, kind, data, busy_ns)`: waits for the next
+/// finished task of the batch
 /// (the caller knows how many it queued). Signal handlers run while it waits; if one raises
 /// (Ctrl-C), so does this.
 pub unsafe extern "C" fn py_batch_next(
@@ -221,12 +223,41 @@ pub unsafe extern "C" fn py_batch_next(
     nargs: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
     guarded(|| {
-        if !arg_count(nargs, 1, "batch_next") {
-            return ptr::null_mut();
+        if nargs != 1 && nargs != 3 {
+            return set_error(ffi::PyExc_TypeError, "batch_next() takes 1 or 3 arguments");
         }
         let Some(batch) = batch_arg(*args) else { return ptr::null_mut() };
+        // (results, chunksize): a returned chunk in the transfer format goes straight into
+        // `results[slot * chunksize:]`, with no bytes object made for it.
+        let into = if nargs == 3 {
+            let results = *args.add(1);
+            let Some(chunksize) = arg_u64(*args.add(2)) else { return ptr::null_mut() };
+            if ffi::PyList_CheckExact(results) == 0 {
+                return set_error(ffi::PyExc_TypeError, "batch_next: results must be a list");
+            }
+            Some((results, chunksize as usize))
+        } else {
+            None
+        };
         loop {
             if let Some((slot, outcome)) = without_gil(|| batch.next(SIGNAL_POLL)) {
+                if let Some((results, chunksize)) = into {
+                    if outcome.kind == OutcomeKind::Returned && transfer::is_transfer_format(&outcome.data) {
+                        let Some(start) = slot.checked_mul(chunksize) else {
+                            return set_error(ffi::PyExc_ValueError, "batch_next: chunk out of range");
+                        };
+                        if transfer::decode_into(&outcome.data, results, start).is_none() {
+                            return ptr::null_mut();
+                        }
+                        return ffi::Py_BuildValue(
+                            c"(niOK)".as_ptr(),
+                            slot as ffi::Py_ssize_t,
+                            outcome.kind as std::ffi::c_int,
+                            ffi::Py_None(),
+                            outcome.busy_ns,
+                        );
+                    }
+                }
                 let data = bytes_object(&outcome.data);
                 if data.is_null() {
                     return ptr::null_mut();
@@ -647,7 +678,9 @@ unsafe fn worker_tuple(worker: &WorkerInfo) -> *mut ffi::PyObject {
 }
 
 /// `worker_next(pool, worker, done_task, kind, data) -> (task id, payload) | None`: reports the
-/// previous task's outcome (done_task 0: none) and waits for the next task; None when the pool
+/// previous task's outcome (done_task 0: none; kind 0 returned or 1 raised with `data` bytes,
+/// or 3 with `data` the result itself, written here in the transfer format, NotImplemented and
+/// nothing done when it is not builtin data) and waits for the next task; None when the pool
 /// stops.
 pub unsafe extern "C" fn py_worker_next(
     _module: *mut ffi::PyObject,
@@ -666,13 +699,20 @@ pub unsafe extern "C" fn py_worker_next(
             return set_error(ffi::PyExc_ValueError, "no such worker");
         }
         if done != 0 {
-            let kind = match arg_u64(*args.add(3)) {
-                Some(0) => OutcomeKind::Returned,
-                Some(1) => OutcomeKind::Raised,
+            let (kind, data) = match arg_u64(*args.add(3)) {
+                Some(0) => (OutcomeKind::Returned, arg_bytes(*args.add(4))),
+                Some(1) => (OutcomeKind::Raised, arg_bytes(*args.add(4))),
+                // The result itself: written here in the transfer format, no bytes object
+                // between; NotImplemented (nothing done) when it is not builtin data.
+                Some(RESULT_OBJECT) => match transfer::encode(*args.add(4)) {
+                    Ok(data) => (OutcomeKind::Returned, Some(data)),
+                    Err(transfer::Refusal::NotBuiltinData) => return ffi::Py_NewRef(ffi::Py_NotImplemented()),
+                    Err(transfer::Refusal::Error) => (OutcomeKind::Returned, None),
+                },
                 Some(_) => return set_error(ffi::PyExc_ValueError, "bad outcome kind"),
                 None => return ptr::null_mut(),
             };
-            let Some(data) = arg_bytes(*args.add(4)) else { return ptr::null_mut() };
+            let Some(data) = data else { return ptr::null_mut() };
             pool.complete(worker, done, Outcome { kind, data, busy_ns: 0 });
         }
         match without_gil(|| pool.next_task(worker)) {
@@ -687,6 +727,9 @@ pub unsafe extern "C" fn py_worker_next(
         }
     })
 }
+
+/// `worker_next`'s outcome kind for a result passed as the object itself.
+const RESULT_OBJECT: u64 = 3;
 
 /// The text of the raised exception (`Type: message`), clearing it.
 unsafe fn take_error_text() -> String {

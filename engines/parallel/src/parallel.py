@@ -30,6 +30,7 @@ _TASK_CHUNK = 0x4D  # "M": data = pickled list of argument tuples
 _TASK_ITEMS = 0x6D  # "m": data = pickled list of single arguments
 # Outcome kinds (pool.rs OutcomeKind).
 _RETURNED, _RAISED, _NOT_RUN = 0, 1, 2
+_RESULT_OBJECT = 3  # worker_next's kind for a result passed as itself
 
 _worker = None  # (pool id, index) inside a worker; None in the main interpreter
 _context = None  # the running task's TaskContext (workers only)
@@ -273,7 +274,8 @@ def _dumps(obj, what, use_native=True):
     """Arguments and results: builtin data in the engine's own format (transfer/ in the
     engine: no pickle, no memo table, a fraction of pickle's cost per item), else the C
     pickler; functions and what it refuses go through _Pickler. The native format starts with
-    0x01 and a pickle with 0x80 (PROTO): `_loads` tells them apart."""
+    0x01 and a pickle with 0x80 (PROTO): `_loads` tells them apart. `what` names the object
+    in errors: a str, or a function making it (formatted only on error)."""
     if use_native:
         native = _core.transfer_dumps(obj)
         if native is not None:
@@ -281,7 +283,7 @@ def _dumps(obj, what, use_native=True):
     try:
         return _pickle.dumps(obj, _PICKLE_PROTOCOL)
     except RecursionError as error:
-        raise TransferError(f"cannot send {what}: it is nested too deeply to pickle "
+        raise TransferError(f"cannot send {_named(what)}: it is nested too deeply to pickle "
                             f"({error})") from error
     except Exception:
         pass
@@ -290,8 +292,12 @@ def _dumps(obj, what, use_native=True):
     try:
         _Pickler(buffer, _PICKLE_PROTOCOL).dump(obj)
     except Exception as error:
-        raise TransferError(f"cannot send {what}: {type(error).__name__}: {error}") from error
+        raise TransferError(f"cannot send {_named(what)}: {type(error).__name__}: {error}") from error
     return buffer.getvalue()
+
+
+def _named(what):
+    return what() if callable(what) else what
 
 
 _IMMUTABLE_ATOMS = (type(None), bool, int, float, complex, str, bytes)
@@ -371,7 +377,6 @@ def _pack(value):
 _unpack = _pickle.loads  # shared values are always pickles: equal keys must give equal bytes
 
 
-_NATIVE_TRANSFER = 0x01  # first byte of _core.transfer_dumps's format
 _LENT_ITEMS = 0x02  # first byte of _core.transfer_lent's reference
 _NOT_BUILTIN_DATA, _BUILTIN_DATA, _READABLE_IN_PLACE = 0, 1, 2  # _core.transfer_check's answers
 
@@ -1057,7 +1062,7 @@ class _Pool:
 
     def submit(self, fn, args, kwargs, future_type):
         fn_bytes = _dump_function(fn)
-        data = _dumps((args, kwargs), f"the arguments of {_describe(fn)} to a worker")
+        data = _dumps((args, kwargs), lambda: f"the arguments of {_describe(fn)} to a worker")
         return self.submit_payload(_payload(_TASK_CALL, fn_bytes, data), future_type)
 
     def submit_payload(self, payload, future_type):
@@ -1137,12 +1142,11 @@ class _Pool:
             # Results are rebuilt straight into their places while the workers compute the rest.
             busy_ns = 0
             for _ in starts:
-                slot, outcome, data, busy = _core.batch_next(batch)
+                # A chunk of builtin data lands in `results` in batch_next itself (data None).
+                slot, outcome, data, busy = _core.batch_next(batch, results, chunksize)
                 busy_ns += busy
-                start = slot * chunksize
-                if outcome == _RETURNED and data[0] == _NATIVE_TRANSFER:
-                    _core.transfer_loads_into(data, results, start)
-                else:
+                if data is not None:
+                    start = slot * chunksize
                     results[start:start + chunksize] = _outcome(outcome, data)
         finally:
             _core.batch_close(self.id, batch)
@@ -1215,9 +1219,9 @@ _default_pool = None
 _pools = []  # every pool still open, shut down at exit
 
 
-def _default():
+def _default(caller="map"):
     global _default_pool
-    _not_in_worker("map")
+    _not_in_worker(caller)
     if _default_pool is None or _default_pool.closed:
         _default_pool = _Pool(_cpu_count())
         _pools.append(_default_pool)
@@ -1232,9 +1236,11 @@ def workers():
 
 def _cluster_address():
     """The Dask scheduler PYHOST_PARALLEL_CLUSTER names (map, submit and Executor() go there),
-    or None."""
+    or None. Read at every call (a program may set it), from os.environ's own dict: its
+    Mapping `get` costs ~1 us, a tenth of a submit() round trip."""
     import os
-    return os.environ.get("PYHOST_PARALLEL_CLUSTER") or None
+    address = os.environ._data.get(b"PYHOST_PARALLEL_CLUSTER")
+    return os.fsdecode(address) if address else None
 
 
 def map(fn, *iterables, chunksize=None):
@@ -1351,11 +1357,11 @@ class _TaskFuture(_futures.Future):
 def submit(fn, /, *args, **kwargs):
     """Run `fn(*args, **kwargs)` on a worker; returns a concurrent.futures.Future. With
     PYHOST_PARALLEL_CLUSTER set, on a worker of that Dask cluster."""
-    _not_in_worker("submit")
     if _cluster_address() is not None:
+        _not_in_worker("submit")
         import _parallel_cluster
         return _parallel_cluster.default_executor().submit(fn, *args, **kwargs)
-    return _default().submit(fn, args, kwargs, _TaskFuture)
+    return _default("submit").submit(fn, args, kwargs, _TaskFuture)
 
 
 class Executor(_futures.Executor):
@@ -1733,9 +1739,22 @@ def _worker_loop(pool_id, index, _unused):
     next_task = _core.worker_next
     guard_begin, guard_end = _core.guard_begin, _core.guard_end
     done, kind, data = 0, _RETURNED, b""
-    info = None
+    info = fn = None
     while True:
-        task = next_task(pool_id, index, done, kind, data)
+        try:
+            task = next_task(pool_id, index, done, kind, data)
+        except Exception as error:
+            if kind != _RESULT_OBJECT:
+                raise
+            kind, data = _RAISED, _exception_data(error)  # writing the result failed (memory)
+            continue
+        if task is NotImplemented:  # the result is not builtin data: it goes by pickle
+            try:
+                kind, data = _RETURNED, _dumps(data, lambda: f"the result of {_describe(fn)} back "
+                                               "from a worker", use_native=False)
+            except BaseException as error:
+                kind, data = _RAISED, _exception_data(error)
+            continue
         if task is None:
             return
         done, payload = task
@@ -1760,11 +1779,8 @@ def _worker_loop(pool_id, index, _unused):
         if violation is not None and not isinstance(raised, ProtectionError):
             raised = ProtectionError(violation)  # the task caught it, or raised something else
         if raised is None:
-            kind = _RETURNED
-            try:
-                data = _dumps(result, f"the result of {_describe(fn)} back from a worker")
-            except BaseException as error:
-                raised = error
-        if raised is not None:
+            # worker_next writes the result itself (builtin data, no bytes object between).
+            kind, data = _RESULT_OBJECT, result
+        else:
             kind, data = _RAISED, _exception_data(raised)
         result = raised = None

@@ -207,7 +207,11 @@ class PoolServer:
         """Blocks until the server is closed (from another thread) or Ctrl-C, which closes it."""
         import concurrent.futures
         try:
-            concurrent.futures.wait(self._loops)
+            # In slices: the kernel may hand a SIGTERM or SIGINT to any thread that does not
+            # block it, and then the main thread, asleep in an untimed wait, would never run
+            # the Python handler (the server once went on serving after a SIGTERM).
+            while concurrent.futures.wait(self._loops, timeout=0.25).not_done:
+                pass
         finally:
             self.close()
 

@@ -70,8 +70,14 @@ pub enum Check {
 /// # Safety
 /// GIL of the interpreter that owns `object` held.
 pub unsafe fn encode(object: *mut ffi::PyObject) -> Result<Vec<u8>, Refusal> {
+    // A map's chunk of results is a list of atoms of ~9 bytes each: one allocation.
+    let capacity = if ffi::PyList_CheckExact(object) != 0 || ffi::PyTuple_CheckExact(object) != 0 {
+        16 + 10 * ffi::Py_SIZE(object) as usize
+    } else {
+        64
+    };
     let mut encoder =
-        Encoder { out: Vec::with_capacity(64), containers: HashSet::new(), readable_in_place: false };
+        Encoder { out: Vec::with_capacity(capacity), containers: HashSet::new(), readable_in_place: false };
     encoder.out.push(format::MAGIC);
     encoder.value(object, 0)?;
     Ok(encoder.out)

@@ -11,7 +11,7 @@ mod format;
 pub mod lend;
 
 use crate::core::{arg_count, bytes_object, guarded, set_error};
-use encode::Refusal;
+pub use encode::Refusal;
 use pyo3_ffi as ffi;
 use std::ptr;
 
@@ -113,4 +113,25 @@ pub unsafe extern "C" fn py_transfer_loads_into(
             None => ptr::null_mut(),
         }
     })
+}
+
+/// `object` in the transfer format, for a worker's outcome written straight from its result.
+///
+/// # Safety
+/// GIL of the interpreter that owns `object` held.
+pub unsafe fn encode(object: *mut ffi::PyObject) -> Result<Vec<u8>, Refusal> {
+    encode::encode(object)
+}
+
+/// Whether `data` is in the transfer format (else it is a pickle).
+pub fn is_transfer_format(data: &[u8]) -> bool {
+    data.first() == Some(&format::MAGIC)
+}
+
+/// The items of the list `data` holds into `target[start:]` (see decode::decode_into).
+///
+/// # Safety
+/// GIL of the receiving interpreter held; `target` is an exact list.
+pub unsafe fn decode_into(data: &[u8], target: *mut ffi::PyObject, start: usize) -> Option<usize> {
+    decode::decode_into(data, target, start)
 }
