@@ -1113,11 +1113,11 @@ class _Pool:
         what = f"the arguments of {_describe(fn)} to a worker"
         starts = range(0, len(items), chunksize)
         # Builtin data (checked first, at a fraction of the cost of writing it) cannot fail to
-        # cross: each chunk is queued as soon as it is written, so the workers start at once.
-        # Anything else is pickled whole before any task is queued: an argument that cannot
-        # cross fails the call before any task runs.
-        # Immutable builtin data is not even written: the workers copy it in place from
-        # `items` (a list only this call holds), lent to the batch until it closes.
+        # cross: each chunk is queued as soon as it is written, so the workers start at once;
+        # immutable builtin data is not even written: the workers copy it in place from
+        # `items` (a list only this call holds), lent to the batch until it closes. Anything
+        # else is pickled whole before any task is queued: an argument that cannot cross fails
+        # the call before any task runs.
         payloads = None
         check = _core.transfer_check(items)
         if check == _NOT_BUILTIN_DATA:
