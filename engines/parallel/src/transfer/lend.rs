@@ -84,19 +84,10 @@ pub unsafe extern "C" fn py_transfer_borrow(
         if !arg_count(nargs, 2, "transfer_borrow") {
             return ptr::null_mut();
         }
-        let mut data: *mut std::ffi::c_char = ptr::null_mut();
-        let mut size: ffi::Py_ssize_t = 0;
-        if ffi::PyBytes_AsStringAndSize(*args, &mut data, &mut size) != 0 {
+        let Some(reference) = super::bytes_at(*args, *args.add(1), "transfer_borrow") else {
             return ptr::null_mut();
-        }
-        let offset = ffi::PyLong_AsSsize_t(*args.add(1));
-        if offset == -1 && !ffi::PyErr_Occurred().is_null() {
-            return ptr::null_mut();
-        }
-        // SAFETY: the bytes object is alive for the call and holds `size` bytes.
-        let bytes = std::slice::from_raw_parts(data.cast::<u8>(), size as usize);
-        let reference = usize::try_from(offset).ok().and_then(|at| bytes.get(at..));
-        let Some((batch, start, stop)) = reference.and_then(parse_reference) else {
+        };
+        let Some((batch, start, stop)) = parse_reference(reference) else {
             return set_error(ffi::PyExc_ValueError, "transfer_borrow: not a lent chunk's reference");
         };
         let Some(batch) = lock_ignoring_poison(batches()).get(&batch).cloned() else {

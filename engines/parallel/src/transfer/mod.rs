@@ -61,22 +61,44 @@ pub unsafe extern "C" fn py_transfer_loads(
         if !arg_count(nargs, 2, "transfer_loads") {
             return ptr::null_mut();
         }
-        let mut data: *mut std::ffi::c_char = ptr::null_mut();
-        let mut size: ffi::Py_ssize_t = 0;
-        if ffi::PyBytes_AsStringAndSize(*args, &mut data, &mut size) != 0 {
-            return ptr::null_mut();
-        }
-        let offset = ffi::PyLong_AsSsize_t(*args.add(1));
-        if offset == -1 && !ffi::PyErr_Occurred().is_null() {
-            return ptr::null_mut();
-        }
-        if !(0..=size).contains(&offset) {
-            return set_error(ffi::PyExc_ValueError, "transfer_loads: offset out of range");
-        }
-        // SAFETY: the bytes object is alive for the call and holds `size` bytes.
-        let bytes = std::slice::from_raw_parts(data.cast::<u8>(), size as usize);
-        decode::decode(&bytes[offset as usize..])
+        let Some(data) = bytes_at(*args, *args.add(1), "transfer_loads") else { return ptr::null_mut() };
+        decode::decode(data)
     })
+}
+
+/// The contents of the bytes object `data`, borrowed for the call; None with the error set.
+///
+/// # Safety
+/// GIL held; the slice is used only while the caller's arguments are alive.
+pub(crate) unsafe fn bytes_of<'a>(data: *mut ffi::PyObject) -> Option<&'a [u8]> {
+    let mut start: *mut std::ffi::c_char = ptr::null_mut();
+    let mut size: ffi::Py_ssize_t = 0;
+    if ffi::PyBytes_AsStringAndSize(data, &mut start, &mut size) != 0 {
+        return None;
+    }
+    // SAFETY: a bytes object holds `size` bytes at `start` while it lives.
+    Some(std::slice::from_raw_parts(start.cast::<u8>(), size as usize))
+}
+
+/// `data[offset:]` of the arguments (bytes, int) of the function `name`; None with the error set.
+///
+/// # Safety
+/// As [`bytes_of`].
+pub(crate) unsafe fn bytes_at<'a>(
+    data: *mut ffi::PyObject,
+    offset: *mut ffi::PyObject,
+    name: &str,
+) -> Option<&'a [u8]> {
+    let bytes = bytes_of(data)?;
+    let offset = ffi::PyLong_AsSsize_t(offset);
+    if offset == -1 && !ffi::PyErr_Occurred().is_null() {
+        return None;
+    }
+    let rest = usize::try_from(offset).ok().and_then(|at| bytes.get(at..));
+    if rest.is_none() {
+        set_error(ffi::PyExc_ValueError, &format!("{name}: offset out of range"));
+    }
+    rest
 }
 
 /// `transfer_loads_into(data, target, start) -> n`: stores the n items of the list that
@@ -101,13 +123,7 @@ pub unsafe extern "C" fn py_transfer_loads_into(
         if start < 0 {
             return set_error(ffi::PyExc_ValueError, "transfer_loads_into: negative start");
         }
-        let mut data: *mut std::ffi::c_char = ptr::null_mut();
-        let mut size: ffi::Py_ssize_t = 0;
-        if ffi::PyBytes_AsStringAndSize(*args, &mut data, &mut size) != 0 {
-            return ptr::null_mut();
-        }
-        // SAFETY: the bytes object is alive for the call and holds `size` bytes.
-        let bytes = std::slice::from_raw_parts(data.cast::<u8>(), size as usize);
+        let Some(bytes) = bytes_of(*args) else { return ptr::null_mut() };
         match decode::decode_into(bytes, target, start as usize) {
             Some(count) => ffi::PyLong_FromSize_t(count),
             None => ptr::null_mut(),
