@@ -14,42 +14,32 @@ use pyo3_ffi as ffi;
 use std::ffi::c_ulong;
 use std::ptr;
 
-// SAFETY (layouts, checked by engines/parallel's tests calling both functions and by
-// `current_thread_layout_holds`): offsets in `struct _ts` (Include/cpython/pystate.h) of
-// `thread_id` (`unsigned long`) and `exc_info` (`_PyErr_StackItem *`): 152 and 120 in
-// CPython 3.13.0, 136 and 104 in 3.12.1 (offsetof, gcc, x86_64).
+// SAFETY (layout, checked by `current_thread_layout_holds` on every call): offset in
+// `struct _ts` (Include/cpython/pystate.h) of `thread_id` (`unsigned long`): 152 in CPython
+// 3.13.0, 136 in 3.12.1 (offsetof, gcc, x86_64).
 #[cfg(Py_3_13)]
 const THREAD_ID_OFFSET: usize = 152;
-#[cfg(Py_3_13)]
-const EXC_INFO_OFFSET: usize = 120;
 #[cfg(not(Py_3_13))]
 const THREAD_ID_OFFSET: usize = 136;
-#[cfg(not(Py_3_13))]
-const EXC_INFO_OFFSET: usize = 104;
-
-/// `_PyErr_StackItem`, the same in 3.12 and 3.13.
-#[repr(C)]
-struct ErrStackItem {
-    exc_value: *mut ffi::PyObject,
-    previous_item: *mut ErrStackItem,
-}
 
 unsafe fn thread_ident(tstate: *mut ffi::PyThreadState) -> c_ulong {
     tstate.cast::<u8>().add(THREAD_ID_OFFSET).cast::<c_ulong>().read()
 }
 
-/// The exception being handled in `tstate` (as `_PyErr_GetTopmostException`): a borrowed
-/// reference, or None.
-unsafe fn handled_exception(tstate: *mut ffi::PyThreadState) -> *mut ffi::PyObject {
-    let mut item = tstate.cast::<u8>().add(EXC_INFO_OFFSET).cast::<*mut ErrStackItem>().read();
-    while !item.is_null() {
-        let value = (*item).exc_value;
-        if !value.is_null() && value != ffi::Py_None() {
-            return value;
+/// The exception being handled in `tstate` if it is the calling thread's, else None: another
+/// thread's `exc_info` is not read (a worker's thread state in the main interpreter, left
+/// between calls, may point it at C stack that is gone: a misaligned read in CI).
+unsafe fn handled_exception(
+    tstate: *mut ffi::PyThreadState,
+    current: *mut ffi::PyThreadState,
+) -> *mut ffi::PyObject {
+    if tstate == current {
+        let handled = ffi::PyErr_GetHandledException();
+        if !handled.is_null() {
+            return handled;
         }
-        item = (*item).previous_item;
     }
-    ffi::Py_None()
+    ffi::Py_NewRef(ffi::Py_None())
 }
 
 /// The current thread's state, after checking that the layout above reads its ident right
@@ -69,7 +59,9 @@ unsafe fn current_thread_layout_holds() -> Option<*mut ffi::PyThreadState> {
 
 /// `{thread ident: value(tstate)}` over the calling interpreter's threads; the GIL held, so
 /// none of them ends meanwhile (a Python thread ends holding it).
-unsafe fn per_thread(value: impl Fn(*mut ffi::PyThreadState) -> *mut ffi::PyObject) -> *mut ffi::PyObject {
+unsafe fn per_thread(
+    value: impl Fn(*mut ffi::PyThreadState, *mut ffi::PyThreadState) -> *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
     let Some(current) = current_thread_layout_holds() else { return ptr::null_mut() };
     let result = ffi::PyDict_New();
     if result.is_null() {
@@ -77,7 +69,7 @@ unsafe fn per_thread(value: impl Fn(*mut ffi::PyThreadState) -> *mut ffi::PyObje
     }
     let mut tstate = ffi::PyInterpreterState_ThreadHead(ffi::PyThreadState_GetInterpreter(current));
     while !tstate.is_null() {
-        let item = value(tstate);
+        let item = value(tstate, current);
         if !item.is_null() {
             let ident = ffi::PyLong_FromUnsignedLong(thread_ident(tstate));
             let stored = !ident.is_null() && ffi::PyDict_SetItem(result, ident, item) == 0;
@@ -105,14 +97,15 @@ pub unsafe extern "C" fn py_current_frames(
     _nargs: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
     // A thread with no Python frame running is left out, as CPython does.
-    guarded(|| per_thread(|tstate| ffi::PyThreadState_GetFrame(tstate).cast()))
+    guarded(|| per_thread(|tstate, _| ffi::PyThreadState_GetFrame(tstate).cast()))
 }
 
-/// `current_exceptions()`: sys._current_exceptions() of the calling interpreter only.
+/// `current_exceptions()`: sys._current_exceptions() of the calling interpreter only (the
+/// calling thread's handled exception; None for its other threads).
 pub unsafe extern "C" fn py_current_exceptions(
     _module: *mut ffi::PyObject,
     _args: *mut *mut ffi::PyObject,
     _nargs: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
-    guarded(|| per_thread(|tstate| ffi::Py_NewRef(handled_exception(tstate))))
+    guarded(|| per_thread(|tstate, current| handled_exception(tstate, current)))
 }
