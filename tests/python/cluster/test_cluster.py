@@ -115,6 +115,26 @@ class ClusterTest(unittest.TestCase):
             _parallel_cluster._default_executor = None
         self.assertNotIsInstance(parallel.Executor(1), _parallel_cluster.ClusterExecutor)
 
+    def test_a_finished_map_cancels_nothing(self):
+        # The scheduler tells a cancel to every client, and one that is registering then fails
+        # Dask's handshake (seen in CI: `assert len(msg) == 1` in a new Client). So a map that
+        # completed must not cancel its (finished) tasks.
+        from distributed import Client
+        told = []
+        with Client(self.address, set_as_default=False, timeout="10s") as other:
+            handler = other._stream_handlers["cancelled-keys"]
+
+            def cancelled_keys(**msg):
+                told.append(msg)
+                return handler(**msg)
+
+            other._stream_handlers["cancelled-keys"] = cancelled_keys
+            self.assertEqual(self.executor.map_list(square, [range(20)], 5),
+                             [x * x for x in range(20)])
+            self.assertEqual(self.executor.submit(square, 3).result(timeout=60), 9)
+            time.sleep(0.3)  # the scheduler sends to clients in 2 ms batches
+        self.assertEqual(told, [])
+
     def test_a_raising_task_raises_with_its_remote_traceback(self):
         with self.assertRaises(Oops) as caught:
             self.executor.map_list(boom, [range(10)], 2)

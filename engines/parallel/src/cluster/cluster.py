@@ -282,8 +282,12 @@ class ClusterExecutor(_futures.Executor):
                 results.extend(_result_of(outcome))
             return results
         finally:
-            for task in tasks:
-                task.cancel()
+            # Only what is still running: the scheduler tells a cancel to every client, and a
+            # client registering at that moment fails its handshake (Dask asserts that its first
+            # message comes alone).
+            unfinished = [task for task in tasks if not task.done()]
+            if unfinished:
+                self._client.cancel(unfinished)
 
     def map(self, fn, *iterables, timeout=None, chunksize=1):
         """Like ProcessPoolExecutor.map: an iterator of results in input order, `chunksize`
