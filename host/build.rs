@@ -1,6 +1,6 @@
 //! Links the host against the CPython that pyo3-ffi was configured for (PYO3_PYTHON, or
 //! tools/find-python313 through .cargo/config.toml), and bakes its facts into the binary:
-//! an rpath to its `lib/` folder (so no LD_LIBRARY_PATH is needed), its version and prefix.
+//! its version, library name and folder (where the launcher looks for libpython outside a venv).
 
 fn main() {
     let config = pyo3_build_config::get();
@@ -29,9 +29,13 @@ fn main() {
     let Some(lib_name) = config.lib_name() else {
         fail("pyo3-build-config did not report CPython's library name; cannot link libpython");
     };
+    // The host library (and the unit tests) link libpython; the launcher references none of its
+    // symbols, so --as-needed (rustc's default) leaves it out of the launcher's NEEDED list.
+    // The rpath is for test executables; the launcher loads libpython before the host library.
     println!("cargo:rustc-link-search=native={lib_dir}");
     println!("cargo:rustc-link-lib=dylib={lib_name}");
-    println!("cargo:rustc-link-arg-bins=-Wl,-rpath,{lib_dir}");
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
+    println!("cargo:rustc-env=PYHOST_PYTHON_SONAME=lib{lib_name}.so.1.0");
     println!("cargo:rustc-env=PYHOST_PYTHON_MAJOR={}", version.major);
     println!("cargo:rustc-env=PYHOST_PYTHON_MINOR={}", version.minor);
     println!("cargo:rustc-env=PYHOST_PYTHON_LIBDIR={lib_dir}");

@@ -105,10 +105,28 @@ struct Info {
     abi_version: &'static str,
     python_version: String,
     python_build: String,
-    python_libdir: &'static str,
+    python_library: String,
     executable: Option<String>,
     default_engine: String,
     engine_search_path: Vec<discovery::SearchDir>,
+}
+
+/// The libpython file this process runs on (the launcher chose it: the venv's Python, or the one
+/// pyhost was built against).
+fn loaded_libpython() -> String {
+    let mut found = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    // SAFETY: dladdr only reads the dynamic loader's tables; Py_GetVersion is a function of the
+    // loaded libpython, and dli_fname (when set) is a NUL-terminated string owned by the loader.
+    unsafe {
+        if libc::dladdr(pyo3_ffi::Py_GetVersion as *const std::ffi::c_void, found.as_mut_ptr()) == 0 {
+            return "?".into();
+        }
+        let found = found.assume_init();
+        if found.dli_fname.is_null() {
+            return "?".into();
+        }
+        std::ffi::CStr::from_ptr(found.dli_fname).to_string_lossy().into_owned()
+    }
 }
 
 fn info(json: bool) -> i32 {
@@ -120,7 +138,7 @@ fn info(json: bool) -> i32 {
         abi_version: ABI_VERSION,
         python_version: build.split_whitespace().next().unwrap_or("?").to_string(),
         python_build: build.clone(),
-        python_libdir: env!("PYHOST_PYTHON_LIBDIR"),
+        python_library: loaded_libpython(),
         executable: std::env::current_exe().ok().map(|p| p.display().to_string()),
         default_engine: std::env::var(ENGINE_ENV)
             .ok()
@@ -136,7 +154,7 @@ fn info(json: bool) -> i32 {
     println!("engine ABI:     {}", info.abi_version);
     println!(
         "CPython:        {} (built for {}.{}; {})",
-        info.python_version, HOST_PYTHON.0, HOST_PYTHON.1, info.python_libdir
+        info.python_version, HOST_PYTHON.0, HOST_PYTHON.1, info.python_library
     );
     println!("executable:     {}", info.executable.as_deref().unwrap_or("?"));
     println!("default engine: {} (set {ENGINE_ENV} or pass --engine)", info.default_engine);

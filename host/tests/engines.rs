@@ -301,9 +301,14 @@ fn a_venv_made_by_pyhost_runs_pyhost_with_the_venvs_prefix() {
 }
 
 #[test]
-fn a_pyhost_copied_alone_falls_back_to_its_built_in_stock_engine() {
+fn a_pyhost_copied_into_a_venv_falls_back_to_its_built_in_stock_engine() {
+    // As `venv --copies` makes it: the launcher copied into the venv's bin/, whose pyvenv.cfg
+    // names the folder of the pyhost that made it (where the host library is).
     let dir = tempfile::tempdir().unwrap();
-    let copy = dir.path().join("pyhost");
+    std::fs::create_dir(dir.path().join("bin")).unwrap();
+    let home = pyhost_bin().parent().unwrap().to_path_buf();
+    std::fs::write(dir.path().join("pyvenv.cfg"), format!("home = {}\n", home.display())).unwrap();
+    let copy = dir.path().join("bin/pyhost");
     std::fs::copy(pyhost_bin(), &copy).unwrap();
     let mut cmd = std::process::Command::new(&copy);
     cmd.env_remove("PYHOST_ENGINE").env_remove("PYHOST_ENGINE_PATH");
@@ -314,6 +319,21 @@ fn a_pyhost_copied_alone_falls_back_to_its_built_in_stock_engine() {
     // Other engines are not built in: naming one that is missing is still an error.
     let out = run(std::process::Command::new(&copy).args(["--engine", "parallel", "-c", "pass"]));
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_launcher_without_its_host_library_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("pyhost");
+    std::fs::copy(pyhost_bin(), &copy).unwrap();
+    let out = run(std::process::Command::new(&copy).args(["-c", "pass"]));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("pyhost: error: the pyhost installation is incomplete: libpyhost_host.so"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! `pyhost`: runs Python programs on the embedded CPython with an evaluation engine chosen at run
-//! time, and manages engines.
+//! The pyhost host proper, built as `libpyhost_host.so` and started by the `pyhost` launcher
+//! (`launcher/`), which first loads the right libpython: this library links libpython, the
+//! launcher does not, so an installed pyhost can pick the Python of the venv it runs in.
 //!
 //! - [`cli`]: splits pyhost's own options from python's command line; the management commands.
 //! - [`discovery`]: where engines are searched for and how they are named.
@@ -10,13 +11,6 @@
 //!   [`scaffold`]: `pyhost new-engine`.
 //! - [`logging`]: `tracing` output, controlled by `PYHOST_LOG` or `--verbose`.
 
-// pyhost defines the C `main` itself instead of going through Rust's runtime start-up, because
-// that start-up changes the process in ways python's does not: it reopens closed standard fds
-// 0-2 on /dev/null (python must see them closed: sys.stdout is None), installs SIGSEGV/SIGBUS
-// handlers that swallow a re-raised crash signal (faulthandler, exit statuses), and sets
-// SIGPIPE to ignored (CPython decides that itself). std works without it on Linux (arguments
-// come from glibc's init array).
-#![cfg_attr(not(test), no_main)]
 // Unit-test builds use the test harness's main, so `run` and what only it reaches look unused.
 #![cfg_attr(test, allow(dead_code, unused_imports))]
 
@@ -30,12 +24,14 @@ mod python;
 mod scaffold;
 mod services;
 
-use std::ffi::{c_char, c_int};
+use std::ffi::c_int;
 use std::io::Write;
 
-#[cfg(not(test))]
+/// The launcher's call into the host, once libpython is loaded. It does not return: the process
+/// exits with the program's status. (Arguments come from `std::env::args_os`, which glibc's
+/// init hooks give this library as they give an executable.)
 #[no_mangle]
-pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+pub extern "C" fn pyhost_main() -> c_int {
     // Panics must not unwind out of this C entry point.
     std::panic::catch_unwind(run).unwrap_or_else(|_| {
         eprintln!("pyhost: internal error (panic); please report it");
