@@ -10,7 +10,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// The pyhost-abi crate of the source tree this pyhost was built from.
-const DEFAULT_ABI_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../abi");
+const SOURCE_TREE_ABI_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../abi");
+/// Where a wheel install puts the pyhost-abi crate (`cargo package`'s copy), from the folder
+/// of the pyhost binary.
+const INSTALLED_ABI_PATH: &str = "../share/pyhost/abi";
 
 /// The python3.x the host was built with (suggested for version-specific engines).
 const HOST_PYTHON_EXECUTABLE: &str = env!("PYHOST_PYTHON_EXECUTABLE");
@@ -239,12 +242,13 @@ pub fn render(plan: &Plan) -> Vec<(&'static str, String)> {
     files
 }
 
-/// The pyhost-abi folder to use: `--abi-path`, else the build tree's `abi/`; it must hold a
-/// `Cargo.toml` for the package `pyhost-abi`.
+/// The pyhost-abi folder to use: `--abi-path`, else the copy installed with pyhost (a wheel
+/// install), else the build tree's `abi/`; it must hold a `Cargo.toml` for the package
+/// `pyhost-abi`.
 fn resolve_abi_path(given: Option<&Path>) -> Result<PathBuf, Refusal> {
     let (path, from_option) = match given {
         Some(path) => (path.to_path_buf(), true),
-        None => (PathBuf::from(DEFAULT_ABI_PATH), false),
+        None => (installed_abi_path().unwrap_or_else(|| PathBuf::from(SOURCE_TREE_ABI_PATH)), false),
     };
     let manifest = path.join("Cargo.toml");
     let Ok(text) = std::fs::read_to_string(&manifest) else {
@@ -254,7 +258,8 @@ fn resolve_abi_path(given: Option<&Path>) -> Result<PathBuf, Refusal> {
         } else {
             format!(
                 "the pyhost-abi crate of the source tree this pyhost was built from ({}) is not there any \
-                 more; pass --abi-path PATH, the abi/ folder of a pyhost source tree",
+                 more, and none is installed with it; pass --abi-path PATH, the abi/ folder of a pyhost \
+                 source tree",
                 shown.display()
             )
         }));
@@ -267,6 +272,13 @@ fn resolve_abi_path(given: Option<&Path>) -> Result<PathBuf, Refusal> {
         )));
     }
     std::fs::canonicalize(&path).map_err(|err| Refusal(format!("{}: {err}", path.display())))
+}
+
+/// The pyhost-abi crate installed with this pyhost, if there is one.
+fn installed_abi_path() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.join(INSTALLED_ABI_PATH);
+    path.join("Cargo.toml").is_file().then_some(path)
 }
 
 /// The version a pyhost-abi `Cargo.toml` declares, when it is written out there.
@@ -356,15 +368,23 @@ fn new_engine(args: &NewEngineArgs) -> Result<(), (i32, String)> {
     }
     let source_tree =
         abi_path.parent().filter(|tree| tree.join("tests/oracle/run.sh").is_file()).map(Path::to_path_buf);
-    // The source tree's lock file pins the dependency versions pyhost is built and tested with
+    // The source tree's lock file (or, installed from a wheel, the one `cargo package` wrote
+    // beside the pyhost-abi crate) pins the dependency versions pyhost is built and tested with
     // (cargo drops the entries the engine does not need), and lets the engine build offline.
-    let seed_lock = source_tree.as_ref().map(|tree| tree.join("Cargo.lock")).filter(|lock| lock.is_file());
+    let seed_lock = source_tree.as_deref().unwrap_or(&abi_path).join("Cargo.lock");
+    let seed_lock = seed_lock.is_file().then_some(seed_lock);
     let plan = Plan {
         name: args.name.clone(),
         python: args.python,
         abi_path,
         source_tree,
-        host_python: HOST_PYTHON_EXECUTABLE.to_string(),
+        // A wheel was built by a python that may be gone (pip's build environment): then the
+        // templates say `python3.X`, which a venv provides.
+        host_python: if Path::new(HOST_PYTHON_EXECUTABLE).is_file() {
+            HOST_PYTHON_EXECUTABLE.to_string()
+        } else {
+            String::new()
+        },
     };
     let files = render(&plan);
     write_files(&dir, &files, seed_lock.as_deref())
