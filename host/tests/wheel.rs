@@ -2,8 +2,8 @@
 //! (hatchling and tools/wheel/hatch_build.py), installed into a fresh venv made by that Python
 //! (not by pyhost), runs there with no environment variables: its engines, a program under each
 //! (with multiprocessing's spawn, which starts children through sys.executable), a package pip
-//! installs into the venv, `pyhost new-engine` from the install, and one clear line for a Python
-//! without its shared library.
+//! installs into the venv, one clear line for a Python without its shared library, and
+//! `pyhost new-engine` from the install (an abi3 engine, built and loaded).
 
 mod common;
 
@@ -89,7 +89,7 @@ if __name__ == "__main__":
 "#;
 
 /// What must hold for the wheel of `python` (3.`minor`), which ships `engines`.
-fn check_wheel(python: &Path, minor: u8, engines: &[&str]) -> (tempfile::TempDir, PathBuf, PathBuf) {
+fn check_wheel(python: &Path, minor: u8, engines: &[&str]) {
     let root = tempfile::tempdir().unwrap();
     let wheel = build_wheel(python, &root.path().join("wheels"));
     let name = wheel.file_name().unwrap().to_string_lossy().into_owned();
@@ -162,21 +162,15 @@ fn check_wheel(python: &Path, minor: u8, engines: &[&str]) -> (tempfile::TempDir
         stderr.contains(&format!("libpython3.{minor}.so.1.0")) && stderr.contains("--enable-shared"),
         "{stderr}"
     );
-    (root, venv, pyhost)
-}
-
-#[test]
-fn the_wheel_for_python_3_13_installs_and_runs_in_its_venv() {
-    let python = find_python(13).expect("the tests run with a CPython 3.13 shared build");
-    let (root, _venv, pyhost) = check_wheel(&python, 13, &["parallel", "stackless", "stock"]);
 
     // `pyhost new-engine` from the install: the pyhost-abi crate comes with it.
-    let crate_dir = root.path().join("wheeleng");
+    let name = format!("wheeleng3{minor}");
+    let crate_dir = root.path().join(name.as_str());
     let out = ok(
         "new-engine",
-        run_with_limit(bare(&pyhost).arg("new-engine").arg("wheeleng").arg(&crate_dir), RUN_LIMIT),
+        run_with_limit(bare(&pyhost).arg("new-engine").arg(name.as_str()).arg(&crate_dir), RUN_LIMIT),
     );
-    assert!(out.contains("Created engine 'wheeleng'"), "{out}");
+    assert!(out.contains(&format!("Created engine '{name}'")), "{out}");
     let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
     assert!(manifest.contains("share/pyhost/abi"), "{manifest}");
     let target = workspace_root().join("target/fixtures-wheel");
@@ -186,12 +180,18 @@ fn the_wheel_for_python_3_13_installs_and_runs_in_its_venv() {
         .arg(crate_dir.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", &target);
     ok("cargo build of the new engine", run_with_limit(&mut cargo, BUILD_LIMIT));
-    let library = target.join("debug/libpyhost_engine_wheeleng.so");
+    let library = target.join(format!("debug/libpyhost_engine_{name}.so"));
     let out = run_with_limit(
         bare(&pyhost).arg("--engine").arg(&library).args(["-c", "import pyhost; print(pyhost.engine)"]),
         RUN_LIMIT,
     );
-    assert_eq!(ok("the new engine", out).trim(), "wheeleng");
+    assert_eq!(ok("the new engine", out).trim(), name.as_str());
+}
+
+#[test]
+fn the_wheel_for_python_3_13_installs_and_runs_in_its_venv() {
+    let python = find_python(13).expect("the tests run with a CPython 3.13 shared build");
+    check_wheel(&python, 13, &["parallel", "stackless", "stock"]);
 }
 
 #[test]
