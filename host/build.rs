@@ -36,6 +36,13 @@ fn main() {
     println!("cargo:rustc-link-lib=dylib={lib_name}");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
     println!("cargo:rustc-env=PYHOST_PYTHON_SONAME=lib{lib_name}.so.1.0");
+    // The folder cargo puts this build's outputs in (OUT_DIR is <it>/build/pyhost-<hash>/out):
+    // a launcher copied alone still finds the host library there, as the single binary it
+    // replaced found libpython through its rpath.
+    let out_dir = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    if let Some(profile_dir) = out_dir.ancestors().nth(3) {
+        println!("cargo:rustc-env=PYHOST_BUILD_DIR={}", profile_dir.display());
+    }
     println!("cargo:rustc-env=PYHOST_PYTHON_MAJOR={}", version.major);
     println!("cargo:rustc-env=PYHOST_PYTHON_MINOR={}", version.minor);
     println!("cargo:rustc-env=PYHOST_PYTHON_LIBDIR={lib_dir}");

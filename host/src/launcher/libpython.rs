@@ -87,7 +87,7 @@ fn system_has(soname: &str) -> bool {
     unsafe { libloading::os::unix::Library::open(Some(soname), libloading::os::unix::RTLD_LAZY).is_ok() }
 }
 
-fn same_folder(a: &Path, b: &Path) -> bool {
+pub fn same_folder(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,

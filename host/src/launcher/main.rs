@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 const EXIT_CANNOT_START: c_int = 2;
 /// The host library's file name, looked for next to the launcher, then where a wheel puts it.
 const HOST_LIBRARY: &str = "libpyhost_host.so";
+/// Where cargo built this launcher (and the host library beside it).
+const BUILD_DIR: &str = env!("PYHOST_BUILD_DIR");
 
 #[cfg(not(test))]
 #[no_mangle]
@@ -44,7 +46,10 @@ fn launch() -> Result<c_int, String> {
         std::env::current_exe().map_err(|err| format!("cannot tell where pyhost is installed: {err}"))?;
     let own_dir = own.parent().unwrap_or(Path::new("/")).to_path_buf();
     let invoked = invoked_path(&own);
-    let python = libpython::locate(&invoked, holds_pyhost)?;
+    // A venv whose home is this launcher's folder (made by it, or by a copy of it) or another
+    // pyhost's runs on that pyhost's Python.
+    let python =
+        libpython::locate(&invoked, |dir| libpython::same_folder(dir, &own_dir) || holds_pyhost(dir))?;
     // SAFETY: loading libpython runs only its ELF initializers, which set up nothing that needs
     // CPython to be initialized. RTLD_GLOBAL makes its symbols visible to the host library,
     // the engines and C extension modules, which all resolve the C API at load time.
@@ -82,13 +87,19 @@ fn invoked_path(own: &Path) -> PathBuf {
 }
 
 /// The host library: beside the launcher (a cargo build), in `../lib/pyhost/` (a wheel
-/// install), or, for a launcher copied into a venv (`venv --copies`), in those places of the
-/// pyhost whose folder the venv's `home` names.
+/// install), for a launcher copied into a venv (`venv --copies`) in those places of the pyhost
+/// whose folder the venv's `home` names, and last where this launcher was built (a launcher
+/// copied alone, as CPython's test_venv does with sys.executable).
 fn host_library(own_dir: &Path, invoked: &Path) -> Result<PathBuf, String> {
     let mut folders = host_library_folders(own_dir).to_vec();
     if let Some(home) = libpython::venv_home(invoked) {
         folders.extend(host_library_folders(&home));
     }
+    folders.push(PathBuf::from(BUILD_DIR));
+    first_host_library(&folders)
+}
+
+fn first_host_library(folders: &[PathBuf]) -> Result<PathBuf, String> {
     folders.iter().map(|folder| folder.join(HOST_LIBRARY)).find(|path| path.is_file()).ok_or_else(|| {
         let searched: Vec<String> = folders.iter().map(|folder| folder.display().to_string()).collect();
         format!("the pyhost installation is incomplete: {HOST_LIBRARY} is in none of {}", searched.join(", "))
@@ -103,4 +114,21 @@ fn host_library_folders(bin_dir: &Path) -> [PathBuf; 2] {
 /// Whether `bin_dir` holds a pyhost (a venv whose `home` it is was made by that pyhost).
 fn holds_pyhost(bin_dir: &Path) -> bool {
     host_library_folders(bin_dir).iter().any(|folder| folder.join(HOST_LIBRARY).is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_host_library_names_every_folder_searched() {
+        let empty = tempfile::tempdir().unwrap();
+        let folders = [empty.path().join("bin"), empty.path().join("lib/pyhost")];
+        let message = first_host_library(&folders).unwrap_err();
+        assert!(message.starts_with("the pyhost installation is incomplete: libpyhost_host.so"), "{message}");
+        assert!(folders.iter().all(|folder| message.contains(&folder.display().to_string())), "{message}");
+        std::fs::create_dir_all(&folders[1]).unwrap();
+        std::fs::write(folders[1].join(HOST_LIBRARY), b"").unwrap();
+        assert_eq!(first_host_library(&folders).unwrap(), folders[1].join(HOST_LIBRARY));
+    }
 }
