@@ -320,8 +320,7 @@ def _cacheable(fn):
 
 def _dump_function(fn):
     global _dumped_functions
-    import types
-    if type(fn) is types.FunctionType:
+    if type(fn) is _FunctionType:
         if _dumped_functions is None:
             import weakref
             _dumped_functions = weakref.WeakKeyDictionary()
@@ -354,6 +353,24 @@ def _describe(fn):
 
 def _payload(kind, fn_bytes, data):
     return bytes((kind,)) + len(fn_bytes).to_bytes(4, "little") + fn_bytes + data
+
+
+_FunctionType = type(_payload)
+# (function, its __code__, its __defaults__, the start of its submit() payload) for the last
+# cacheable function submitted: submit() in a loop sends the same function each time.
+_last_call = (None, None, None, b"")
+
+
+def _call_header(fn):
+    """The start of a submit() payload for fn (kind, size, fn's pickle): the arguments follow."""
+    global _last_call
+    last = _last_call
+    if fn is last[0] and fn.__code__ is last[1] and fn.__defaults__ is last[2]:
+        return last[3]
+    header = _payload(_TASK_CALL, _dump_function(fn), b"")
+    if type(fn) is _FunctionType and fn in _dumped_functions:
+        _last_call = (fn, fn.__code__, fn.__defaults__, header)
+    return header
 
 
 # ----- protect(): containers shared by every interpreter -----
@@ -1061,9 +1078,9 @@ class _Pool:
         self.forgotten = False  # shut down, joined and unknown to the core
 
     def submit(self, fn, args, kwargs, future_type):
-        fn_bytes = _dump_function(fn)
+        header = _call_header(fn)
         data = _dumps((args, kwargs), lambda: f"the arguments of {_describe(fn)} to a worker")
-        return self.submit_payload(_payload(_TASK_CALL, fn_bytes, data), future_type)
+        return self.submit_payload(header + data, future_type)
 
     def submit_payload(self, payload, future_type):
         future = future_type()

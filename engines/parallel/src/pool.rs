@@ -271,6 +271,8 @@ struct PoolState {
     /// completion queue and land in `claimed_done`.
     claimed: HashSet<u64>,
     claimed_done: HashMap<u64, Outcome>,
+    /// Callers asleep on `claimed_ready` (a notify costs a syscall even when nobody waits).
+    claimed_sleepers: usize,
     workers: Vec<WorkerInfo>,
     /// Workers still able to take tasks.
     alive: usize,
@@ -339,6 +341,7 @@ impl Pool {
                 completions: VecDeque::new(),
                 claimed: HashSet::new(),
                 claimed_done: HashMap::new(),
+                claimed_sleepers: 0,
                 // One by one: each worker has its own Interrupt (vec![x; n] would share one).
                 workers: (0..workers)
                     .map(|_| WorkerInfo { state: "starting", ..Default::default() })
@@ -496,7 +499,9 @@ impl Pool {
         if state.claimed.remove(&task) {
             state.claimed_done.insert(task, outcome);
             self.completed.fetch_add(1, Ordering::Release);
-            self.claimed_ready.notify_all();
+            if state.claimed_sleepers > 0 {
+                self.claimed_ready.notify_all();
+            }
         } else {
             state.completions.push_back((task, outcome));
             self.completion_ready.notify_all();
@@ -531,11 +536,13 @@ impl Pool {
                 state.claimed.remove(&task);
                 return TaskWait::Pending;
             }
+            state.claimed_sleepers += 1;
             state = self
                 .claimed_ready
                 .wait_timeout(state, deadline - now)
                 .unwrap_or_else(|poison| poison.into_inner())
                 .0;
+            state.claimed_sleepers -= 1;
         }
     }
 
