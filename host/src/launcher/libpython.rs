@@ -53,8 +53,12 @@ pub fn venv_home(invoked: &Path) -> Option<PathBuf> {
     Venv::around(dir).ok().flatten().map(|venv| venv.home)
 }
 
-/// Not in a venv: the Python pyhost was built against, or the system's library of that name.
+/// Not in a venv: the library LD_LIBRARY_PATH names (it comes before an rpath for the loader
+/// too), else the Python pyhost was built against, else the system's library of that name.
 fn outside_a_venv() -> Result<PathBuf, String> {
+    if let Some(found) = std::env::var_os("LD_LIBRARY_PATH").and_then(|value| on_library_path(&value)) {
+        return Ok(found);
+    }
     let built_against = Path::new(BUILD_LIBDIR).join(SONAME);
     if built_against.is_file() {
         return Ok(built_against);
@@ -69,6 +73,14 @@ fn outside_a_venv() -> Result<PathBuf, String> {
          shared build, or install one ({})",
         install_hint()
     ))
+}
+
+/// The first folder of a LD_LIBRARY_PATH value that holds the library.
+fn on_library_path(value: &std::ffi::OsStr) -> Option<PathBuf> {
+    std::env::split_paths(value)
+        .filter(|folder| !folder.as_os_str().is_empty())
+        .map(|folder| folder.join(SONAME))
+        .find(|path| path.is_file())
 }
 
 /// How to get a CPython with its shared library.
@@ -267,6 +279,18 @@ mod tests {
             found.canonicalize().unwrap(),
             root.path().join("real/lib").join(SONAME).canonicalize().unwrap()
         );
+    }
+
+    #[test]
+    fn ld_library_path_is_searched_in_order() {
+        let root = tempfile::tempdir().unwrap();
+        for folder in ["a", "b"] {
+            std::fs::create_dir(root.path().join(folder)).unwrap();
+        }
+        std::fs::write(root.path().join("b").join(SONAME), b"").unwrap();
+        let value = std::env::join_paths([root.path().join("a"), root.path().join("b")]).unwrap();
+        assert_eq!(on_library_path(&value), Some(root.path().join("b").join(SONAME)));
+        assert_eq!(on_library_path(std::ffi::OsStr::new(":")), None);
     }
 
     #[test]
